@@ -167,6 +167,10 @@ func (a *App) slow(w http.ResponseWriter, r *http.Request) {
 	case <-t.C:
 	case <-r.Context().Done():
 		return
+	case <-a.hard:
+		// Shutdown deadline: cut the connection rather than send a
+		// response that would claim the full wait happened.
+		panic(http.ErrAbortHandler)
 	}
 	info := a.newInfo(r)
 	slept := time.Since(start).Milliseconds()
@@ -207,6 +211,10 @@ func (a *App) stream(w http.ResponseWriter, r *http.Request) {
 			case <-wait.C:
 			case <-r.Context().Done():
 				return
+			case <-a.hard:
+				// Shutdown deadline: cut the connection, since a
+				// cleanly ended stream would look complete.
+				panic(http.ErrAbortHandler)
 			}
 		}
 		data, err := json.Marshal(Event{Seq: seq, Profile: a.profile, Hostname: a.hostname, Time: time.Now()})
