@@ -1,0 +1,176 @@
+// Package config reads and validates cutover's YAML configuration file.
+//
+// The file is a template: ${VAR} and ${VAR:-default} are filled from the
+// environment before parsing (the job nginx's envsubst entrypoint does in the
+// seed setup). Every problem is reported with the file, line and key it was
+// found at and what to do about it; Load returns all problems at once so that
+// `cutover validate` can list them like `nginx -t`.
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config is a validated configuration. Zero values never reach callers: Load
+// fills every default, so the data plane and control plane can use the fields
+// directly.
+type Config struct {
+	// Path is the file the configuration was read from ("" when built in code).
+	Path string
+
+	Listen         Listen
+	TLS            TLS
+	StateDir       string
+	Admin          Admin
+	TrustedProxies []netip.Prefix
+	Log            Log
+	Timeouts       Timeouts
+	Limits         Limits
+	Upstream       Upstream
+	Docker         Docker
+
+	// Services in the order the file lists them.
+	Services []Service
+}
+
+// Listen holds the public listener addresses.
+type Listen struct {
+	// HTTP is the plain-HTTP address ("" disables it). When HTTPS is set, every
+	// request on HTTP is answered with a 308 redirect to HTTPS.
+	HTTP string
+	// HTTPS is the TLS address ("" disables it); HTTP/2 is offered by ALPN.
+	HTTPS string
+}
+
+// TLS says where the certificate for listen.https comes from.
+type TLS struct {
+	Cert, Key string // PEM files; re-read on SIGHUP
+	// SelfSigned generates a certificate for Hosts once and keeps it in StateDir.
+	SelfSigned bool
+	Hosts      []string
+}
+
+// Admin configures the admin API listeners.
+type Admin struct {
+	// Socket is the Unix socket path (default <state_dir>/admin.sock).
+	Socket string
+	// TCP is an optional host:port for the admin API; it requires Token.
+	TCP string
+	// Token is the bearer token required on the TCP listener.
+	Token string
+}
+
+// Log configures logging.
+type Log struct {
+	// Access is a file path, "-" for stdout or "off".
+	Access string
+	// Format is "combined" (nginx's) or "json".
+	Format string
+	// Level is the diagnostics level: debug, info, warn or error.
+	Level string
+}
+
+// Timeouts bound the client side of the data plane.
+type Timeouts struct {
+	ReadHeader time.Duration // a request head must arrive within this (default 10s)
+	Idle       time.Duration // keep-alive wait for the next request (default 75s)
+	Read       time.Duration // between two reads of a request body (default 60s)
+	Write      time.Duration // between two writes of a response (default 60s)
+	Shutdown   time.Duration // SIGTERM grace for in-flight requests (default 30s)
+}
+
+// Limits bound request sizes.
+type Limits struct {
+	MaxHeaderBytes int // request line + headers (default 32768); larger gets 431
+}
+
+// Upstream configures connections to targets.
+type Upstream struct {
+	ConnectTimeout   time.Duration // default 5s
+	ResponseTimeout  time.Duration // wait for the response head (default 60s)
+	ReadTimeout      time.Duration // between two reads of a response body (default 60s)
+	KeepaliveTimeout time.Duration // idle upstream connections are closed after this (default 60s)
+	MaxIdlePerTarget int           // idle keep-alive connections kept per target (default 64)
+}
+
+// Docker configures the Docker provider.
+type Docker struct {
+	// Network is the Docker network whose addresses are used for containers.
+	Network string
+	// Host overrides DOCKER_HOST when set.
+	Host string
+}
+
+// Balance policies.
+const (
+	RoundRobin = "round_robin"
+	LeastConn  = "least_conn"
+)
+
+// Service is one routed application with its pools.
+type Service struct {
+	Name string
+	// Hosts are the Host names routed here: exact names or "*.example.com".
+	// Empty means the default service for any host.
+	Hosts        []string
+	Balance      string
+	Health       Health
+	DrainTimeout time.Duration
+	// Pools in the order the file lists them.
+	Pools []Pool
+	// Active is the pool that serves on first start (when no state exists).
+	Active string
+}
+
+// Health configures active health checks.
+type Health struct {
+	Path      string        // default /healthz
+	Interval  time.Duration // default 1s
+	Timeout   time.Duration // default 2s
+	Healthy   int           // consecutive passes to be healthy (default 2)
+	Unhealthy int           // consecutive failures to be unhealthy (default 3)
+}
+
+// Pool is one colour of a service. Exactly one of Targets, Containers or
+// Compose is set.
+type Pool struct {
+	Name string
+	// Targets are host:port addresses.
+	Targets []string
+	// Containers are Docker container names or IDs, reached on Docker.Network at Port.
+	Containers []string
+	// Compose selects every running replica of a compose service.
+	Compose *ComposeRef
+	// Port is the container port for Containers and Compose.
+	Port int
+}
+
+// ComposeRef names a compose project's service.
+type ComposeRef struct {
+	Project string
+	Service string
+}
+
+// FromDocker reports whether the pool's members come from the Docker provider.
+func (p Pool) FromDocker() bool { return len(p.Containers) > 0 || p.Compose != nil }
+
+// Service returns the service with the given name.
+func (c *Config) Service(name string) (*Service, bool) {
+	for i := range c.Services {
+		if c.Services[i].Name == name {
+			return &c.Services[i], true
+		}
+	}
+	return nil, false
+}
+
+// Pool returns the pool with the given name.
+func (s *Service) Pool(name string) (*Pool, bool) {
+	for i := range s.Pools {
+		if s.Pools[i].Name == name {
+			return &s.Pools[i], true
+		}
+	}
+	return nil, false
+}

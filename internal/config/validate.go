@@ -1,0 +1,477 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// maxSocketPath is the longest Unix socket path Linux accepts (sun_path is
+// 108 bytes including the terminating NUL).
+const maxSocketPath = 107
+
+// Validate checks a configuration built in code (Default plus services made
+// with DefaultService) by the rules Parse applies to a file. It neither fills
+// defaults nor changes c. The error is an *Errors, with no line numbers.
+func (c *Config) Validate() error {
+	var ps []Problem
+	ch := checker{
+		c:       c,
+		present: func(string) bool { return false },
+		report: func(key string, _ bool, msg string) {
+			ps = append(ps, Problem{File: c.Path, Key: key, Msg: msg})
+		},
+	}
+	ch.run()
+	if len(ps) == 0 {
+		return nil
+	}
+	return &Errors{Problems: ps}
+}
+
+// ValidName reports whether s can name a service or pool: lowercase letters,
+// digits, '-' and '_', starting with a letter or digit, at most 63 bytes.
+// Names appear in admin URLs and file names, hence the strict form.
+func ValidName(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for i, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		case (c == '-' || c == '_') && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidateTarget checks a target address (host:port with a host and a port
+// from 1 to 65535), e.g. one given to `cutover deploy --target`.
+func ValidateTarget(addr string) error {
+	if msg := addrProblem(addr, true); msg != "" {
+		return errors.New(msg)
+	}
+	return nil
+}
+
+// checker applies the rules that concern values and the relations between
+// them to a finished Config. Keys it reports are canonical dotted paths; the
+// report function places them (Parse) or not (Validate).
+type checker struct {
+	c       *Config
+	present func(key string) bool
+	// report records a problem; aggregate marks problems about a whole
+	// section, which Parse drops when something inside it was already
+	// reported.
+	report func(key string, aggregate bool, msg string)
+}
+
+func (ch *checker) add(key, msg string) { ch.report(key, false, msg) }
+
+func (ch *checker) addf(key, format string, args ...any) {
+	ch.report(key, false, fmt.Sprintf(format, args...))
+}
+
+func (ch *checker) run() {
+	ch.listen()
+	ch.tls()
+	ch.files()
+	ch.log()
+	ch.limits()
+	ch.services()
+}
+
+func (ch *checker) listen() {
+	l := ch.c.Listen
+	if l.HTTP == "" && l.HTTPS == "" {
+		ch.report("listen", true, `neither listen.http nor listen.https is set — add e.g. listen: {http: "127.0.0.1:8080"}`)
+	}
+	if l.HTTP != "" {
+		if msg := addrProblem(l.HTTP, false); msg != "" {
+			ch.add("listen.http", msg)
+		}
+	}
+	if l.HTTPS != "" {
+		if msg := addrProblem(l.HTTPS, false); msg != "" {
+			ch.add("listen.https", msg)
+		} else if l.HTTPS == l.HTTP {
+			ch.add("listen.https", "is the same address as listen.http — give HTTPS its own port, e.g. 127.0.0.1:8443")
+		}
+	}
+	if a := ch.c.Admin.TCP; a != "" && (a == l.HTTP || a == l.HTTPS) {
+		ch.add("admin.tcp", "is the same address as a public listener — give the admin API its own address, e.g. 127.0.0.1:9901")
+	}
+}
+
+func (ch *checker) tls() {
+	t := ch.c.TLS
+	files := t.Cert != "" || t.Key != ""
+	switch {
+	case files && t.SelfSigned:
+		ch.add("tls.self_signed", "is set together with tls.cert/tls.key — use either the certificate files or self_signed: true, not both")
+	case t.Cert != "" && t.Key == "":
+		ch.add("tls.key", "is missing while tls.cert is set — add tls.key: FILE, the certificate's private key")
+	case t.Key != "" && t.Cert == "":
+		ch.add("tls.cert", "is missing while tls.key is set — add tls.cert: FILE, the certificate (chain)")
+	case !files && !t.SelfSigned:
+		if ch.present("tls") || len(t.Hosts) > 0 {
+			ch.report("tls", true, "sets neither cert and key nor self_signed — add tls.cert and tls.key, or self_signed: true with hosts")
+		} else if ch.c.Listen.HTTPS != "" {
+			ch.add("listen.https", "needs a certificate, but there is no tls section — add tls: {cert: FILE, key: FILE} or tls: {self_signed: true, hosts: [example.com]}")
+		}
+	}
+	if t.SelfSigned && !files && len(t.Hosts) == 0 {
+		ch.add("tls.hosts", `is empty, but self_signed needs the names to put in the certificate — add e.g. tls.hosts: ["example.com"]`)
+	}
+	for i, h := range t.Hosts {
+		if msg := hostProblem(h, true); msg != "" {
+			ch.add(fmt.Sprintf("tls.hosts[%d]", i), msg)
+		}
+	}
+}
+
+func (ch *checker) files() {
+	c := ch.c
+	if c.StateDir == "" {
+		ch.add("state_dir", "is empty — set it to a folder cutover may write, e.g. "+DefaultStateDir)
+	}
+	switch {
+	case c.Admin.Socket == "":
+		ch.add("admin.socket", "is empty — set it to a path for the admin API's Unix socket, e.g. "+DefaultStateDir+"/"+AdminSocketName)
+	case len(c.Admin.Socket) > maxSocketPath:
+		ch.addf("admin.socket", "%q is %d bytes long, but Unix socket paths can have at most %d — set a shorter admin.socket (or state_dir)",
+			c.Admin.Socket, len(c.Admin.Socket), maxSocketPath)
+	}
+	if c.Admin.TCP != "" {
+		if msg := addrProblem(c.Admin.TCP, false); msg != "" {
+			ch.add("admin.tcp", msg)
+		}
+		if c.Admin.Token == "" {
+			ch.add("admin.tcp", "is set without admin.token — add admin.token: ${CUTOVER_ADMIN_TOKEN} (anyone who reaches the port could otherwise deploy)")
+		}
+	}
+	if h := c.Docker.Host; h != "" && !strings.Contains(h, "://") {
+		ch.addf("docker.host", "%q is not a Docker Engine address — write e.g. unix:///var/run/docker.sock or tcp://127.0.0.1:2375", h)
+	}
+}
+
+func (ch *checker) log() {
+	l := ch.c.Log
+	if l.Access == "" {
+		ch.add("log.access", `is empty — use "-" for stdout, "off", or a file path`)
+	}
+	if l.Format != FormatCombined && l.Format != FormatJSON {
+		ch.addf("log.format", "%q is not a log format — use %s or %s", l.Format, FormatCombined, FormatJSON)
+	}
+	switch l.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		ch.addf("log.level", "%q is not a log level — use debug, info, warn or error", l.Level)
+	}
+}
+
+// durationRule is one duration setting and its bounds.
+type durationRule struct {
+	key       string
+	d, def    time.Duration
+	allowZero bool
+}
+
+func (ch *checker) durations(rules []durationRule) {
+	for _, r := range rules {
+		switch {
+		case r.d < 0:
+			ch.addf(r.key, "is %s, but must not be negative — use e.g. %s (the default)", r.d, r.def)
+		case r.d == 0 && !r.allowZero:
+			ch.addf(r.key, "is 0, but must be more than 0 — use e.g. %s (the default)", r.def)
+		}
+	}
+}
+
+func (ch *checker) limits() {
+	c, def := ch.c, Default()
+	t, dt := c.Timeouts, def.Timeouts
+	u, du := c.Upstream, def.Upstream
+	ch.durations([]durationRule{
+		{key: "timeouts.read_header", d: t.ReadHeader, def: dt.ReadHeader},
+		{key: "timeouts.idle", d: t.Idle, def: dt.Idle},
+		{key: "timeouts.read", d: t.Read, def: dt.Read},
+		{key: "timeouts.write", d: t.Write, def: dt.Write},
+		{key: "timeouts.shutdown", d: t.Shutdown, def: dt.Shutdown, allowZero: true},
+		{key: "upstream.connect_timeout", d: u.ConnectTimeout, def: du.ConnectTimeout},
+		{key: "upstream.response_timeout", d: u.ResponseTimeout, def: du.ResponseTimeout},
+		{key: "upstream.read_timeout", d: u.ReadTimeout, def: du.ReadTimeout},
+		{key: "upstream.keepalive_timeout", d: u.KeepaliveTimeout, def: du.KeepaliveTimeout},
+	})
+	if n := c.Limits.MaxHeaderBytes; n < 1024 || n > 1<<20 {
+		ch.addf("limits.max_header_bytes", "is %d, but must be from 1024 to 1048576 — the default is %d", n, def.Limits.MaxHeaderBytes)
+	}
+	if n := u.MaxIdlePerTarget; n < 0 {
+		ch.addf("upstream.max_idle_per_target", "is %d, but must not be negative — use 0 to keep no idle connections, or e.g. %d (the default)", n, du.MaxIdlePerTarget)
+	}
+}
+
+func (ch *checker) services() {
+	c := ch.c
+	if len(c.Services) == 0 {
+		ch.report("services", true, `no services are configured — add one, e.g. services: {web: {pools: {blue: ["127.0.0.1:9001"]}}}`)
+		return
+	}
+	seen := map[string]bool{}
+	hostOwner := map[string]string{}
+	defaultService := ""
+	networkReported := false
+	for _, s := range c.Services {
+		key := "services." + s.Name
+		if !ValidName(s.Name) {
+			ch.addf(key, "%q is not a valid service name — use lowercase letters, digits, - and _, starting with a letter or digit (names appear in URLs and file names)", s.Name)
+		}
+		if seen[s.Name] {
+			ch.addf(key, "service %q is defined twice — rename or remove one", s.Name)
+		}
+		seen[s.Name] = true
+
+		if len(s.Hosts) == 0 {
+			if defaultService != "" {
+				ch.addf(key+".hosts", "is empty, which makes %s a default service, but %s already is — give one of them hosts", s.Name, defaultService)
+			} else {
+				defaultService = s.Name
+			}
+		}
+		for j, h := range s.Hosts {
+			hk := fmt.Sprintf("%s.hosts[%d]", key, j)
+			if msg := hostProblem(h, true); msg != "" {
+				ch.add(hk, msg)
+				continue
+			}
+			if owner, ok := hostOwner[h]; ok {
+				if owner == s.Name {
+					ch.addf(hk, "%q is listed twice — remove one", h)
+				} else {
+					ch.addf(hk, "%q is already routed to service %s — a host belongs to one service; remove it from one of them", h, owner)
+				}
+				continue
+			}
+			hostOwner[h] = s.Name
+		}
+
+		if s.Balance != RoundRobin && s.Balance != LeastConn {
+			ch.addf(key+".balance", "%q is not a balance policy — use %s or %s", s.Balance, RoundRobin, LeastConn)
+		}
+		ch.health(key+".health", s.Health)
+		ch.durations([]durationRule{{key: key + ".drain_timeout", d: s.DrainTimeout, def: DefaultService("").DrainTimeout, allowZero: true}})
+
+		if len(s.Pools) == 0 {
+			ch.report(key+".pools", true, `has no pools — add at least one, e.g. pools: {blue: ["127.0.0.1:9001"]}`)
+			continue
+		}
+		ch.pools(key, s, &networkReported)
+		ch.active(key, s)
+	}
+}
+
+func (ch *checker) health(key string, h Health) {
+	def := DefaultHealth()
+	if !strings.HasPrefix(h.Path, "/") {
+		ch.addf(key+".path", "%q must start with / — write e.g. %s", h.Path, def.Path)
+	}
+	ch.durations([]durationRule{
+		{key: key + ".interval", d: h.Interval, def: def.Interval},
+		{key: key + ".timeout", d: h.Timeout, def: def.Timeout},
+	})
+	if h.Healthy < 1 {
+		ch.addf(key+".healthy", "is %d, but must be at least 1 — it counts the passed checks that make a target healthy (default %d)", h.Healthy, def.Healthy)
+	}
+	if h.Unhealthy < 1 {
+		ch.addf(key+".unhealthy", "is %d, but must be at least 1 — it counts the failed checks that make a target unhealthy (default %d)", h.Unhealthy, def.Unhealthy)
+	}
+}
+
+func (ch *checker) pools(key string, s Service, networkReported *bool) {
+	seenPool := map[string]bool{}
+	targetPool := map[string]string{} // target → pool that lists it first
+	for _, p := range s.Pools {
+		pk := key + ".pools." + p.Name
+		if !ValidName(p.Name) {
+			ch.addf(pk, "%q is not a valid pool name — use lowercase letters, digits, - and _, starting with a letter or digit (names appear in URLs and file names)", p.Name)
+		}
+		if seenPool[p.Name] {
+			ch.addf(pk, "pool %q is defined twice — rename or remove one", p.Name)
+		}
+		seenPool[p.Name] = true
+
+		kinds := 0
+		for _, set := range []bool{len(p.Targets) > 0, len(p.Containers) > 0, p.Compose != nil} {
+			if set {
+				kinds++
+			}
+		}
+		if kinds > 1 {
+			ch.add(pk, "takes members from more than one of targets, containers and compose — use exactly one")
+		}
+
+		for j, t := range p.Targets {
+			tk := fmt.Sprintf("%s.targets[%d]", pk, j)
+			if msg := addrProblem(t, true); msg != "" {
+				ch.add(tk, msg)
+				continue
+			}
+			if owner, ok := targetPool[t]; ok {
+				if owner == p.Name {
+					ch.addf(tk, "%q is listed twice in this pool — remove one", t)
+				} else {
+					ch.addf(tk, "%q is also in pool %s — a target belongs to one pool of a service; remove it from one of them", t, owner)
+				}
+				continue
+			}
+			targetPool[t] = p.Name
+		}
+
+		if !p.FromDocker() {
+			if p.Port != 0 {
+				ch.add(pk+".port", "applies only to containers and compose — for targets, write the port in each host:port")
+			}
+			continue
+		}
+		switch {
+		case p.Port == 0:
+			ch.add(pk+".port", "is missing — add port: N, the port the app listens on inside the container, e.g. port: 8000")
+		case p.Port < 0 || p.Port > 65535:
+			ch.addf(pk+".port", "is %d, but must be from 1 to 65535 — use the port the app listens on inside the container", p.Port)
+		}
+		if ch.c.Docker.Network == "" && !*networkReported {
+			*networkReported = true
+			ch.add(pk, "takes members from Docker, but docker.network is not set — add docker: {network: NAME}, the network on which cutover reaches the containers")
+		}
+		seenContainer := map[string]bool{}
+		for j, name := range p.Containers {
+			ck := fmt.Sprintf("%s.containers[%d]", pk, j)
+			switch {
+			case name == "":
+				ch.add(ck, "is empty — give a container name or ID")
+			case seenContainer[name]:
+				ch.addf(ck, "%q is listed twice — remove one", name)
+			}
+			seenContainer[name] = true
+		}
+		if p.Compose != nil {
+			if p.Compose.Project == "" {
+				ch.add(pk+".compose.project", "is missing — add the compose project name (as in docker compose -p NAME)")
+			}
+			if p.Compose.Service == "" {
+				ch.add(pk+".compose.service", "is missing — add the service name from the compose file")
+			}
+		}
+	}
+}
+
+func (ch *checker) active(key string, s Service) {
+	ak := key + ".active"
+	if s.Active == "" {
+		ch.add(ak, "is not set — name the pool that serves on first start")
+		return
+	}
+	p, ok := s.Pool(s.Active)
+	if !ok {
+		names := make([]string, len(s.Pools))
+		for i, p := range s.Pools {
+			names[i] = p.Name
+		}
+		ch.addf(ak, "names pool %q, which service %s does not have — use one of: %s", s.Active, s.Name, strings.Join(names, ", "))
+		return
+	}
+	if !p.FromDocker() && len(p.Targets) == 0 {
+		k := ak
+		if !ch.present(ak) {
+			k = key + ".pools." + p.Name
+		}
+		ch.addf(k, "active pool %s has no targets — add targets to it, or make a pool that has targets active", p.Name)
+	}
+}
+
+// addrProblem checks a host:port address. A target needs a host; a listen
+// address may leave it out (":8080" listens on every interface). It returns
+// "" when the address is fine.
+func addrProblem(addr string, target bool) string {
+	example := "127.0.0.1:8080"
+	if target {
+		example = "127.0.0.1:9001"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		if strings.Contains(err.Error(), "missing port") {
+			return fmt.Sprintf("%q has no port — write host:port, e.g. %s", addr, example)
+		}
+		return fmt.Sprintf("%q is not a host:port address — write e.g. %s (an IPv6 host goes in brackets: [::1]:8080)", addr, example)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Sprintf("%q has port %q, which is not a number from 1 to 65535 — use a port in that range", addr, port)
+	}
+	if host == "" {
+		if target {
+			return fmt.Sprintf("%q has no host — write the target as host:port, e.g. 127.0.0.1:%s", addr, port)
+		}
+		return ""
+	}
+	if msg := hostProblem(host, false); msg != "" {
+		return fmt.Sprintf("%q: host %s", addr, msg)
+	}
+	return ""
+}
+
+// hostProblem checks a host name or IP address. Routing names (service and
+// TLS hosts) may start with the "*." wildcard and must be lowercase (Parse
+// lowercases them; a Config built in code must do it itself). It returns
+// "" when the name is fine.
+func hostProblem(h string, routing bool) string {
+	if h == "" {
+		return "is empty — give a host name, e.g. example.com"
+	}
+	if _, err := netip.ParseAddr(h); err == nil {
+		return ""
+	}
+	if i := strings.LastIndexByte(h, ':'); routing && i >= 0 {
+		if _, err := strconv.Atoi(h[i+1:]); err == nil {
+			return fmt.Sprintf("%q has a port — hosts are matched without the port; remove %s", h, h[i:])
+		}
+	}
+	name := h
+	if routing {
+		name = strings.TrimPrefix(h, "*.")
+		if strings.ToLower(h) != h {
+			return fmt.Sprintf("%q has upper-case letters — write it in lowercase", h)
+		}
+	}
+	if strings.Contains(name, "*") {
+		if routing {
+			return fmt.Sprintf("%q has a wildcard that is not the first label — write wildcards as *.example.com", h)
+		}
+		return fmt.Sprintf("%q has a wildcard — give one host name or IP address", h)
+	}
+	if len(name) > 253 {
+		return fmt.Sprintf("%q is longer than 253 bytes — use a shorter name", h)
+	}
+	for _, label := range strings.Split(name, ".") {
+		switch {
+		case label == "":
+			return fmt.Sprintf("%q has an empty label (a leading, trailing or doubled dot) — remove the extra dot", h)
+		case len(label) > 63:
+			return fmt.Sprintf("%q has a label longer than 63 bytes — use a shorter name", h)
+		case label[0] == '-' || label[len(label)-1] == '-':
+			return fmt.Sprintf("%q has a label that starts or ends with - — fix the name", h)
+		}
+		for _, c := range label {
+			ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+			if !ok {
+				return fmt.Sprintf("%q is not a valid host name or IP address (%q is not allowed) — use letters, digits, - and . only", h, c)
+			}
+		}
+	}
+	return ""
+}
