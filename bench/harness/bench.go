@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+)
+
+// benchPhase runs wrk against each proxy, interleaved, for every log mode.
+// A run that cannot be measured is recorded with its error and the phase
+// goes on; only an interrupt stops it.
+func (h *harness) benchPhase(ctx context.Context, proxies []string) ([]benchRun, error) {
+	var runs []benchRun
+	for _, logOn := range h.opts.logModes {
+		for i := 1; i <= h.opts.runs; i++ {
+			for _, p := range proxies {
+				r := h.benchOnce(ctx, p, logOn, i)
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+				mode := "off"
+				if logOn {
+					mode = "on"
+				}
+				if r.Err != "" {
+					h.logf("[log %s] run %d/%d %s: FAILED: %s", mode, i, h.opts.runs, p, r.Err)
+				} else {
+					h.logf("[log %s] run %d/%d %-7s %9s req/s  p50 %s  p99 %s  cpu %.2fs  %s req/cpu-s  peak %s  errors %d",
+						mode, i, h.opts.runs, p, thousands(r.Wrk.ReqPerSec), ms(r.Wrk.P50), ms(r.Wrk.P99), r.CPU.Seconds(), thousands(r.perCPU()), mb(float64(r.PeakRSSKB)), r.Wrk.Errors())
+				}
+				runs = append(runs, r)
+			}
+		}
+	}
+	return runs, nil
+}
+
+// benchOnce starts a fresh proxy, runs wrk against it once and measures the
+// proxy's CPU time and peak memory.
+func (h *harness) benchOnce(ctx context.Context, proxy string, logOn bool, run int) benchRun {
+	r := benchRun{Proxy: proxy, LogOn: logOn, Run: run, LogLines: -1}
+	fail := func(err error) benchRun {
+		r.Err = err.Error()
+		return r
+	}
+	listen, err := freePort()
+	if err != nil {
+		return fail(err)
+	}
+	dir := h.instanceDir(proxy)
+	opts := proxyOptions{Proxy: proxy, Dir: dir, Listen: listen, Pools: map[string][]string{"blue": h.pool("blue")}, Active: "blue"}
+	if logOn {
+		opts.AccessLog = filepath.Join(dir, "access.log")
+	}
+	rp, err := h.startProxy(ctx, opts)
+	if err != nil {
+		return fail(err)
+	}
+	stopped := false
+	defer func() {
+		if !stopped {
+			_ = h.stopProxy(rp)
+		}
+	}()
+
+	pid := rp.proc.PID()
+	cpu0, err := treeCPU(pid, h.hz)
+	if err != nil {
+		return fail(fmt.Errorf("read %s CPU time: %w", proxy, err))
+	}
+	out, err := h.runWrk(ctx, "http://"+listen+"/")
+	if err != nil {
+		return fail(err)
+	}
+	cpu1, err := treeCPU(pid, h.hz)
+	if err != nil {
+		return fail(fmt.Errorf("read %s CPU time after the run (did it exit?): %w\n%s", proxy, err, rp.proc.logTail()))
+	}
+	if r.PeakRSSKB, err = treeMemKB(pid, "VmHWM"); err != nil {
+		return fail(fmt.Errorf("read %s peak memory: %w", proxy, err))
+	}
+	if r.Wrk, err = parseWrk(out); err != nil {
+		return fail(err)
+	}
+	r.CPU = cpu1 - cpu0
+
+	// Stop before counting log lines so buffered log writes are flushed.
+	stopped = true
+	if err := h.stopProxy(rp); err != nil {
+		h.logf("warning: %v", err)
+	}
+	if logOn {
+		n, err := countLines(opts.AccessLog)
+		if err != nil {
+			return fail(fmt.Errorf("count %s access log lines: %w", proxy, err))
+		}
+		r.LogLines = n
+		// The logs are only a cost to measure; a full run would fill the disk.
+		_ = os.Remove(opts.AccessLog)
+	}
+	return r
+}
+
+// runWrk runs wrk with the configured threads, connections and duration.
+func (h *harness) runWrk(ctx context.Context, url string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, h.opts.duration+time.Minute)
+	defer cancel()
+	args := []string{
+		fmt.Sprintf("-t%d", h.opts.threads),
+		fmt.Sprintf("-c%d", h.opts.connections),
+		fmt.Sprintf("-d%ds", int(h.opts.duration.Round(time.Second)/time.Second)),
+		"--latency", url,
+	}
+	cmd := exec.CommandContext(ctx, h.tools.wrk, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("wrk %v: %w\n%s", args, err, out.String())
+	}
+	return out.String(), nil
+}
+
+func countLines(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	buf := make([]byte, 256<<10)
+	var n int64
+	for {
+		k, err := f.Read(buf)
+		n += int64(bytes.Count(buf[:k], []byte{'\n'}))
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// benchProblems are the throughput phase's failures: runs that could not be
+// measured, any error in cutover's runs, and access logs
+// that were not written.
+func benchProblems(runs []benchRun, proxies []string, o options) []string {
+	var problems []string
+	measured := map[string]int{}
+	for _, r := range runs {
+		mode := "off"
+		if r.LogOn {
+			mode = "on"
+		}
+		if r.Err != "" {
+			problems = append(problems, fmt.Sprintf("%s run %d (access log %s) failed: %s", r.Proxy, r.Run, mode, firstLine(r.Err)))
+			continue
+		}
+		measured[r.Proxy+"/"+mode]++
+		if r.Wrk.Requests == 0 {
+			problems = append(problems, fmt.Sprintf("%s run %d (access log %s): wrk completed no request", r.Proxy, r.Run, mode))
+		}
+		if r.Proxy == proxyCutover && r.Wrk.Errors() > 0 {
+			problems = append(problems, fmt.Sprintf("cutover run %d (access log %s): %d errors (non-2xx %d, connect %d, read %d, write %d, timeout %d); want 0",
+				r.Run, mode, r.Wrk.Errors(), r.Wrk.Non2xx, r.Wrk.Connect, r.Wrk.Read, r.Wrk.Write, r.Wrk.Timeout))
+		}
+		// Every completed request is logged; wrk may count a few fewer than
+		// the proxy served (those in flight when it stops).
+		if r.LogOn && r.LogLines < r.Wrk.Requests {
+			problems = append(problems, fmt.Sprintf("%s run %d: %d access log lines for %d requests; logging did not happen as configured", r.Proxy, r.Run, r.LogLines, r.Wrk.Requests))
+		}
+	}
+	for _, p := range proxies {
+		for _, logOn := range o.logModes {
+			mode := "off"
+			if logOn {
+				mode = "on"
+			}
+			if measured[p+"/"+mode] == 0 {
+				problems = append(problems, fmt.Sprintf("no measured run of %s with access log %s: its table row is empty", p, mode))
+			}
+		}
+	}
+	return problems
+}
+
+// switchProblems are the switch phase's failures: a run that could not be
+// done; for cutover also any failed switch command or failed request.
+func switchProblems(reps []switchReport, o options) []string {
+	var problems []string
+	for _, r := range reps {
+		if r.Err != "" {
+			problems = append(problems, fmt.Sprintf("switch run of %s failed: %s", r.Proxy, firstLine(r.Err)))
+			continue
+		}
+		if r.Summary.Requests == 0 {
+			problems = append(problems, fmt.Sprintf("switch run of %s sent no request", r.Proxy))
+		}
+		for i, ev := range r.Events {
+			if ev.Err != "" {
+				problems = append(problems, fmt.Sprintf("%s switch %d (%s → %s) failed: %s", r.Proxy, i+1, ev.From, ev.To, firstLine(ev.Err)))
+			}
+		}
+		if len(r.Events) != o.switches {
+			problems = append(problems, fmt.Sprintf("%s: %d of %d switches done", r.Proxy, len(r.Events), o.switches))
+		}
+		if r.Proxy == proxyCutover && r.Summary.Failed > 0 {
+			problems = append(problems, fmt.Sprintf("cutover switch run: %d of %d requests failed (%d non-2xx, socket errors %v); want 0",
+				r.Summary.Failed, r.Summary.Requests, r.Summary.Non2xx, r.Summary.ErrorKinds))
+		}
+	}
+	return problems
+}

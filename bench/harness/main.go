@@ -1,0 +1,342 @@
+// Command harness benchmarks cutover against nginx and HAProxy on this
+// machine: the same two backends behind each proxy on 127.0.0.1, wrk runs
+// interleaved (nginx, haproxy, cutover, nginx, ...), with access logs off and
+// on; an idle-connections memory check; and a switch run in which a strict
+// load client counts every failed request while nginx is reloaded onto
+// another upstream and cutover is switched with deploy/rollback.
+//
+// It is started by bench/run, which builds it; see docs/benchmarks.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command-line settings.
+type options struct {
+	repo        string
+	smoke       bool
+	duration    time.Duration
+	connections int
+	threads     int
+	runs        int
+	proxies     []string
+	logModes    []bool // false = access log off, true = on
+	phases      []string
+
+	switches          int
+	switchDuration    time.Duration
+	switchConnections int
+	idleConnections   int
+
+	out  string
+	keep bool
+}
+
+// Phases.
+const (
+	phaseBench  = "bench"
+	phaseIdle   = "idle"
+	phaseSwitch = "switch"
+)
+
+func parseOptions(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("bench/run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.repo, "repo", ".", "cutover repository root (where go.mod is)")
+	fs.BoolVar(&o.smoke, "smoke", false, "a few seconds in all: -d 2s, 1 run, 3 switches; fails unless cutover's runs have zero errors")
+	fs.DurationVar(&o.duration, "d", 15*time.Second, "wrk duration per run")
+	fs.IntVar(&o.connections, "c", 64, "wrk connections")
+	fs.IntVar(&o.threads, "t", 2, "wrk threads")
+	fs.IntVar(&o.runs, "runs", 3, "runs per proxy and log mode (the table shows medians)")
+	proxies := fs.String("proxies", strings.Join(allProxies, ","), "proxies to run, comma-separated, in interleaving order")
+	logs := fs.String("logs", "off,on", "access log modes to run: off, on or both")
+	phases := fs.String("phases", "bench,idle,switch", "what to run: bench (wrk table), idle (memory with idle connections), switch (failed requests per switch)")
+	fs.IntVar(&o.switches, "switches", 10, "switches in the switch run")
+	fs.DurationVar(&o.switchDuration, "switch-d", 20*time.Second, "duration of the switch run per proxy")
+	fs.IntVar(&o.switchConnections, "switch-c", 32, "keep-alive connections of the switch run's load client")
+	fs.IntVar(&o.idleConnections, "idle-c", 1000, "idle keep-alive connections for the memory check")
+	fs.StringVar(&o.out, "out", "", "also write the markdown report to this file")
+	fs.BoolVar(&o.keep, "keep", false, "keep the temporary folder (configs, logs) for inspection")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: bench/run [flags]\n\nBenchmarks cutover against nginx and HAProxy on 127.0.0.1. Flags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q; all settings are flags (see -h)", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if o.smoke {
+		// Smoke defaults apply unless a flag was given explicitly.
+		if !set["d"] {
+			o.duration = 2 * time.Second
+		}
+		if !set["runs"] {
+			o.runs = 1
+		}
+		if !set["switches"] {
+			o.switches = 3
+		}
+		if !set["switch-d"] {
+			o.switchDuration = 3 * time.Second
+		}
+	}
+
+	for p := range strings.SplitSeq(*proxies, ",") {
+		p = strings.TrimSpace(p)
+		if !slices.Contains(allProxies, p) {
+			return o, fmt.Errorf("-proxies: unknown proxy %q; choose from %s", p, strings.Join(allProxies, ","))
+		}
+		o.proxies = append(o.proxies, p)
+	}
+	for m := range strings.SplitSeq(*logs, ",") {
+		switch strings.TrimSpace(m) {
+		case "off":
+			o.logModes = append(o.logModes, false)
+		case "on":
+			o.logModes = append(o.logModes, true)
+		default:
+			return o, fmt.Errorf("-logs: unknown mode %q; use off, on or off,on", m)
+		}
+	}
+	for p := range strings.SplitSeq(*phases, ",") {
+		p = strings.TrimSpace(p)
+		if p != phaseBench && p != phaseIdle && p != phaseSwitch {
+			return o, fmt.Errorf("-phases: unknown phase %q; use bench, idle, switch", p)
+		}
+		o.phases = append(o.phases, p)
+	}
+	switch {
+	case o.duration < time.Second:
+		return o, fmt.Errorf("-d %v: wrk needs at least 1s", o.duration)
+	case o.connections < 1 || o.threads < 1 || o.threads > o.connections:
+		return o, fmt.Errorf("-c %d -t %d: need at least one connection per thread", o.connections, o.threads)
+	case o.runs < 1:
+		return o, fmt.Errorf("-runs %d: need at least 1", o.runs)
+	case o.switches < 1 || o.switchConnections < 1 || o.switchDuration <= 0:
+		return o, fmt.Errorf("-switches %d -switch-c %d -switch-d %v: all must be positive", o.switches, o.switchConnections, o.switchDuration)
+	case o.idleConnections < 1:
+		return o, fmt.Errorf("-idle-c %d: need at least 1", o.idleConnections)
+	}
+	return o, nil
+}
+
+// tools are the programs the harness runs.
+type tools struct {
+	nginx, haproxy, wrk string
+	backend, cutover    string
+	// cutoverMissing says why cutover cannot be benchmarked ("" when it can);
+	// cutoverNoSwitch why it cannot be switched.
+	cutoverMissing, cutoverNoSwitch string
+}
+
+// harness holds what the phases share.
+type harness struct {
+	opts     options
+	dir      string
+	tools    tools
+	sup      *supervisor
+	hz       ticksPerSecond
+	stderr   io.Writer
+	backends map[string][]string // pool colour → addresses
+	seq      int
+}
+
+func (h *harness) logf(format string, args ...any) {
+	fmt.Fprintf(h.stderr, "bench: "+format+"\n", args...)
+}
+
+// instanceDir is a fresh folder for one proxy instance.
+func (h *harness) instanceDir(name string) string {
+	h.seq++
+	return filepath.Join(h.dir, fmt.Sprintf("%02d-%s", h.seq, name))
+}
+
+func (h *harness) pool(colour string) []string { return h.backends[colour] }
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	opts, err := parseOptions(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	h := &harness{opts: opts, sup: &supervisor{}, hz: clockTicks(), stderr: stderr}
+	// Everything started is stopped by PID on every way out, Ctrl-C included.
+	defer h.sup.stopAll(stderr)
+
+	report, problems, err := h.run(ctx)
+	if err != nil {
+		fmt.Fprintln(stderr, "bench:", err)
+		if ctx.Err() != nil {
+			return 130
+		}
+		return 1
+	}
+	fmt.Fprint(stdout, report)
+	if opts.out != "" {
+		if err := os.WriteFile(opts.out, []byte(report), 0o644); err != nil {
+			fmt.Fprintln(stderr, "bench:", err)
+			return 1
+		}
+	}
+	if len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintln(stderr, "bench: FAIL:", p)
+		}
+		return 1
+	}
+	return 0
+}
+
+// run does the phases and returns the markdown report and the problems that
+// make the command fail.
+func (h *harness) run(ctx context.Context) (string, []string, error) {
+	dir, err := os.MkdirTemp("", "cutover-bench-")
+	if err != nil {
+		return "", nil, fmt.Errorf("create temp folder: %w", err)
+	}
+	// nginx workers run as nobody and need to traverse to their folders.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", nil, fmt.Errorf("chmod %s: %w", dir, err)
+	}
+	h.dir = dir
+	if h.opts.keep {
+		h.logf("temporary folder kept: %s", dir)
+	} else {
+		// Stop every process before removing the folder it writes into;
+		// main's own stopAll then finds nothing left.
+		defer func() {
+			h.sup.stopAll(h.stderr)
+			_ = os.RemoveAll(dir)
+		}()
+	}
+
+	if err := h.prepare(ctx); err != nil {
+		return "", nil, err
+	}
+	var problems []string
+	proxies := h.opts.proxies
+	if slices.Contains(proxies, proxyCutover) && h.tools.cutoverMissing != "" {
+		msg := "cutover is not benchmarked: " + h.tools.cutoverMissing
+		h.logf("WARNING: %s", msg)
+		problems = append(problems, msg)
+		proxies = slices.DeleteFunc(slices.Clone(proxies), func(p string) bool { return p == proxyCutover })
+	}
+	if h.opts.smoke && !slices.Equal(h.opts.proxies, allProxies) {
+		problems = append(problems, "smoke mode must run all of "+strings.Join(allProxies, ", "))
+	}
+
+	machine := readMachine(h.opts.repo, h.tools)
+	var b strings.Builder
+	fmt.Fprintf(&b, "## cutover benchmark\n\n")
+	fmt.Fprintf(&b, "Command: `%s`\n\n", commandLine())
+	b.WriteString(machine.markdown())
+
+	if slices.Contains(h.opts.phases, phaseBench) {
+		runs, err := h.benchPhase(ctx, proxies)
+		if err != nil {
+			return "", nil, err
+		}
+		problems = append(problems, benchProblems(runs, proxies, h.opts)...)
+		fmt.Fprintf(&b, "\n### Throughput\n\n`wrk -t%d -c%d -d%s --latency`, two backends (100-byte body) behind each proxy with upstream keep-alive, round robin; runs interleaved; median of %d run(s) each. Proxy CPU-s is user+system time of all the proxy's processes during the run; peak RSS is VmHWM summed over them.\n",
+			h.opts.threads, h.opts.connections, h.opts.duration, h.opts.runs)
+		for _, logOn := range h.opts.logModes {
+			if logOn {
+				b.WriteString("\n#### Access log on (combined format, to a file)\n\n")
+				if slices.Contains(proxies, proxyHAProxy) {
+					b.WriteString("HAProxy cannot write a log file itself; it logs `option httplog` lines to standard output (`log stdout`), which the harness sends to a file.\n\n")
+				}
+			} else {
+				b.WriteString("\n#### Access log off\n\n")
+			}
+			b.WriteString(benchTable(summarize(runs, proxies, logOn)))
+		}
+		b.WriteString("\n<details><summary>Every run</summary>\n\n")
+		b.WriteString(runsTable(runs))
+		b.WriteString("\n</details>\n")
+	}
+
+	if slices.Contains(h.opts.phases, phaseIdle) {
+		var results []idleResult
+		for _, p := range proxies {
+			h.logf("idle check: %s with %d connections", p, h.opts.idleConnections)
+			results = append(results, h.idleCheck(ctx, p, h.opts.idleConnections))
+			if ctx.Err() != nil {
+				return "", nil, ctx.Err()
+			}
+		}
+		for _, r := range results {
+			if r.Err != "" {
+				problems = append(problems, fmt.Sprintf("idle check of %s: %s", r.Proxy, r.Err))
+			} else if r.StillOpen != r.Conns {
+				problems = append(problems, fmt.Sprintf("idle check of %s: only %d of %d connections stayed open", r.Proxy, r.StillOpen, r.Conns))
+			}
+		}
+		fmt.Fprintf(&b, "\n### Memory with idle connections\n\nA fresh proxy; %d keep-alive connections each carry one request and stay open; RSS (VmRSS summed over the proxy's processes) read with all of them open.\n\n", h.opts.idleConnections)
+		b.WriteString(idleTable(results))
+		if v := idleVerdict(results); v != "" {
+			b.WriteString("\n" + v + "\n")
+		}
+	}
+
+	if slices.Contains(h.opts.phases, phaseSwitch) {
+		var reps []switchReport
+		for _, p := range proxies {
+			if p == proxyHAProxy {
+				continue // the switch run compares cutover with nginx's reload
+			}
+			if p == proxyCutover && h.tools.cutoverNoSwitch != "" {
+				msg := "cutover switch run skipped: " + h.tools.cutoverNoSwitch
+				h.logf("WARNING: %s", msg)
+				problems = append(problems, msg)
+				continue
+			}
+			h.logf("switch run: %s, %d switches over %v, %d connections", p, h.opts.switches, h.opts.switchDuration, h.opts.switchConnections)
+			rep := h.switchRun(ctx, p, switchOptions{Connections: h.opts.switchConnections, Duration: h.opts.switchDuration, Switches: h.opts.switches})
+			if ctx.Err() != nil {
+				return "", nil, ctx.Err()
+			}
+			h.logf("switch run: %s: %d requests, %d failed", p, rep.Summary.Requests, rep.Summary.Failed)
+			reps = append(reps, rep)
+		}
+		problems = append(problems, switchProblems(reps, h.opts)...)
+		fmt.Fprintf(&b, "\n### Switching pools under load\n\nA strict client (no retries; every socket error and non-2xx counts) keeps %d keep-alive connections busy for %v while the proxy is switched %d times between a blue and a green pool of two backends each: nginx by rewriting its upstream file and sending SIGHUP (a reload), cutover by `cutover deploy green` / `cutover rollback`. Cut-over latency: from the moment the switch command returned (cutover: the CLI exited 0; nginx: the signal was sent) to the send time of the last request, sent after that moment, that the old pool answered; 0 when none was.\n\n",
+			h.opts.switchConnections, h.opts.switchDuration, h.opts.switches)
+		b.WriteString(switchTable(reps))
+		b.WriteString("\n" + switchDetails(reps))
+	}
+	return b.String(), problems, nil
+}
+
+// commandLine is how this run was invoked, as bench/run would be typed.
+func commandLine() string {
+	return strings.TrimSpace("bench/run " + strings.Join(slices.DeleteFunc(slices.Clone(os.Args[1:]), func(a string) bool {
+		return strings.HasPrefix(a, "--repo=") || strings.HasPrefix(a, "-repo=")
+	}), " "))
+}

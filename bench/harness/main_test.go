@@ -1,0 +1,90 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cutover/cutover/bench/loadclient"
+)
+
+func TestParseOptionsSmokeDefaults(t *testing.T) {
+	o, err := parseOptions([]string{"-smoke"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.duration != 2*time.Second || o.runs != 1 || o.switches != 3 || o.switchDuration != 3*time.Second {
+		t.Errorf("smoke options = %+v; want -d 2s, 1 run, 3 switches over 3s", o)
+	}
+	if len(o.proxies) != 3 || len(o.logModes) != 2 || len(o.phases) != 3 {
+		t.Errorf("smoke runs proxies %v, log modes %v, phases %v; want all", o.proxies, o.logModes, o.phases)
+	}
+	// An explicit flag wins over the smoke default.
+	o, err = parseOptions([]string{"-smoke", "-d", "5s"}, io.Discard)
+	if err != nil || o.duration != 5*time.Second {
+		t.Errorf("-smoke -d 5s: duration %v, err %v; want 5s", o.duration, err)
+	}
+}
+
+func TestParseOptionsErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"-proxies", "nginx,traefik"},
+		{"-logs", "maybe"},
+		{"-phases", "bench,soak"},
+		{"-d", "500ms"},
+		{"-t", "4", "-c", "2"},
+		{"-runs", "0"},
+		{"extra"},
+	} {
+		if _, err := parseOptions(args, io.Discard); err == nil {
+			t.Errorf("parseOptions(%q): want an error", args)
+		}
+	}
+}
+
+func TestBenchProblems(t *testing.T) {
+	o := options{logModes: []bool{false}}
+	ok := func(p string) benchRun {
+		return benchRun{Proxy: p, Run: 1, LogLines: -1, Wrk: wrkResult{Requests: 100}}
+	}
+	if got := benchProblems([]benchRun{ok("nginx"), ok("cutover")}, []string{"nginx", "cutover"}, o); len(got) != 0 {
+		t.Errorf("clean runs: problems %v; want none", got)
+	}
+	bad := ok("cutover")
+	bad.Wrk.Read = 2
+	nginxErr := ok("nginx")
+	nginxErr.Wrk.Non2xx = 5 // nginx's errors are reported, not asserted
+	got := benchProblems([]benchRun{nginxErr, bad, ok("haproxy")}, []string{"nginx", "cutover", "haproxy"}, o)
+	if len(got) != 1 || !strings.Contains(got[0], "cutover run 1") || !strings.Contains(got[0], "read 2") {
+		t.Errorf("problems = %v; want exactly one naming cutover's read errors", got)
+	}
+	got = benchProblems([]benchRun{ok("nginx")}, []string{"nginx", "cutover"}, o)
+	if len(got) != 1 || !strings.Contains(got[0], "no measured run of cutover") {
+		t.Errorf("missing cutover row: problems %v", got)
+	}
+	logged := ok("nginx")
+	logged.LogOn, logged.LogLines = true, 10
+	got = benchProblems([]benchRun{logged}, []string{"nginx"}, options{logModes: []bool{true}})
+	if len(got) != 1 || !strings.Contains(got[0], "10 access log lines for 100 requests") {
+		t.Errorf("short access log: problems %v", got)
+	}
+}
+
+func TestSwitchProblems(t *testing.T) {
+	o := options{switches: 2}
+	two := []switchEvent{{}, {}}
+	reps := []switchReport{
+		{Proxy: "nginx", Events: two, Summary: loadclient.Summary{Requests: 100, Failed: 9}},
+		{Proxy: "cutover", Events: two, Summary: loadclient.Summary{Requests: 100}},
+	}
+	if got := switchProblems(reps, o); len(got) != 0 {
+		t.Errorf("nginx failures alone: problems %v; want none (they are the comparison)", got)
+	}
+	reps[1].Summary.Failed = 1
+	reps[1].Events = []switchEvent{{}, {Err: "deploy: exit status 1"}}
+	got := switchProblems(reps, o)
+	if len(got) != 2 || !strings.Contains(strings.Join(got, "\n"), "switch 2") || !strings.Contains(strings.Join(got, "\n"), "1 of 100 requests failed") {
+		t.Errorf("problems = %v; want the failed deploy and the failed request", got)
+	}
+}
