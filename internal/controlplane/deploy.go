@@ -1,0 +1,452 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/cutover/cutover/internal/config"
+	"github.com/cutover/cutover/internal/dataplane/upstream"
+)
+
+// Deploy switches a service to a pool: it sets the pool's targets when the
+// request gives some, health-checks every target of the pool afresh until
+// each has passed health.healthy consecutive probes, makes the pool active
+// in one atomic step, writes the state file, and drains the pool that was
+// active: requests running on it finish, up to the service's drain_timeout,
+// after which the ones still running are ended by closing their upstream
+// connections. Deploy returns when the drain is over, so once it has
+// returned no request is running on the old pool. The old pool stays
+// configured and health-checked, warm for a rollback.
+//
+// progress (may be nil) receives each step as it happens, on the calling
+// goroutine.
+//
+// A deploy that fails or is refused leaves live traffic untouched. Targets
+// the request set stay set even when the pool then fails its health checks:
+// they are what the operator asked for, status shows why they fail, and a
+// retry with the same command checks them again.
+//
+// Only one deploy or rollback per service runs at a time; another one is
+// refused at once with an error of KindBusy naming the one in progress.
+// Cancelling ctx aborts the health wait (nothing switched); once the switch
+// has happened the drain runs to its end regardless.
+func (m *Manager) Deploy(ctx context.Context, req DeployRequest, progress func(Event)) (*DeployResult, error) {
+	if progress == nil {
+		progress = func(Event) {}
+	}
+	if req.Pool == "" {
+		return nil, errorf(KindInvalid, "no pool given — name the pool to deploy, e.g. cutover deploy green")
+	}
+	if !config.ValidName(req.Pool) {
+		return nil, errorf(KindInvalid, "pool name %q is not valid — use lowercase letters, digits, '-' and '_' (at most 63), e.g. green", req.Pool)
+	}
+	specs := specsOf(req.Targets)
+	if err := checkSpecs(specs); err != nil {
+		return nil, err
+	}
+	timeout := time.Duration(req.Timeout)
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+
+	m.mu.Lock()
+	s, err := m.serviceLocked(req.Service)
+	if err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	if err := m.checkRunningLocked(); err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	if op := m.ops[s.name]; op != nil {
+		m.mu.Unlock()
+		return nil, busy(OpDeploy, s.name, req.Pool, op)
+	}
+	active := s.rs.Active()
+	p, exists := s.pools[req.Pool]
+	if active != nil && active.Name() == req.Pool {
+		same := len(specs) == 0 || sameAddrs(active.Targets(), req.Targets)
+		m.mu.Unlock()
+		if !same {
+			return nil, errorf(KindRefused, "pool %q is the active pool of service %q: its targets cannot be changed by a deploy — deploy the idle pool (%s) with --target instead, then this one is idle",
+				req.Pool, s.name, idleNames(s, req.Pool))
+		}
+		return &DeployResult{
+			Service: s.name, Operation: OpDeploy, NoOp: true, Pool: req.Pool, From: req.Pool,
+			Message: fmt.Sprintf("pool %q is already active for service %q: nothing to do", req.Pool, s.name),
+		}, nil
+	}
+	if !exists && len(specs) == 0 {
+		m.mu.Unlock()
+		return nil, errorf(KindNotFound, "service %q has no pool %q — the pools are: %s; to create it, give its targets: cutover deploy %s --target HOST:PORT ...",
+			s.name, req.Pool, strings.Join(poolNames(s), ", "), req.Pool)
+	}
+	op := &Operation{Kind: OpDeploy, Service: s.name, Pool: req.Pool, Started: time.Now()}
+	m.ops[s.name] = op
+	defer m.endOp(s.name)
+
+	created := false
+	if len(specs) > 0 {
+		if !exists {
+			bal, _ := upstream.ParseBalance(s.cfg.Load().Balance)
+			p = m.newPool(s, req.Pool, bal)
+			created = true
+		}
+		p.runtime = specs
+		removed := m.setPoolTargets(p, specs, upstream.Unknown)
+		m.retireTargets(removed, s.cfg.Load().DrainTimeout)
+	}
+	m.mu.Unlock()
+
+	if len(specs) > 0 {
+		if err := m.saveState(); err != nil {
+			m.log.Error("state file not written", "error", err)
+			return nil, &Error{Kind: KindInternal, Message: fmt.Sprintf("targets of pool %q set, but %v — live traffic was not switched", req.Pool, err)}
+		}
+		what := "set targets of pool"
+		if created {
+			what = "created pool"
+		}
+		progress(m.event(s.name, req.Pool, PhaseTargets, fmt.Sprintf("%s %q: %s", what, req.Pool, strings.Join(req.Targets, ", "))))
+	}
+	m.log.Info("deploy started", "service", s.name, "pool", req.Pool, "timeout", timeout)
+
+	start := time.Now()
+	if err := m.waitHealthy(ctx, s, p, OpDeploy, timeout, progress); err != nil {
+		m.log.Warn("deploy refused", "service", s.name, "pool", req.Pool, "error", err.Error())
+		return nil, err
+	}
+	return m.switchTo(ctx, s, p, OpDeploy, time.Since(start), progress)
+}
+
+// Rollback switches a service back to its previous pool. When every target
+// of that pool is up and its checks have kept passing, the switch is
+// immediate; otherwise the pool is health-checked afresh first, as for a
+// deploy. Then the pool that was active is drained, as for a deploy, and
+// becomes the previous pool: a second rollback returns to it.
+func (m *Manager) Rollback(ctx context.Context, req RollbackRequest, progress func(Event)) (*DeployResult, error) {
+	if progress == nil {
+		progress = func(Event) {}
+	}
+	timeout := time.Duration(req.Timeout)
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	m.mu.Lock()
+	s, err := m.serviceLocked(req.Service)
+	if err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	if err := m.checkRunningLocked(); err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	prev := s.rs.Previous()
+	if op := m.ops[s.name]; op != nil {
+		m.mu.Unlock()
+		return nil, busy(OpRollback, s.name, prev, op)
+	}
+	if prev == "" {
+		active := "none"
+		if a := s.rs.Active(); a != nil {
+			active = a.Name()
+		}
+		m.mu.Unlock()
+		return nil, errorf(KindRefused, "service %q has no previous pool to roll back to (active: %s) — a rollback is possible after a deploy has switched pools", s.name, active)
+	}
+	p := s.pools[prev]
+	if p == nil || len(p.up.Targets()) == 0 {
+		m.mu.Unlock()
+		return nil, errorf(KindRefused, "the previous pool %q of service %q has no targets — deploy a pool with targets instead", prev, s.name)
+	}
+	op := &Operation{Kind: OpRollback, Service: s.name, Pool: prev, Started: time.Now()}
+	m.ops[s.name] = op
+	defer m.endOp(s.name)
+	m.mu.Unlock()
+
+	m.log.Info("rollback started", "service", s.name, "pool", prev)
+	var took time.Duration
+	if steady, _ := poolReady(p, s.settings().Thresholds.Healthy); steady {
+		progress(m.event(s.name, prev, PhaseHealth, fmt.Sprintf("every target of %q is up and passing its checks", prev)))
+	} else {
+		start := time.Now()
+		if err := m.waitHealthy(ctx, s, p, OpRollback, timeout, progress); err != nil {
+			m.log.Warn("rollback refused", "service", s.name, "pool", prev, "error", err.Error())
+			return nil, err
+		}
+		took = time.Since(start)
+	}
+	return m.switchTo(ctx, s, p, OpRollback, took, progress)
+}
+
+func (m *Manager) checkRunningLocked() error {
+	if m.closed {
+		return errorf(KindRefused, "cutover is shutting down")
+	}
+	if m.runCtx == nil {
+		return errorf(KindInternal, "the control plane is not started (no health checks run), so nothing can be deployed")
+	}
+	return nil
+}
+
+func (m *Manager) endOp(service string) {
+	m.mu.Lock()
+	delete(m.ops, service)
+	m.mu.Unlock()
+}
+
+func busy(kind, service, pool string, running *Operation) *Error {
+	return errorf(KindBusy, "%s of service %q to pool %q refused: a %s is in progress — wait for it to finish, then retry",
+		kind, service, pool, running)
+}
+
+func idleNames(s *service, active string) string {
+	var names []string
+	for _, n := range poolNames(s) {
+		if n != active {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return "a new pool name"
+	}
+	return strings.Join(names, " or ")
+}
+
+func sameAddrs(ts []*upstream.Target, addrs []string) bool {
+	if len(ts) != len(addrs) {
+		return false
+	}
+	have := make([]string, len(ts))
+	for i, t := range ts {
+		have[i] = t.Addr()
+	}
+	want := slices.Clone(addrs)
+	slices.Sort(have)
+	slices.Sort(want)
+	return slices.Equal(have, want)
+}
+
+// targetReady is the deploy gate for one target: up, with a run of at
+// least needed passing probes since the checks were restarted.
+func targetReady(t *upstream.Target, needed int) bool {
+	return t.State() == upstream.Up && t.ConsecutivePasses() >= needed
+}
+
+// poolReady reports whether every target of p is ready, and the progress
+// of each.
+func poolReady(p *pool, needed int) (bool, []TargetProgress) {
+	ts := p.up.Targets()
+	all := len(ts) > 0
+	out := make([]TargetProgress, len(ts))
+	for i, t := range ts {
+		st := t.Status()
+		passes := t.ConsecutivePasses()
+		ready := st.State == upstream.Up.String() && passes >= needed
+		out[i] = TargetProgress{Addr: st.Addr, Label: labelIfDifferent(st), State: st.State,
+			Passes: min(passes, needed), Needed: needed, Ready: ready, Error: st.LastError}
+		all = all && ready
+	}
+	return all, out
+}
+
+func labelIfDifferent(st upstream.Status) string {
+	if st.Label == st.Addr {
+		return ""
+	}
+	return st.Label
+}
+
+// waitHealthy restarts the checks of every target of p (fresh counts, a
+// probe at once, then one every interval) and waits until every target is
+// ready, reporting each target's progress as it changes.
+func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind string, timeout time.Duration, progress func(Event)) error {
+	settings := s.settings()
+	needed := settings.Thresholds.Healthy
+	name := p.up.Name()
+	if len(p.up.Targets()) == 0 {
+		return errorf(KindRefused, "pool %q of service %q has no targets — give them with --target HOST:PORT", name, s.name)
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	m.mu.Lock()
+	var checkers []*runningChecker
+	for _, rc := range p.checkers {
+		checkers = append(checkers, rc)
+	}
+	m.mu.Unlock()
+	// Restart all at once: each waits for its probe in progress, if any.
+	errs := make(chan error, len(checkers))
+	for _, rc := range checkers {
+		go func() { errs <- rc.c.Restart(wctx) }()
+	}
+	for range checkers {
+		if err := <-errs; err != nil && ctx.Err() != nil {
+			return m.canceled(kind, s.name, name)
+		}
+	}
+
+	progress(m.event(s.name, name, PhaseHealth, fmt.Sprintf("checking %d targets of %q: GET %s every %s, %d passes needed, timeout %s",
+		len(p.up.Targets()), name, settings.Path, settings.Interval, needed, timeout)))
+	last := map[string]TargetProgress{}
+	for {
+		wake := p.changed.Wait()
+		ok, targets := poolReady(p, needed)
+		ready := 0
+		for _, tp := range targets {
+			if tp.Ready {
+				ready++
+			}
+		}
+		for _, tp := range targets {
+			if prev, seen := last[tp.Addr]; seen && prev == tp {
+				continue
+			}
+			last[tp.Addr] = tp
+			tp := tp
+			progress(Event{
+				Time: time.Now(), Service: s.name, Pool: name, Phase: PhaseHealth,
+				Message: describeProgress(tp, ready, len(targets)), Target: &tp, Ready: ready, Total: len(targets),
+			})
+		}
+		if ok {
+			return nil
+		}
+		select {
+		case <-wake:
+		case <-deadline.C:
+			_, targets := poolReady(p, needed)
+			var failing []TargetProgress
+			for _, tp := range targets {
+				if !tp.Ready {
+					failing = append(failing, tp)
+				}
+			}
+			live := "none"
+			if a := s.rs.Active(); a != nil {
+				live = a.Name()
+			}
+			return &Error{
+				Kind: KindUnhealthy,
+				Message: fmt.Sprintf("%s of service %q to pool %q refused: %d of %d targets not healthy within %s — live traffic stays on %q",
+					kind, s.name, name, len(failing), len(targets), timeout, live),
+				Failing: failing,
+			}
+		case <-ctx.Done():
+			return m.canceled(kind, s.name, name)
+		}
+	}
+}
+
+func (m *Manager) canceled(kind, service, pool string) *Error {
+	return errorf(KindCanceled, "%s of service %q to pool %q canceled before the switch — live traffic untouched", kind, service, pool)
+}
+
+func describeProgress(tp TargetProgress, ready, total int) string {
+	name := tp.Addr
+	if tp.Label != "" {
+		name = fmt.Sprintf("%s (%s)", tp.Label, tp.Addr)
+	}
+	var what string
+	switch {
+	case tp.Ready:
+		what = fmt.Sprintf("ready (%d/%d checks passed)", tp.Passes, tp.Needed)
+	case tp.Error != "":
+		what = fmt.Sprintf("not ready: %s (%d/%d checks passed)", tp.Error, tp.Passes, tp.Needed)
+	default:
+		what = fmt.Sprintf("not ready yet (%d/%d checks passed)", tp.Passes, tp.Needed)
+	}
+	return fmt.Sprintf("%s %s — %d of %d targets ready", name, what, ready, total)
+}
+
+// switchTo makes p active, persists the state and drains the pool that was
+// active.
+func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, kind string, took time.Duration, progress func(Event)) (*DeployResult, error) {
+	name := p.up.Name()
+	old, ok := s.rs.Activate(name)
+	switchedAt := time.Now()
+	if !ok {
+		// The pool left between the health wait and now; reloads are
+		// refused during a deploy, so this is a bug.
+		return nil, errorf(KindInternal, "pool %q of service %q vanished before the switch — live traffic untouched", name, s.name)
+	}
+	res := &DeployResult{
+		Service: s.name, Operation: kind, Pool: name,
+		TimeToHealthy: Duration(took), SwitchedAt: switchedAt,
+	}
+	if old == nil || old == p.up {
+		res.Message = fmt.Sprintf("service %q now served by pool %q", s.name, name)
+		if err := m.saveState(); err != nil {
+			res.Warnings = append(res.Warnings, err.Error())
+		}
+		return res, nil
+	}
+	res.From = old.Name()
+	res.InFlightAtSwitch = old.InFlight()
+	if err := m.saveState(); err != nil {
+		m.log.Error("state file not written after the switch; a restart would serve the previous pool", "service", s.name, "error", err)
+		res.Warnings = append(res.Warnings, fmt.Sprintf("%v — the switch happened, but a restart would serve pool %q again", err, old.Name()))
+	}
+	progress(m.event(s.name, name, PhaseSwitch, fmt.Sprintf("switched service %q from %q to %q (%d requests in flight on %q)",
+		s.name, old.Name(), name, res.InFlightAtSwitch, old.Name())))
+
+	drainTimeout := s.cfg.Load().DrainTimeout
+	progress(m.event(s.name, name, PhaseDrain, fmt.Sprintf("draining %q: waiting up to %s for its requests to finish", old.Name(), drainTimeout)))
+	// The drain is not cut short by the caller going away: the switch has
+	// happened, and ending the old pool's requests early would fail them.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
+	remaining := old.Drain(dctx)
+	cancel()
+	if remaining > 0 {
+		res.ClosedAtTimeout = remaining
+		res.ConnsClosed = old.CloseAll()
+	}
+	old.CloseIdle()
+	res.TimeToDrain = Duration(time.Since(switchedAt))
+	res.Drained = max(res.InFlightAtSwitch-res.ClosedAtTimeout, 0)
+
+	if remaining > 0 {
+		progress(m.event(s.name, name, PhaseDrain, fmt.Sprintf("drain timeout (%s) passed: ended %d requests still running on %q by closing %d upstream connections",
+			drainTimeout, remaining, old.Name(), res.ConnsClosed)))
+	} else {
+		progress(m.event(s.name, name, PhaseDrain, fmt.Sprintf("drained %q: %d requests finished in %s", old.Name(), res.Drained, roundDur(time.Duration(res.TimeToDrain)))))
+	}
+	res.Message = fmt.Sprintf("service %q switched from %q to %q: healthy after %s, %d in-flight requests drained in %s",
+		s.name, old.Name(), name, roundDur(took), res.Drained, roundDur(time.Duration(res.TimeToDrain)))
+	if remaining > 0 {
+		res.Message += fmt.Sprintf(", %d closed at the drain timeout", remaining)
+	}
+	level := slog.LevelInfo
+	if remaining > 0 || len(res.Warnings) > 0 {
+		level = slog.LevelWarn
+	}
+	m.log.LogAttrs(context.Background(), level, kind+" done",
+		slog.String("service", s.name), slog.String("from", old.Name()), slog.String("to", name),
+		slog.Duration("time_to_healthy", took), slog.Int64("in_flight_at_switch", res.InFlightAtSwitch),
+		slog.Int64("drained", res.Drained), slog.Int64("closed_at_timeout", res.ClosedAtTimeout),
+		slog.Duration("time_to_drain", time.Duration(res.TimeToDrain)))
+	return res, nil
+}
+
+func (m *Manager) event(service, pool, phase, msg string) Event {
+	return Event{Time: time.Now(), Service: service, Pool: pool, Phase: phase, Message: msg}
+}
+
+func roundDur(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(10 * time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(100 * time.Microsecond)
+	}
+	return d
+}

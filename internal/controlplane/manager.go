@@ -1,0 +1,639 @@
+// Package controlplane is the runtime behind a serving cutover: it builds
+// the routing table from the configuration, runs health checks on every
+// pool, switches services between pools (deploy, rollback) with a health
+// gate and a drain, applies reloaded configurations without dropping
+// connections, and keeps the runtime state in state_dir.
+//
+// The data plane sees none of this: it reads Router().Table(), acquires a
+// service's active pool and picks its targets. Everything that changes
+// pools happens here.
+package controlplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cutover/cutover/internal/config"
+	"github.com/cutover/cutover/internal/controlplane/health"
+	"github.com/cutover/cutover/internal/controlplane/state"
+	"github.com/cutover/cutover/internal/dataplane/route"
+	"github.com/cutover/cutover/internal/dataplane/upstream"
+)
+
+// Options configure a Manager.
+type Options struct {
+	// Logger receives deploys, rollbacks, reloads and health changes
+	// (default: discard).
+	Logger *slog.Logger
+	// Conn is shared by every target's upstream connections (default:
+	// ConnOptions(cfg)).
+	Conn *upstream.ConnOptions
+}
+
+// ConnOptions builds the upstream connection options from a configuration.
+func ConnOptions(cfg *config.Config) *upstream.ConnOptions {
+	o := upstream.DefaultConnOptions()
+	if cfg.Upstream.ConnectTimeout > 0 {
+		o.ConnectTimeout = cfg.Upstream.ConnectTimeout
+	}
+	if cfg.Upstream.KeepaliveTimeout > 0 {
+		o.KeepaliveTimeout = cfg.Upstream.KeepaliveTimeout
+	}
+	if cfg.Upstream.MaxIdlePerTarget > 0 {
+		o.MaxIdle = cfg.Upstream.MaxIdlePerTarget
+	}
+	if cfg.Limits.MaxHeaderBytes > o.MaxHeadBytes {
+		o.MaxHeadBytes = cfg.Limits.MaxHeaderBytes
+	}
+	return o
+}
+
+// retirePoll is how often a drain of removed targets looks at their
+// in-flight counts (targets have no signal for it; pools do).
+const retirePoll = 20 * time.Millisecond
+
+// Manager is the control plane of one running cutover.
+type Manager struct {
+	log       *slog.Logger
+	conn      *upstream.ConnOptions
+	router    *route.Router
+	statePath string // "" when state_dir is not set: nothing is persisted
+	prober    *health.Prober
+
+	// stateMu serialises state file writes; it is taken before mu.
+	stateMu sync.Mutex
+
+	mu       sync.Mutex
+	cfg      *config.Config
+	services []*service
+	ops      map[string]*Operation
+	runCtx   context.Context // nil until Start
+	stop     context.CancelFunc
+	closed   bool
+	wg       sync.WaitGroup
+}
+
+// service is the runtime of one configured service.
+type service struct {
+	name string
+	rs   *route.Service
+	// cfg holds the service's settings (health, drain, balance, hosts);
+	// checkers read it without locks.
+	cfg atomic.Pointer[config.Service]
+	// pools by name; guarded by Manager.mu.
+	pools map[string]*pool
+}
+
+func (s *service) settings() health.Settings { return health.FromConfig(s.cfg.Load().Health) }
+
+// pool is the runtime of one pool.
+type pool struct {
+	up  *upstream.Pool
+	svc *service
+	// inConfig: declared in the configuration (else created by deploy).
+	inConfig bool
+	docker   bool
+	// cfgTargets are the configuration's targets, to tell on reload
+	// whether the file changed them.
+	cfgTargets []string
+	// runtime are targets set by deploy --target (nil: none); they
+	// override the configuration's and are persisted.
+	runtime []upstream.TargetSpec
+	// checkers by target; guarded by Manager.mu.
+	checkers map[*upstream.Target]*runningChecker
+	// changed is broadcast after every probe of the pool's targets and
+	// every change of its target set.
+	changed signal
+}
+
+type runningChecker struct {
+	c      *health.Checker
+	cancel context.CancelFunc
+}
+
+func (p *pool) source() string {
+	switch {
+	case p.runtime != nil:
+		return SourceRuntime
+	case p.docker:
+		return SourceDocker
+	case p.inConfig:
+		return SourceConfig
+	}
+	return SourceRuntime
+}
+
+// New builds the control plane for cfg (a validated configuration) and
+// loads the state from cfg.StateDir. On first start (no state) each
+// service's configured active pool serves; afterwards the state's. The
+// active pool's targets start Up so they serve at once, as nginx does; every
+// other target starts Unknown and takes traffic only after its health
+// checks pass. Start begins the health checks.
+func New(cfg *config.Config, o Options) (*Manager, error) {
+	m := &Manager{
+		log:    o.Logger,
+		conn:   o.Conn,
+		prober: health.NewProber(),
+		cfg:    cfg,
+		ops:    map[string]*Operation{},
+	}
+	if m.log == nil {
+		m.log = slog.New(slog.DiscardHandler)
+	}
+	if m.conn == nil {
+		m.conn = ConnOptions(cfg)
+	}
+	var st *state.State
+	if cfg.StateDir != "" {
+		if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create state_dir %s: %w — create it or set state_dir to a writable folder", cfg.StateDir, err)
+		}
+		m.statePath = state.Path(cfg.StateDir)
+		var err error
+		if st, err = state.Load(m.statePath); err != nil {
+			return nil, err
+		}
+	}
+	table := route.NewTable()
+	for i := range cfg.Services {
+		sc := &cfg.Services[i]
+		var ss *state.Service
+		if st != nil {
+			if v, ok := st.Services[sc.Name]; ok {
+				ss = &v
+			}
+		}
+		s, err := m.buildService(sc, ss)
+		if err != nil {
+			return nil, err
+		}
+		m.services = append(m.services, s)
+		table.Add(s.rs, sc.Hosts)
+	}
+	if st != nil {
+		for _, name := range sortedKeys(st.Services) {
+			if _, ok := cfg.Service(name); !ok {
+				m.log.Warn("state names a service the configuration no longer has; its state is dropped",
+					"service", name, "state_file", m.statePath)
+			}
+		}
+	}
+	m.router = route.NewRouter(table)
+	return m, nil
+}
+
+// buildService makes the runtime of a service, restoring ss when given.
+func (m *Manager) buildService(sc *config.Service, ss *state.Service) (*service, error) {
+	s := &service{name: sc.Name, rs: route.NewService(sc.Name), pools: map[string]*pool{}}
+	cp := *sc
+	s.cfg.Store(&cp)
+	active, previous := sc.Active, ""
+	if ss != nil {
+		active, previous = ss.Active, ss.Previous
+		_, inCfg := sc.Pool(active)
+		_, inState := ss.Targets[active]
+		if !inCfg && !inState {
+			return nil, fmt.Errorf("state file %s says pool %q of service %q is active, but the configuration%s has no pool %q in services.%s.pools — add the pool back to the configuration, or edit the state file to name another pool as active (or delete it to start from services.%s.active: %s)",
+				m.statePath, active, sc.Name, inFile(m.cfg.Path), active, sc.Name, sc.Name, sc.Active)
+		}
+	}
+	bal, _ := upstream.ParseBalance(sc.Balance)
+	initial := func(name string) upstream.State {
+		if name == active {
+			return upstream.Up
+		}
+		return upstream.Unknown
+	}
+	for _, pc := range sc.Pools {
+		p := m.newPool(s, pc.Name, bal)
+		p.inConfig, p.docker, p.cfgTargets = true, pc.FromDocker(), slices.Clone(pc.Targets)
+		specs := specsOf(pc.Targets)
+		if ss != nil {
+			if ts, ok := ss.Targets[pc.Name]; ok {
+				p.runtime = fromState(ts)
+				specs = p.runtime
+			}
+		}
+		m.setPoolTargets(p, specs, initial(pc.Name))
+	}
+	if ss != nil {
+		for _, name := range ss.Pools() {
+			if _, ok := s.pools[name]; ok {
+				continue
+			}
+			p := m.newPool(s, name, bal)
+			p.runtime = fromState(ss.Targets[name])
+			m.setPoolTargets(p, p.runtime, initial(name))
+		}
+	}
+	s.rs.Restore(active, previous)
+	if previous != "" && s.rs.Previous() == "" {
+		m.log.Warn("state names a previous pool the configuration no longer has; rollback is not possible until the next deploy",
+			"service", sc.Name, "pool", previous, "state_file", m.statePath)
+	}
+	return s, nil
+}
+
+func inFile(path string) string {
+	if path == "" {
+		return ""
+	}
+	return " " + path
+}
+
+func (m *Manager) newPool(s *service, name string, bal upstream.Balance) *pool {
+	p := &pool{up: upstream.NewPool(name, bal), svc: s, checkers: map[*upstream.Target]*runningChecker{}}
+	s.rs.AddPool(p.up)
+	s.pools[name] = p
+	return p
+}
+
+// setPoolTargets replaces a pool's targets and keeps one checker per
+// target. It returns the targets that left; the caller retires them with
+// retireTargets. Call with m.mu held (or before the Manager is shared).
+func (m *Manager) setPoolTargets(p *pool, specs []upstream.TargetSpec, initial upstream.State) []*upstream.Target {
+	removed := p.up.SetTargets(specs, func(ts upstream.TargetSpec) *upstream.Target {
+		return upstream.NewTarget(upstream.TargetOptions{Addr: ts.Addr, Label: ts.Label, Initial: initial, Conn: m.conn})
+	})
+	for _, t := range removed {
+		if rc, ok := p.checkers[t]; ok {
+			rc.cancel()
+			delete(p.checkers, t)
+		}
+	}
+	m.startCheckers(p)
+	p.changed.Broadcast()
+	return removed
+}
+
+// startCheckers starts a checker for every target of p that has none, once
+// the Manager is started.
+func (m *Manager) startCheckers(p *pool) {
+	if m.runCtx == nil || m.closed {
+		return
+	}
+	for _, t := range p.up.Targets() {
+		if _, ok := p.checkers[t]; ok {
+			continue
+		}
+		c := health.NewChecker(health.CheckerOptions{
+			Target:   t,
+			Prober:   m.prober,
+			Settings: p.svc.settings,
+			Notify:   p.changed.Broadcast,
+			Logger:   m.log,
+			Attrs:    []slog.Attr{slog.String("service", p.svc.name), slog.String("pool", p.up.Name())},
+		})
+		ctx, cancel := context.WithCancel(m.runCtx)
+		p.checkers[t] = &runningChecker{c: c, cancel: cancel}
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			c.Run(ctx)
+		}()
+	}
+}
+
+func (m *Manager) stopCheckers(p *pool) {
+	for t, rc := range p.checkers {
+		rc.cancel()
+		delete(p.checkers, t)
+	}
+}
+
+// retireTargets lets the requests running on targets that left their pool
+// finish, up to the drain timeout, then closes their connections for good.
+// Requests counted on one of pools (pools that left their service) are
+// waited for too, as they may not have picked their target yet. It does
+// not block.
+func (m *Manager) retireTargets(ts []*upstream.Target, drain time.Duration, pools ...*upstream.Pool) {
+	if len(ts) == 0 {
+		return
+	}
+	base := m.runCtx
+	if base == nil {
+		base = context.Background()
+	}
+	busy := func() bool {
+		for _, p := range pools {
+			if p.InFlight() > 0 {
+				return true
+			}
+		}
+		for _, t := range ts {
+			if t.InFlight() > 0 {
+				return true
+			}
+		}
+		return false
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		ctx, cancel := context.WithTimeout(base, drain)
+		defer cancel()
+		tick := time.NewTicker(retirePoll)
+		defer tick.Stop()
+	wait:
+		for busy() {
+			select {
+			case <-ctx.Done():
+				break wait
+			case <-tick.C:
+			}
+		}
+		for _, t := range ts {
+			if n := t.InFlight(); n > 0 {
+				m.log.Warn("removed target still had requests at the drain timeout; closing them",
+					"target", t.Label(), "in_flight", n)
+			}
+			t.Retire()
+		}
+	}()
+}
+
+// Router is what the data plane routes with.
+func (m *Manager) Router() *route.Router { return m.router }
+
+// Start begins health checks on every pool that has targets. They run
+// until ctx ends or Close is called.
+func (m *Manager) Start(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("control plane is closed")
+	}
+	if m.runCtx != nil {
+		return errors.New("control plane already started")
+	}
+	m.runCtx, m.stop = context.WithCancel(ctx)
+	for _, s := range m.services {
+		for _, p := range s.pools {
+			m.startCheckers(p)
+		}
+	}
+	return nil
+}
+
+// Close stops the health checks and waits for them and for pending
+// retirements (which close their connections at once).
+func (m *Manager) Close() {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	m.closed = true
+	if m.stop != nil {
+		m.stop()
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+	m.prober.Close()
+}
+
+// Config returns the configuration in use.
+func (m *Manager) Config() *config.Config {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cfg
+}
+
+// serviceLocked finds a service by name; an empty name means the only one.
+func (m *Manager) serviceLocked(name string) (*service, error) {
+	if name == "" {
+		if len(m.services) == 1 {
+			return m.services[0], nil
+		}
+		return nil, errorf(KindInvalid, "cutover serves %d services (%s): name one with -s SERVICE", len(m.services), strings.Join(m.serviceNames(), ", "))
+	}
+	for _, s := range m.services {
+		if s.name == name {
+			return s, nil
+		}
+	}
+	return nil, errorf(KindNotFound, "no service %q — the services are: %s", name, strings.Join(m.serviceNames(), ", "))
+}
+
+func (m *Manager) serviceNames() []string {
+	names := make([]string, len(m.services))
+	for i, s := range m.services {
+		names[i] = s.name
+	}
+	return names
+}
+
+func poolNames(s *service) []string {
+	var names []string
+	for _, p := range s.rs.Pools() {
+		names = append(names, p.Name())
+	}
+	return names
+}
+
+// SetTargets replaces the targets of a pool, e.g. from the Docker provider
+// as containers come and go. Targets whose address stays keep their
+// verdict and connections; new ones start Unknown and take traffic once
+// their health checks pass; removed ones finish their requests (up to the
+// service's drain timeout) and are then closed. It is not persisted: the
+// provider recomputes it after a restart.
+func (m *Manager) SetTargets(service, poolName string, specs []upstream.TargetSpec) error {
+	if err := checkSpecs(specs); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	s, err := m.serviceLocked(service)
+	if err != nil {
+		m.mu.Unlock()
+		return err
+	}
+	p, ok := s.pools[poolName]
+	if !ok {
+		m.mu.Unlock()
+		return errorf(KindNotFound, "service %q has no pool %q — the pools are: %s", s.name, poolName, strings.Join(poolNames(s), ", "))
+	}
+	removed := m.setPoolTargets(p, specs, upstream.Unknown)
+	drain := s.cfg.Load().DrainTimeout
+	m.retireTargets(removed, drain)
+	m.mu.Unlock()
+	return nil
+}
+
+func checkSpecs(specs []upstream.TargetSpec) error {
+	seen := map[string]bool{}
+	for _, ts := range specs {
+		if err := config.ValidateTarget(ts.Addr); err != nil {
+			return &Error{Kind: KindInvalid, Message: "target " + err.Error()}
+		}
+		if seen[ts.Addr] {
+			return errorf(KindInvalid, "target %s is given twice — list each target once", ts.Addr)
+		}
+		seen[ts.Addr] = true
+	}
+	return nil
+}
+
+// Status reports every service, or the named one.
+func (m *Manager) Status(name string) ([]ServiceStatus, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	list := m.services
+	if name != "" {
+		s, err := m.serviceLocked(name)
+		if err != nil {
+			return nil, err
+		}
+		list = []*service{s}
+	}
+	out := make([]ServiceStatus, 0, len(list))
+	for _, s := range list {
+		out = append(out, m.serviceStatusLocked(s))
+	}
+	return out, nil
+}
+
+func (m *Manager) serviceStatusLocked(s *service) ServiceStatus {
+	sc := s.cfg.Load()
+	active := s.rs.Active()
+	ss := ServiceStatus{
+		Name:     s.name,
+		Hosts:    append([]string{}, sc.Hosts...),
+		Previous: s.rs.Previous(),
+		Balance:  sc.Balance,
+		Pools:    []PoolStatus{},
+	}
+	if active != nil {
+		ss.Active = active.Name()
+	}
+	if op := m.ops[s.name]; op != nil {
+		cp := *op
+		ss.Operation = &cp
+	}
+	for _, up := range s.rs.Pools() {
+		p := s.pools[up.Name()]
+		ps := PoolStatus{
+			Name: up.Name(), Active: up == active, Source: p.source(),
+			InFlight: up.InFlight(), Served: up.Served(), Targets: []TargetStatus{},
+		}
+		for _, t := range up.Targets() {
+			ps.Targets = append(ps.Targets, targetStatus(t))
+		}
+		ss.Pools = append(ss.Pools, ps)
+	}
+	return ss
+}
+
+func targetStatus(t *upstream.Target) TargetStatus {
+	st := t.Status()
+	ts := TargetStatus{
+		Addr: st.Addr, Label: st.Label, State: st.State, Since: st.Since,
+		ConsecutivePasses: t.ConsecutivePasses(), LastError: st.LastError,
+		InFlight: st.InFlight, Served: st.Served, Failures: st.Failures,
+	}
+	if !st.LastProbe.IsZero() {
+		lp := st.LastProbe
+		ts.LastProbe = &lp
+	}
+	return ts
+}
+
+// saveState writes the state file from the current runtime. Writes are
+// serialised and each takes its snapshot after the previous write, so the
+// file always ends up with the latest state.
+func (m *Manager) saveState() error {
+	if m.statePath == "" {
+		return nil
+	}
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	m.mu.Lock()
+	st := state.New()
+	for _, s := range m.services {
+		active := s.rs.Active()
+		if active == nil {
+			continue
+		}
+		ss := state.Service{Active: active.Name(), Previous: s.rs.Previous()}
+		for _, up := range s.rs.Pools() {
+			p := s.pools[up.Name()]
+			if p.runtime == nil {
+				continue
+			}
+			if ss.Targets == nil {
+				ss.Targets = map[string][]state.Target{}
+			}
+			ts := make([]state.Target, 0, len(p.runtime))
+			for _, r := range p.runtime {
+				ts = append(ts, state.Target{Addr: r.Addr, Label: r.Label})
+			}
+			ss.Targets[up.Name()] = ts
+		}
+		st.Services[s.name] = ss
+	}
+	m.mu.Unlock()
+	return state.Save(m.statePath, st)
+}
+
+// StatePath is the state file's path ("" when nothing is persisted).
+func (m *Manager) StatePath() string { return m.statePath }
+
+func specsOf(addrs []string) []upstream.TargetSpec {
+	out := make([]upstream.TargetSpec, len(addrs))
+	for i, a := range addrs {
+		out[i] = upstream.TargetSpec{Addr: a}
+	}
+	return out
+}
+
+func fromState(ts []state.Target) []upstream.TargetSpec {
+	out := make([]upstream.TargetSpec, len(ts))
+	for i, t := range ts {
+		out[i] = upstream.TargetSpec{Addr: t.Addr, Label: t.Label}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// signal is a broadcast without lost wake-ups: take Wait's channel, look
+// at the state, then block on the channel; a Broadcast after Wait closes it.
+type signal struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+// Wait returns a channel closed by the next Broadcast.
+func (s *signal) Wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+// Broadcast wakes every waiter.
+func (s *signal) Broadcast() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
+}

@@ -1,0 +1,191 @@
+// Package state keeps cutover's runtime state in a file: which pool of each
+// service is live, which one was live before (the rollback target) and the
+// targets set at run time. It is what makes a restart — also after kill -9 —
+// serve the same pool as before.
+//
+// The file is replaced atomically on every change (temporary file in the same
+// folder, fsync, rename, fsync of the folder), so a reader sees either the
+// old state or the new one, never a torn write.
+package state
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+)
+
+// FileName is the state file's name inside state_dir.
+const FileName = "state.json"
+
+// Version is the format written by this build. A file with a higher version
+// was written by a newer cutover and is refused rather than misread.
+const Version = 1
+
+// State is the content of the state file.
+type State struct {
+	Version  int                `json:"version"`
+	Services map[string]Service `json:"services"`
+}
+
+// Service is the runtime state of one service.
+type Service struct {
+	// Active is the pool serving now.
+	Active string `json:"active"`
+	// Previous is the pool that served before the last switch ("" if none).
+	Previous string `json:"previous,omitempty"`
+	// Targets are pool targets set at run time (deploy --target), by pool.
+	// They replace the configuration's targets of that pool; a pool that
+	// is only here was created at run time.
+	Targets map[string][]Target `json:"targets,omitempty"`
+}
+
+// Target is one target set at run time.
+type Target struct {
+	Addr  string `json:"addr"`
+	Label string `json:"label,omitempty"`
+}
+
+// New returns an empty state of the current version.
+func New() *State {
+	return &State{Version: Version, Services: map[string]Service{}}
+}
+
+// Path returns the state file's path in dir.
+func Path(dir string) string { return filepath.Join(dir, FileName) }
+
+// Load reads the state file at path. A missing file is no error: it returns
+// (nil, nil), meaning first start. A file that cannot be read or parsed is
+// an error naming the file and what to do.
+func Load(path string) (*State, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state file %s: %w", path, err)
+	}
+	st, err := parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("state file %s: %w — fix the file, or delete it to start from the configuration's active pools", path, err)
+	}
+	return st, nil
+}
+
+func parse(data []byte) (*State, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, errors.New("is empty, not a cutover state file")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var st State
+	if err := dec.Decode(&st); err != nil {
+		return nil, fmt.Errorf("is not a valid cutover state file (%v)", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("has data after the JSON object")
+	}
+	switch {
+	case st.Version == 0:
+		return nil, errors.New(`has no "version" field, so it is not a cutover state file`)
+	case st.Version > Version:
+		return nil, fmt.Errorf("has version %d, written by a newer cutover (this one reads version %d) — run the newer cutover", st.Version, Version)
+	case st.Version < 0:
+		return nil, fmt.Errorf("has version %d, which no cutover writes", st.Version)
+	}
+	if st.Services == nil {
+		st.Services = map[string]Service{}
+	}
+	for name, s := range st.Services {
+		if s.Active == "" {
+			return nil, fmt.Errorf("service %q has no active pool", name)
+		}
+	}
+	return &st, nil
+}
+
+// Save writes st to path atomically: the content goes to a temporary file
+// in the same folder, which is synced and renamed over path, and the folder
+// is synced so the rename itself survives a crash.
+func Save(path string, st *State) error {
+	data, err := Marshal(st)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+FileName+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("write state file %s: %w", path, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	if _, err := tmp.Write(data); err != nil {
+		return fmt.Errorf("write state file %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return fmt.Errorf("write state file %s: sync: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write state file %s: %w", path, err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		done = true
+		return fmt.Errorf("write state file %s: %w", path, err)
+	}
+	done = true
+	return syncDir(dir)
+}
+
+// Marshal encodes st as the file holds it: indented JSON (object keys
+// sorted, target lists in pool order), ending in a newline.
+func Marshal(st *State) ([]byte, error) {
+	out := State{Version: Version, Services: map[string]Service{}}
+	for name, s := range st.Services {
+		c := Service{Active: s.Active, Previous: s.Previous}
+		if len(s.Targets) > 0 {
+			c.Targets = make(map[string][]Target, len(s.Targets))
+			for pool, ts := range s.Targets {
+				c.Targets[pool] = append([]Target(nil), ts...)
+			}
+		}
+		out.Services[name] = c
+	}
+	data, err := json.MarshalIndent(&out, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("encode state: %w", err)
+	}
+	return append(data, '\n'), nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync state folder %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync state folder %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Pools returns the names of the pools with run-time targets, sorted.
+func (s Service) Pools() []string {
+	names := make([]string, 0, len(s.Targets))
+	for n := range s.Targets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}

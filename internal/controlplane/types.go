@@ -1,0 +1,249 @@
+package controlplane
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// The types in this file are also the admin API's JSON schema (see package
+// admin): field names and meanings are kept stable for scripts; new fields
+// may be added.
+
+// Duration is a time.Duration that reads and writes JSON as a Go duration
+// string ("60s", "1m30s"); a JSON number is read as nanoseconds.
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON reads a duration string or a number of nanoseconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err == nil {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			return fmt.Errorf("duration %q: %w (write e.g. 60s or 1m30s)", s, err)
+		}
+		*d = Duration(v)
+		return nil
+	}
+	var n int64
+	if err := json.Unmarshal(b, &n); err != nil {
+		return fmt.Errorf("duration %s: want a string such as \"60s\"", b)
+	}
+	*d = Duration(n)
+	return nil
+}
+
+// String formats like time.Duration.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// DefaultTimeout is how long a deploy or rollback waits for its pool to be
+// healthy when the request gives no timeout.
+const DefaultTimeout = 60 * time.Second
+
+// DeployRequest asks to switch a service to a pool.
+type DeployRequest struct {
+	// Service may be empty when cutover serves exactly one service.
+	Service string `json:"service"`
+	// Pool is switched to. With Targets it may be a new pool name.
+	Pool string `json:"pool"`
+	// Targets, when given, first become the pool's targets (host:port).
+	Targets []string `json:"targets,omitempty"`
+	// Timeout bounds the wait for every target to be healthy (default 60s).
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// RollbackRequest asks to switch a service back to its previous pool.
+type RollbackRequest struct {
+	Service string   `json:"service"`
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// Operation kinds.
+const (
+	OpDeploy   = "deploy"
+	OpRollback = "rollback"
+)
+
+// Operation is a deploy or rollback in progress.
+type Operation struct {
+	Kind    string    `json:"kind"` // "deploy" or "rollback"
+	Service string    `json:"service"`
+	Pool    string    `json:"pool"` // the pool being switched to
+	Started time.Time `json:"started"`
+}
+
+func (o *Operation) String() string {
+	return fmt.Sprintf("%s of service %q to pool %q (started %s, %s ago)",
+		o.Kind, o.Service, o.Pool, o.Started.Format("15:04:05"), time.Since(o.Started).Round(time.Second))
+}
+
+// DeployResult reports a finished deploy or rollback.
+type DeployResult struct {
+	Service   string `json:"service"`
+	Operation string `json:"operation"` // "deploy" or "rollback"
+	// NoOp is true when the pool was already active and nothing changed.
+	NoOp bool `json:"no_op"`
+	// Message is a one-line summary for people.
+	Message string `json:"message"`
+	// Pool is the pool now active; From the one that was active before.
+	Pool string `json:"pool"`
+	From string `json:"from"`
+	// TimeToHealthy is from the start of the health wait until every
+	// target of Pool had passed (0 when no wait was needed).
+	TimeToHealthy Duration `json:"time_to_healthy"`
+	// SwitchedAt is when the active pool changed.
+	SwitchedAt time.Time `json:"switched_at"`
+	// InFlightAtSwitch is the number of requests running on From at the
+	// switch; Drained of them finished within the drain timeout, and
+	// ClosedAtTimeout were still running when it passed and were ended by
+	// closing their upstream connections (ConnsClosed of them).
+	InFlightAtSwitch int64 `json:"in_flight_at_switch"`
+	Drained          int64 `json:"drained"`
+	ClosedAtTimeout  int64 `json:"closed_at_timeout"`
+	ConnsClosed      int   `json:"conns_closed_at_timeout"`
+	// TimeToDrain is from the switch until From had no request in flight
+	// (or the drain timeout passed).
+	TimeToDrain Duration `json:"time_to_drain"`
+	// Warnings are problems that did not stop the switch (e.g. the state
+	// file could not be written).
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Event phases.
+const (
+	PhaseTargets = "targets" // pool targets set
+	PhaseHealth  = "health"  // waiting for the pool to be healthy
+	PhaseSwitch  = "switch"  // the active pool changed
+	PhaseDrain   = "drain"   // the old pool is draining / drained
+)
+
+// Event is one step of a deploy or rollback in progress.
+type Event struct {
+	Time    time.Time `json:"time"`
+	Service string    `json:"service"`
+	Pool    string    `json:"pool"`
+	Phase   string    `json:"phase"`
+	// Message says what happened, for people.
+	Message string `json:"message"`
+	// Target is the target whose health changed (phase "health").
+	Target *TargetProgress `json:"target,omitempty"`
+	// Ready and Total count the pool's healthy targets (phase "health").
+	Ready int `json:"ready,omitempty"`
+	Total int `json:"total,omitempty"`
+}
+
+// TargetProgress is one target's health during a deploy's wait.
+type TargetProgress struct {
+	Addr   string `json:"addr"`
+	Label  string `json:"label,omitempty"`
+	State  string `json:"state"`
+	Passes int    `json:"passes"` // consecutive passing probes since the deploy began
+	Needed int    `json:"needed"` // passes needed (health.healthy)
+	Ready  bool   `json:"ready"`
+	Error  string `json:"error,omitempty"` // last probe error
+}
+
+// ServiceStatus is the state of one service.
+type ServiceStatus struct {
+	Name string `json:"name"`
+	// Hosts routed to the service; empty for the default service.
+	Hosts    []string `json:"hosts"`
+	Active   string   `json:"active"`
+	Previous string   `json:"previous"` // "" when there is none
+	Balance  string   `json:"balance"`
+	// Operation is the deploy or rollback in progress (null if none).
+	Operation *Operation   `json:"operation"`
+	Pools     []PoolStatus `json:"pools"`
+}
+
+// Pool sources.
+const (
+	SourceConfig  = "config"  // targets from the configuration file
+	SourceRuntime = "runtime" // targets set by deploy --target
+	SourceDocker  = "docker"  // targets from Docker containers
+)
+
+// PoolStatus is the state of one pool.
+type PoolStatus struct {
+	Name     string         `json:"name"`
+	Active   bool           `json:"active"`
+	Source   string         `json:"source"`
+	InFlight int64          `json:"in_flight"`
+	Served   uint64         `json:"served"`
+	Targets  []TargetStatus `json:"targets"`
+}
+
+// TargetStatus is the state of one target.
+type TargetStatus struct {
+	Addr  string `json:"addr"`
+	Label string `json:"label"`
+	// State is "up", "down" or "unknown".
+	State             string     `json:"state"`
+	Since             time.Time  `json:"since"`
+	ConsecutivePasses int        `json:"consecutive_passes"`
+	LastError         string     `json:"last_error"`
+	LastProbe         *time.Time `json:"last_probe"`
+	InFlight          int64      `json:"in_flight"`
+	Served            uint64     `json:"served"`
+	Failures          uint64     `json:"failures"`
+}
+
+// ErrorKind classifies an error of the control plane, so the admin API can
+// pick a status code and the CLI an exit code.
+type ErrorKind string
+
+// Error kinds.
+const (
+	KindInvalid   ErrorKind = "invalid"   // the request is malformed
+	KindNotFound  ErrorKind = "not_found" // no such service or pool
+	KindBusy      ErrorKind = "busy"      // another deploy/rollback of the service is running
+	KindRefused   ErrorKind = "refused"   // valid, but not allowed in the current state
+	KindUnhealthy ErrorKind = "unhealthy" // the pool did not become healthy in time
+	KindCanceled  ErrorKind = "canceled"  // the caller went away before the switch
+	KindInternal  ErrorKind = "internal"
+)
+
+// Error is a control plane error. A refused or failed deploy never touched
+// live traffic.
+type Error struct {
+	Kind    ErrorKind `json:"kind"`
+	Message string    `json:"message"`
+	// Failing lists the targets that were not healthy (KindUnhealthy).
+	Failing []TargetProgress `json:"failing,omitempty"`
+}
+
+// Error returns the message followed by one line per failing target.
+func (e *Error) Error() string {
+	if len(e.Failing) == 0 {
+		return e.Message
+	}
+	var b strings.Builder
+	b.WriteString(e.Message)
+	for _, f := range e.Failing {
+		b.WriteString("\n  ")
+		b.WriteString(describeFailure(f))
+	}
+	return b.String()
+}
+
+func describeFailure(f TargetProgress) string {
+	name := f.Addr
+	if f.Label != "" && f.Label != f.Addr {
+		name = fmt.Sprintf("%s (%s)", f.Label, f.Addr)
+	}
+	reason := f.Error
+	if reason == "" {
+		reason = "no failed probe, but not enough passes yet"
+	}
+	return fmt.Sprintf("%s: %s [%d of %d checks passed, state %s]", name, reason, f.Passes, f.Needed, f.State)
+}
+
+func errorf(kind ErrorKind, format string, args ...any) *Error {
+	return &Error{Kind: kind, Message: fmt.Sprintf(format, args...)}
+}
