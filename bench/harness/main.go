@@ -192,10 +192,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	report, problems, err := h.run(ctx)
 	if err != nil {
-		fmt.Fprintln(stderr, "bench:", err)
 		if ctx.Err() != nil {
+			fmt.Fprintln(stderr, "bench: interrupted; every process it started has been stopped")
 			return 130
 		}
+		fmt.Fprintln(stderr, "bench:", err)
 		return 1
 	}
 	fmt.Fprint(stdout, report)
