@@ -1,0 +1,437 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cutover/cutover/internal/config"
+	"github.com/cutover/cutover/internal/controlplane"
+)
+
+type backend struct {
+	*httptest.Server
+	status atomic.Int32
+}
+
+func newBackend(t *testing.T) *backend {
+	t.Helper()
+	b := &backend{}
+	b.status.Store(http.StatusOK)
+	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(int(b.status.Load()))
+	}))
+	t.Cleanup(b.Close)
+	return b
+}
+
+func (b *backend) addr() string { return b.Listener.Addr().String() }
+
+// shortDir is a temporary folder with a path short enough for a Unix
+// socket (t.TempDir can exceed the 107-byte limit).
+func shortDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "cutover-admin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+const configTemplate = `listen:
+  http: "127.0.0.1:8080"
+state_dir: %[1]s
+admin:
+  socket: %[1]s/admin.sock
+services:
+  web:
+    health: {path: /healthz, interval: 20ms, timeout: 1s, healthy: 2, unhealthy: 2}
+    drain_timeout: 5s
+    pools:
+      blue: ["%[2]s"]
+      green: ["%[3]s"]
+    active: blue
+`
+
+// fixture is a real Manager behind a real admin server on a Unix socket.
+type fixture struct {
+	dir, cfgPath string
+	m            *controlplane.Manager
+	srv          *Server
+	client       *Client
+	blue, green  *backend
+}
+
+func newFixture(t *testing.T, edit func(*Options)) *fixture {
+	t.Helper()
+	f := &fixture{dir: shortDir(t), blue: newBackend(t), green: newBackend(t)}
+	f.cfgPath = filepath.Join(f.dir, "cutover.yaml")
+	f.writeConfig(t, fmt.Sprintf(configTemplate, f.dir, f.blue.addr(), f.green.addr()))
+	cfg, err := config.Load(f.cfgPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.m, err = controlplane.New(cfg, controlplane.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.m.Close)
+	o := Options{Socket: cfg.Admin.Socket, Manager: f.m, Reload: FileReloader(f.cfgPath, nil, f.m.Reload)}
+	if edit != nil {
+		edit(&o)
+	}
+	f.srv, err = Listen(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- f.srv.Serve() }()
+	t.Cleanup(func() {
+		f.srv.Close()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	f.client = NewUnixClient(cfg.Admin.Socket)
+	t.Cleanup(f.client.Close)
+	return f
+}
+
+func (f *fixture) writeConfig(t *testing.T, text string) {
+	t.Helper()
+	if err := os.WriteFile(f.cfgPath, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSocketMode0600AndHealth(t *testing.T) {
+	f := newFixture(t, nil)
+	fi, err := os.Stat(f.srv.SocketPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin socket mode %v, want a socket with 0600", fi.Mode())
+	}
+	h, err := f.client.Health(context.Background())
+	if err != nil || h.Status != "ok" || h.PID != os.Getpid() {
+		t.Fatalf("health: %+v, %v", h, err)
+	}
+}
+
+func TestStatusJSONSchema(t *testing.T) {
+	f := newFixture(t, nil)
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", f.srv.SocketPath())
+	}}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Get("http://cutover/v1/status?service=web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("status answered %s %q", resp.Status, resp.Header.Get("Content-Type"))
+	}
+	var raw struct {
+		Services []map[string]json.RawMessage `json:"services"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
+		t.Fatal(err)
+	}
+	if len(raw.Services) != 1 {
+		t.Fatalf("%d services", len(raw.Services))
+	}
+	for _, key := range []string{"name", "hosts", "active", "previous", "balance", "operation", "pools"} {
+		if _, ok := raw.Services[0][key]; !ok {
+			t.Errorf("service object lacks %q", key)
+		}
+	}
+	var pools []map[string]json.RawMessage
+	json.Unmarshal(raw.Services[0]["pools"], &pools)
+	for _, key := range []string{"name", "active", "source", "in_flight", "served", "targets"} {
+		if _, ok := pools[0][key]; !ok {
+			t.Errorf("pool object lacks %q", key)
+		}
+	}
+	var targets []map[string]json.RawMessage
+	json.Unmarshal(pools[0]["targets"], &targets)
+	for _, key := range []string{"addr", "label", "state", "since", "consecutive_passes", "last_error", "last_probe", "in_flight", "served", "failures"} {
+		if _, ok := targets[0][key]; !ok {
+			t.Errorf("target object lacks %q", key)
+		}
+	}
+
+	st, err := f.client.Status(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Services[0].Active != "blue" || st.Services[0].Pools[1].Name != "green" {
+		t.Fatalf("status %+v", st.Services[0])
+	}
+	_, err = f.client.Status(context.Background(), "nope")
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Kind != controlplane.KindNotFound || !strings.Contains(err.Error(), `no service "nope"`) {
+		t.Fatalf("status of an unknown service: %v", err)
+	}
+}
+
+func TestDeployStreamsProgressLive(t *testing.T) {
+	f := newFixture(t, nil)
+	f.green.status.Store(http.StatusServiceUnavailable)
+	events := make(chan Event, 100)
+	type outcome struct {
+		res *DeployResult
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := f.client.Deploy(context.Background(), DeployRequest{Pool: "green", Timeout: controlplane.Duration(20 * time.Second)},
+			func(ev Event) { events <- ev })
+		done <- outcome{res, err}
+	}()
+	// A progress line about the failing target arrives while the deploy
+	// is still waiting: the stream is flushed as it goes.
+	for {
+		ev := <-events
+		if ev.Target != nil && strings.Contains(ev.Target.Error, "503") {
+			break
+		}
+	}
+	select {
+	case o := <-done:
+		t.Fatalf("deploy finished before green was healthy: %+v", o)
+	default:
+	}
+	// A second deploy is refused at once with 409 and the running one named.
+	_, err := f.client.Deploy(context.Background(), DeployRequest{Pool: "green"}, nil)
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Kind != controlplane.KindBusy || !strings.Contains(err.Error(), `deploy of service "web" to pool "green"`) {
+		t.Fatalf("concurrent deploy: %v", err)
+	}
+	f.green.status.Store(http.StatusOK)
+	o := <-done
+	if o.err != nil || o.res.Pool != "green" || o.res.From != "blue" {
+		t.Fatalf("deploy: %+v, %v", o.res, o.err)
+	}
+	res, err := f.client.Rollback(context.Background(), RollbackRequest{}, nil)
+	if err != nil || res.Pool != "blue" {
+		t.Fatalf("rollback: %+v, %v", res, err)
+	}
+}
+
+func TestDeployFailureCarriesFailingTargets(t *testing.T) {
+	f := newFixture(t, nil)
+	f.green.status.Store(http.StatusInternalServerError)
+	_, err := f.client.Deploy(context.Background(), DeployRequest{Pool: "green", Timeout: controlplane.Duration(300 * time.Millisecond)}, nil)
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Kind != controlplane.KindUnhealthy || len(ce.Failing) != 1 || ce.Failing[0].Addr != f.green.addr() {
+		t.Fatalf("deploy to a failing pool: %#v", err)
+	}
+	if !strings.Contains(err.Error(), "500") {
+		t.Errorf("error lacks the probe error: %v", err)
+	}
+	st, _ := f.client.Status(context.Background(), "web")
+	if st.Services[0].Active != "blue" {
+		t.Fatalf("active %q after a failed deploy", st.Services[0].Active)
+	}
+}
+
+func TestReloadThroughAPI(t *testing.T) {
+	f := newFixture(t, nil)
+	ctx := context.Background()
+	// An invalid file is refused with its problems; the running
+	// configuration keeps serving.
+	f.writeConfig(t, fmt.Sprintf(configTemplate, f.dir, f.blue.addr(), "not-an-address"))
+	_, err := f.client.Reload(ctx)
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Kind != controlplane.KindInvalid || !strings.Contains(err.Error(), f.cfgPath) || !strings.Contains(err.Error(), "keeps serving") {
+		t.Fatalf("reload of an invalid file: %v", err)
+	}
+	st, _ := f.client.Status(ctx, "web")
+	if got := st.Services[0].Pools[1].Targets[0].Addr; got != f.green.addr() {
+		t.Fatalf("refused reload changed green to %s", got)
+	}
+	// A valid file applies.
+	other := newBackend(t)
+	f.writeConfig(t, fmt.Sprintf(configTemplate, f.dir, f.blue.addr(), other.addr()))
+	r, err := f.client.Reload(ctx)
+	if err != nil || r.Status != "ok" {
+		t.Fatalf("reload: %+v, %v", r, err)
+	}
+	st, _ = f.client.Status(ctx, "web")
+	if got := st.Services[0].Pools[1].Targets[0].Addr; got != other.addr() {
+		t.Fatalf("green after reload: %s, want %s", got, other.addr())
+	}
+}
+
+func TestUnknownRouteAndBadBody(t *testing.T) {
+	f := newFixture(t, nil)
+	err := f.client.getJSON(context.Background(), http.MethodGet, "/v2/status", nil, &struct{}{})
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Kind != controlplane.KindNotFound || !strings.Contains(err.Error(), "/v1/status") {
+		t.Fatalf("unknown route: %v", err)
+	}
+	_, err = f.client.stream(context.Background(), "/v1/deploy", map[string]any{"pool": "green", "colour": "x"}, nil)
+	if !errors.As(err, &ce) || ce.Kind != controlplane.KindInvalid || !strings.Contains(err.Error(), "colour") {
+		t.Fatalf("unknown field: %v", err)
+	}
+}
+
+func TestStaleSocketReplacedLiveOneRefused(t *testing.T) {
+	dir := shortDir(t)
+	sock := filepath.Join(dir, "admin.sock")
+	// A socket file left behind by a process that died.
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("stale socket not left behind: %v", err)
+	}
+	m := newManager(t)
+	srv, err := Listen(Options{Socket: sock, Manager: m})
+	if err != nil {
+		t.Fatalf("Listen over a stale socket: %v", err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+	if _, err := NewUnixClient(sock).Health(context.Background()); err != nil {
+		t.Fatalf("health after replacing the stale socket: %v", err)
+	}
+	// A second server on a live socket is refused and the first keeps it.
+	_, err = Listen(Options{Socket: sock, Manager: m})
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("another cutover (pid %d)", os.Getpid())) {
+		t.Fatalf("Listen on a live socket: %v", err)
+	}
+	if _, err := NewUnixClient(sock).Health(context.Background()); err != nil {
+		t.Fatalf("first server lost its socket: %v", err)
+	}
+	// A path that is not a socket is never removed.
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, []byte("x"), 0o600)
+	if _, err := Listen(Options{Socket: file, Manager: m}); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Fatalf("Listen on a regular file: %v", err)
+	}
+	if _, err := os.Stat(file); err != nil {
+		t.Fatal("regular file removed")
+	}
+}
+
+func TestShutdownRemovesSocket(t *testing.T) {
+	sock := filepath.Join(shortDir(t), "admin.sock")
+	srv, err := Listen(Options{Socket: sock, Manager: newManager(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve() }()
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; err != nil {
+		t.Fatalf("Serve after Shutdown: %v", err)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("socket file after shutdown: %v", err)
+	}
+}
+
+func TestTCPNeedsToken(t *testing.T) {
+	sock := filepath.Join(shortDir(t), "admin.sock")
+	_, err := Listen(Options{Socket: sock, TCP: "127.0.0.1:0", Manager: newManager(t)})
+	if err == nil || !strings.Contains(err.Error(), "admin.token") {
+		t.Fatalf("TCP without a token: %v", err)
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatal("a refused start left the socket behind")
+	}
+
+	const token = "s3cret-token"
+	srv, err := Listen(Options{Socket: sock, TCP: "127.0.0.1:0", Token: token, Manager: newManager(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+	url := "http://" + srv.TCPAddr() + "/v1/status"
+	for name, auth := range map[string]string{"none": "", "wrong": "Bearer nope", "no scheme": token, "prefix": "Bearer s3cret"} {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), "bearer token") {
+			t.Errorf("%s token: %s %s, want 401", name, resp.Status, body)
+		}
+	}
+	c := NewTCPClient(srv.TCPAddr(), token)
+	defer c.Close()
+	if _, err := c.Status(context.Background(), ""); err != nil {
+		t.Fatalf("status with the token: %v", err)
+	}
+	_, err = NewTCPClient(srv.TCPAddr(), "bad").Status(context.Background(), "")
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Kind != KindUnauthorized {
+		t.Fatalf("client with a wrong token: %v", err)
+	}
+	// The Unix socket needs no token.
+	if _, err := NewUnixClient(sock).Status(context.Background(), ""); err != nil {
+		t.Fatalf("status on the socket: %v", err)
+	}
+}
+
+func TestClientUnreachable(t *testing.T) {
+	sock := filepath.Join(shortDir(t), "nothing.sock")
+	_, err := NewUnixClient(sock).Status(context.Background(), "")
+	var ue *UnreachableError
+	if !errors.As(err, &ue) {
+		t.Fatalf("status with nothing listening: %v", err)
+	}
+	want := fmt.Sprintf("no cutover is running at %s (connect: no such file or directory): start it with `cutover serve -c FILE` or point --socket at the right path", sock)
+	if err.Error() != want {
+		t.Fatalf("message:\n%s\nwant:\n%s", err, want)
+	}
+}
+
+// newManager is a started Manager over one real backend, for the
+// listener tests.
+func newManager(t *testing.T) *controlplane.Manager {
+	t.Helper()
+	dir := shortDir(t)
+	cfg, err := config.Parse([]byte(fmt.Sprintf(configTemplate, dir, newBackend(t).addr(), newBackend(t).addr())), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := controlplane.New(cfg, controlplane.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}

@@ -1,0 +1,128 @@
+// Package admin is cutover's admin API: HTTP+JSON over a Unix socket
+// (mode 0600), and optionally over TCP with a bearer token. The CLI is its
+// client (see Client); scripts may call it too, e.g.
+//
+//	curl --unix-socket /var/lib/cutover/admin.sock http://cutover/v1/status
+//
+// Routes (all under /v1; bodies are JSON):
+//
+//	GET  /v1/health              → HealthResponse (the admin API itself answers)
+//	GET  /v1/status[?service=S]  → StatusResponse
+//	POST /v1/deploy   DeployRequest   → NDJSON stream of StreamLine
+//	POST /v1/rollback RollbackRequest → NDJSON stream of StreamLine
+//	POST /v1/reload              → ReloadResponse (re-reads the configuration file)
+//
+// Deploy and rollback answer with one JSON object per line
+// (application/x-ndjson), flushed as the operation goes: zero or more
+// {"type":"event",...} lines, then exactly one {"type":"result",...} or
+// {"type":"error",...} line. When the request is refused before anything
+// happened (unknown service, another deploy in progress, ...) the status
+// code says so (400, 404, 409) and the body is that single error line;
+// once events have been sent the status is 200 and the last line tells
+// the outcome.
+//
+// Other errors are an ErrorResponse with a 4xx/5xx status. The JSON field
+// names of every type here (and of the controlplane types they contain) are
+// stable: fields may be added, none renamed or removed.
+package admin
+
+import (
+	"net/http"
+
+	"github.com/cutover/cutover/internal/controlplane"
+)
+
+// APIVersion is the path prefix of this version of the API.
+const APIVersion = "/v1"
+
+// Request and stream types, shared with the control plane.
+type (
+	// DeployRequest is the body of POST /v1/deploy:
+	//   {"service": "web", "pool": "green", "targets": ["10.0.0.5:8000"], "timeout": "60s"}
+	// service may be omitted when cutover serves one service; targets are
+	// optional; timeout defaults to 60s.
+	DeployRequest = controlplane.DeployRequest
+	// RollbackRequest is the body of POST /v1/rollback:
+	//   {"service": "web", "timeout": "60s"}
+	RollbackRequest = controlplane.RollbackRequest
+	// Event is one progress step of a deploy or rollback.
+	Event = controlplane.Event
+	// DeployResult is the outcome of a deploy or rollback.
+	DeployResult = controlplane.DeployResult
+	// ServiceStatus is one service in a StatusResponse.
+	ServiceStatus = controlplane.ServiceStatus
+	// Error is an API error: {"kind": "busy", "message": "...", "failing": [...]}.
+	Error = controlplane.Error
+)
+
+// KindUnauthorized is the error kind of a TCP request without the right
+// bearer token.
+const KindUnauthorized controlplane.ErrorKind = "unauthorized"
+
+// HealthResponse is the body of GET /v1/health.
+type HealthResponse struct {
+	Status string `json:"status"` // "ok"
+	PID    int    `json:"pid"`    // process id of the cutover serving the API
+}
+
+// StatusResponse is the body of GET /v1/status:
+//
+//	{"services": [{
+//	  "name": "web", "hosts": ["example.com"], "active": "green", "previous": "blue",
+//	  "balance": "round_robin", "operation": null,
+//	  "pools": [{
+//	    "name": "green", "active": true, "source": "config", "in_flight": 3, "served": 1042,
+//	    "targets": [{"addr": "127.0.0.1:9011", "label": "127.0.0.1:9011", "state": "up",
+//	                 "since": "...", "consecutive_passes": 12, "last_error": "", "last_probe": "...",
+//	                 "in_flight": 2, "served": 530, "failures": 0}]
+//	  }]
+//	}]}
+type StatusResponse struct {
+	Services []ServiceStatus `json:"services"`
+}
+
+// ReloadResponse is the body of a successful POST /v1/reload.
+type ReloadResponse struct {
+	Status  string `json:"status"` // "ok"
+	Message string `json:"message"`
+}
+
+// ErrorResponse is the body of a failed non-streaming request.
+type ErrorResponse struct {
+	Error *Error `json:"error"`
+}
+
+// Stream line types.
+const (
+	LineEvent  = "event"
+	LineResult = "result"
+	LineError  = "error"
+)
+
+// StreamLine is one line of a deploy or rollback stream; Type says which
+// of the other fields is set.
+type StreamLine struct {
+	Type   string        `json:"type"`
+	Event  *Event        `json:"event,omitempty"`
+	Result *DeployResult `json:"result,omitempty"`
+	Error  *Error        `json:"error,omitempty"`
+}
+
+// statusFor maps an error kind to an HTTP status code.
+func statusFor(kind controlplane.ErrorKind) int {
+	switch kind {
+	case controlplane.KindInvalid:
+		return http.StatusBadRequest
+	case controlplane.KindNotFound:
+		return http.StatusNotFound
+	case controlplane.KindBusy, controlplane.KindRefused:
+		return http.StatusConflict
+	case controlplane.KindUnhealthy:
+		return http.StatusUnprocessableEntity
+	case controlplane.KindCanceled:
+		return http.StatusServiceUnavailable
+	case KindUnauthorized:
+		return http.StatusUnauthorized
+	}
+	return http.StatusInternalServerError
+}

@@ -1,0 +1,457 @@
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cutover/cutover/internal/config"
+	"github.com/cutover/cutover/internal/controlplane"
+)
+
+// Manager is what the admin API needs of the control plane
+// (*controlplane.Manager implements it).
+type Manager interface {
+	Status(service string) ([]controlplane.ServiceStatus, error)
+	Deploy(ctx context.Context, req controlplane.DeployRequest, progress func(controlplane.Event)) (*controlplane.DeployResult, error)
+	Rollback(ctx context.Context, req controlplane.RollbackRequest, progress func(controlplane.Event)) (*controlplane.DeployResult, error)
+}
+
+// Options configure a Server.
+type Options struct {
+	// Socket is the Unix socket path (required).
+	Socket string
+	// TCP is an optional host:port to serve the API on as well; it requires
+	// Token.
+	TCP string
+	// Token is the bearer token required on TCP.
+	Token string
+	// Manager answers status, deploy and rollback.
+	Manager Manager
+	// Reload re-reads the configuration and applies it (see FileReloader);
+	// nil makes POST /v1/reload answer that reloading is not available.
+	Reload func(ctx context.Context) error
+	// Logger receives admin requests that change something (default: discard).
+	Logger *slog.Logger
+}
+
+// Server timeouts. There is no write timeout: deploy streams last as long as
+// the health wait and the drain. Short responses set their own deadline.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 30 * time.Second
+	idleTimeout       = 60 * time.Second
+	shortWriteTimeout = 30 * time.Second
+	maxBodyBytes      = 1 << 20
+	// probeTimeout bounds the check for another process on the socket.
+	probeTimeout = time.Second
+)
+
+// Server serves the admin API.
+type Server struct {
+	o      Options
+	log    *slog.Logger
+	unix   net.Listener
+	tcp    net.Listener
+	unixHS *http.Server
+	tcpHS  *http.Server
+
+	closeOnce sync.Once
+}
+
+// Listen opens the admin listeners: the Unix socket (a stale socket file
+// left by a crash is replaced; a socket another process answers on is not)
+// with mode 0600, and the TCP listener when configured with a token. Serve
+// then answers on them.
+func Listen(o Options) (*Server, error) {
+	if o.Manager == nil {
+		return nil, errors.New("admin: no manager given")
+	}
+	if o.Socket == "" {
+		return nil, errors.New("admin.socket is empty — set it to a path, e.g. /var/lib/cutover/admin.sock")
+	}
+	if o.TCP != "" && o.Token == "" {
+		return nil, fmt.Errorf("admin.tcp is set (%s) but admin.token is not: a TCP admin listener without a token would let anyone who reaches %s deploy — set admin.token (e.g. from ${CUTOVER_ADMIN_TOKEN}), or remove admin.tcp and use the Unix socket", o.TCP, o.TCP)
+	}
+	s := &Server{o: o, log: o.Logger}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	ln, err := listenUnix(o.Socket)
+	if err != nil {
+		return nil, err
+	}
+	s.unix = ln
+	if o.TCP != "" {
+		tl, err := net.Listen("tcp", o.TCP)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("admin.tcp %s: %w", o.TCP, err)
+		}
+		s.tcp = tl
+	}
+	mux := s.routes()
+	s.unixHS = newHTTPServer(mux, s.log)
+	if s.tcp != nil {
+		s.tcpHS = newHTTPServer(requireToken(o.Token, mux), s.log)
+	}
+	return s, nil
+}
+
+func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// listenUnix listens on path with mode 0600, replacing a stale socket file.
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("admin socket %s: create its folder: %w", path, err)
+	}
+	if err := removeStale(path); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	// The socket file gets the umask's mode at creation; tighten it and
+	// check, since anyone who can connect can deploy.
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin socket %s: chmod 0600: %w", path, err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	if perm := fi.Mode().Perm(); perm != 0o600 {
+		ln.Close()
+		return nil, fmt.Errorf("admin socket %s has mode %04o after chmod 0600 — the file system does not keep modes; put admin.socket on a local file system", path, perm)
+	}
+	return ln, nil
+}
+
+// removeStale removes a socket file nothing answers on (left by a process
+// that died). It refuses when something answers, or when the path is not a
+// socket.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("admin socket %s: %w", path, err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 {
+		return fmt.Errorf("admin socket %s exists and is not a socket — remove it, or set admin.socket to another path", path)
+	}
+	conn, err := net.DialTimeout("unix", path, probeTimeout)
+	if err == nil {
+		conn.Close()
+		who := "another process"
+		if h, err := NewUnixClient(path).Health(context.Background()); err == nil {
+			who = fmt.Sprintf("another cutover (pid %d)", h.PID)
+		}
+		return fmt.Errorf("admin socket %s: %s is answering on it — stop that one first, or give this one another admin.socket", path, who)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("admin socket %s exists and cannot be checked (%v) — remove it if no cutover runs, or set admin.socket to another path", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("admin socket %s: remove the stale socket: %w", path, err)
+	}
+	return nil
+}
+
+// SocketPath is the Unix socket the server listens on.
+func (s *Server) SocketPath() string { return s.o.Socket }
+
+// TCPAddr is the TCP address the server listens on ("" when none).
+func (s *Server) TCPAddr() string {
+	if s.tcp == nil {
+		return ""
+	}
+	return s.tcp.Addr().String()
+}
+
+// Serve answers requests until Shutdown or Close. It returns nil after
+// those, or the first listener error.
+func (s *Server) Serve() error {
+	errc := make(chan error, 2)
+	n := 1
+	go func() { errc <- s.unixHS.Serve(s.unix) }()
+	if s.tcpHS != nil {
+		n++
+		go func() { errc <- s.tcpHS.Serve(s.tcp) }()
+	}
+	var first error
+	for range n {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) && first == nil {
+			first = err
+			s.Close()
+		}
+	}
+	return first
+}
+
+// Shutdown stops accepting requests and waits for those running (a deploy
+// stream included) until ctx ends. The socket file is removed.
+func (s *Server) Shutdown(ctx context.Context) error {
+	var err error
+	s.closeOnce.Do(func() {
+		var wg sync.WaitGroup
+		errs := make([]error, 2)
+		for i, hs := range []*http.Server{s.unixHS, s.tcpHS} {
+			if hs == nil {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = hs.Shutdown(ctx)
+			}()
+		}
+		wg.Wait()
+		err = errors.Join(errs...)
+	})
+	return err
+}
+
+// Close stops the server at once, cutting running requests.
+func (s *Server) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		err = s.unixHS.Close()
+		if s.tcpHS != nil {
+			err = errors.Join(err, s.tcpHS.Close())
+		}
+	})
+	return err
+}
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/health", s.health)
+	mux.HandleFunc("GET /v1/status", s.status)
+	mux.HandleFunc("POST /v1/deploy", s.deploy)
+	mux.HandleFunc("POST /v1/rollback", s.rollback)
+	mux.HandleFunc("POST /v1/reload", s.reload)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, &Error{Kind: controlplane.KindNotFound,
+			Message: fmt.Sprintf("no admin route %s %s — the routes are GET /v1/health, GET /v1/status, POST /v1/deploy, POST /v1/rollback, POST /v1/reload", r.Method, r.URL.Path)})
+	})
+	return mux
+}
+
+// requireToken lets through requests with "Authorization: Bearer TOKEN".
+// The comparison is of SHA-256 sums in constant time, so neither the
+// token's content nor its length leaks through timing.
+func requireToken(token string, next http.Handler) http.Handler {
+	want := sha256.Sum256([]byte("Bearer " + token))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
+		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="cutover"`)
+			writeError(w, &Error{Kind: KindUnauthorized, Message: "missing or wrong bearer token — send Authorization: Bearer <admin.token>"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	shortDeadline(w)
+	writeJSON(w, http.StatusOK, HealthResponse{Status: "ok", PID: os.Getpid()})
+}
+
+func (s *Server) status(w http.ResponseWriter, r *http.Request) {
+	shortDeadline(w)
+	list, err := s.o.Manager.Status(r.URL.Query().Get("service"))
+	if err != nil {
+		writeError(w, asError(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, StatusResponse{Services: list})
+}
+
+func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
+	shortDeadline(w)
+	if s.o.Reload == nil {
+		writeError(w, &Error{Kind: controlplane.KindRefused, Message: "this cutover cannot reload: it was not started from a configuration file"})
+		return
+	}
+	if err := s.o.Reload(r.Context()); err != nil {
+		s.log.Warn("reload refused", "error", err.Error())
+		writeError(w, reloadError(err))
+		return
+	}
+	s.log.Info("configuration reloaded through the admin API")
+	writeJSON(w, http.StatusOK, ReloadResponse{Status: "ok", Message: "configuration reloaded"})
+}
+
+func reloadError(err error) *Error {
+	var problems *config.Errors
+	if errors.As(err, &problems) {
+		lines := make([]string, len(problems.Problems))
+		for i, p := range problems.Problems {
+			lines[i] = "  " + p.String()
+		}
+		return &Error{Kind: controlplane.KindInvalid,
+			Message: "reload refused, the running configuration keeps serving; the file has these problems:\n" + strings.Join(lines, "\n")}
+	}
+	var ce *Error
+	if errors.As(err, &ce) {
+		return ce
+	}
+	return &Error{Kind: controlplane.KindInvalid, Message: "reload refused, the running configuration keeps serving: " + err.Error()}
+}
+
+func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
+	var req DeployRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	s.log.Info("admin: deploy requested", "service", req.Service, "pool", req.Pool, "targets", req.Targets)
+	st := newStream(w)
+	res, err := s.o.Manager.Deploy(r.Context(), req, st.event)
+	st.finish(res, err)
+}
+
+func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
+	var req RollbackRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	s.log.Info("admin: rollback requested", "service", req.Service)
+	st := newStream(w)
+	res, err := s.o.Manager.Rollback(r.Context(), req, st.event)
+	st.finish(res, err)
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		writeError(w, &Error{Kind: controlplane.KindInvalid, Message: "request body: " + err.Error()})
+		return false
+	}
+	return true
+}
+
+// stream writes NDJSON lines, flushing each. The status line is written
+// with the first line, so a request refused before any event gets the
+// status code that says why.
+type stream struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	enc     *json.Encoder
+	started bool
+	broken  bool
+}
+
+func newStream(w http.ResponseWriter) *stream {
+	return &stream{w: w, rc: http.NewResponseController(w), enc: json.NewEncoder(w)}
+}
+
+func (st *stream) start(code int) {
+	if st.started {
+		return
+	}
+	st.started = true
+	st.w.Header().Set("Content-Type", "application/x-ndjson")
+	st.w.Header().Set("Cache-Control", "no-store")
+	st.w.Header().Set("X-Content-Type-Options", "nosniff")
+	st.w.WriteHeader(code)
+}
+
+func (st *stream) line(l StreamLine) {
+	if st.broken {
+		return
+	}
+	// A client that went away does not stop the operation; the
+	// remaining lines are dropped.
+	if err := st.enc.Encode(l); err != nil {
+		st.broken = true
+		return
+	}
+	if err := st.rc.Flush(); err != nil {
+		st.broken = true
+	}
+}
+
+func (st *stream) event(ev controlplane.Event) {
+	st.start(http.StatusOK)
+	st.line(StreamLine{Type: LineEvent, Event: &ev})
+}
+
+func (st *stream) finish(res *controlplane.DeployResult, err error) {
+	if err != nil {
+		e := asError(err)
+		st.start(statusFor(e.Kind))
+		st.line(StreamLine{Type: LineError, Error: e})
+		return
+	}
+	st.start(http.StatusOK)
+	st.line(StreamLine{Type: LineResult, Result: res})
+}
+
+func asError(err error) *Error {
+	var ce *Error
+	if errors.As(err, &ce) {
+		return ce
+	}
+	return &Error{Kind: controlplane.KindInternal, Message: err.Error()}
+}
+
+func shortDeadline(w http.ResponseWriter) {
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(shortWriteTimeout))
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+func writeError(w http.ResponseWriter, e *Error) {
+	writeJSON(w, statusFor(e.Kind), ErrorResponse{Error: e})
+}
+
+// FileReloader returns a Reload function for Options: it reads the
+// configuration file at path again (filling ${VAR} from lookupEnv, nil for
+// the process environment) and hands it to apply (e.g. Manager.Reload). A
+// file with problems is refused with all of them, and nothing changes.
+func FileReloader(path string, lookupEnv func(string) (string, bool), apply func(*config.Config) error) func(context.Context) error {
+	return func(context.Context) error {
+		cfg, err := config.Load(path, lookupEnv)
+		if err != nil {
+			return err
+		}
+		return apply(cfg)
+	}
+}
