@@ -308,10 +308,13 @@ func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind str
 			}
 		}
 		for _, tp := range targets {
-			if prev, seen := last[tp.Addr]; seen && prev == tp {
+			// Report what a person sees change: readiness, passes, error.
+			key := tp
+			key.State = ""
+			if prev, seen := last[tp.Addr]; seen && prev == key {
 				continue
 			}
-			last[tp.Addr] = tp
+			last[tp.Addr] = key
 			tp := tp
 			progress(Event{
 				Time: time.Now(), Service: s.name, Pool: name, Phase: PhaseHealth,

@@ -1,0 +1,93 @@
+package cli
+
+import (
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/controlplane"
+	"github.com/spf13/cobra"
+)
+
+// newDeployCmd builds `cutover deploy`. Flags bind straight into the
+// request sent to the admin API.
+func newDeployCmd(s Streams) *cobra.Command {
+	var (
+		at  adminTarget
+		req = admin.DeployRequest{Timeout: controlplane.Duration(controlplane.DefaultTimeout)}
+	)
+	cmd := &cobra.Command{
+		Use:   "deploy POOL [-s SERVICE] [--target HOST:PORT]... [--timeout 60s]",
+		Short: "Health-check a pool, switch the service to it atomically, and drain the old pool",
+		Long: "deploy makes POOL the live pool of a service. With --target, POOL's targets are set first\n" +
+			"(a new pool name creates the pool). Every target of POOL is then health-checked afresh until\n" +
+			"each passes health.healthy consecutive checks; the service switches to POOL in one atomic\n" +
+			"step; requests still running on the old pool finish there (up to drain_timeout). The old\n" +
+			"pool stays warm for `cutover rollback`.\n\n" +
+			"If a target is not healthy within --timeout, nothing is switched and deploy exits 1, naming\n" +
+			"each failing target and its last check error. Deploying the active pool does nothing.",
+		Example: "  cutover deploy green                       # deploy.sh dp\n" +
+			"  cutover deploy blue                        # deploy.sh in / the next release\n" +
+			"  cutover deploy green --target 10.0.0.7:8000 --target 10.0.0.8:8000",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return &exitError{code: 2, err: fmt.Errorf("deploy needs exactly one pool name, got %d — e.g. cutover deploy green", len(args))}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Pool = args[0]
+			c, err := at.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.Deploy(cmd.Context(), req, printEvent(s.Out))
+			if err != nil {
+				return apiError(err)
+			}
+			printResult(s.Out, res)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&req.Service, "service", "s", "", "service to deploy (may be omitted when there is one)")
+	f.StringArrayVar(&req.Targets, "target", nil, "set POOL's targets first (HOST:PORT, repeatable)")
+	f.DurationVar((*time.Duration)(&req.Timeout), "timeout", controlplane.DefaultTimeout, "how long every target may take to become healthy")
+	at.register(cmd)
+	return cmd
+}
+
+// printEvent prints progress as it arrives.
+func printEvent(out io.Writer) func(admin.Event) {
+	return func(ev admin.Event) {
+		fmt.Fprintf(out, "%s  %s\n", ev.Time.Local().Format("15:04:05.000"), ev.Message)
+	}
+}
+
+// printResult prints a deploy or rollback summary.
+func printResult(out io.Writer, res *admin.DeployResult) {
+	if res.NoOp {
+		fmt.Fprintln(out, res.Message)
+		return
+	}
+	fmt.Fprintf(out, "%s done: service %s switched from %s to %s\n", res.Operation, res.Service, orNone(res.From), res.Pool)
+	fmt.Fprintf(out, "  time to healthy:      %s\n", time.Duration(res.TimeToHealthy).Round(time.Millisecond))
+	fmt.Fprintf(out, "  in flight at switch:  %d\n", res.InFlightAtSwitch)
+	fmt.Fprintf(out, "  drained:              %d\n", res.Drained)
+	if res.ClosedAtTimeout > 0 {
+		fmt.Fprintf(out, "  closed at timeout:    %d (over %d upstream connections)\n", res.ClosedAtTimeout, res.ConnsClosed)
+	}
+	fmt.Fprintf(out, "  time to drain:        %s\n", time.Duration(res.TimeToDrain).Round(time.Millisecond))
+	for _, w := range res.Warnings {
+		fmt.Fprintf(out, "warning: %s\n", w)
+	}
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}

@@ -1,0 +1,43 @@
+package cli
+
+import (
+	"time"
+
+	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/controlplane"
+	"github.com/spf13/cobra"
+)
+
+// newRollbackCmd builds `cutover rollback`.
+func newRollbackCmd(s Streams) *cobra.Command {
+	var (
+		at  adminTarget
+		req = admin.RollbackRequest{Timeout: controlplane.Duration(controlplane.DefaultTimeout)}
+	)
+	cmd := &cobra.Command{
+		Use:   "rollback [-s SERVICE] [--timeout 60s]",
+		Short: "Switch a service back to its previous pool, which is still warm",
+		Long: "rollback switches a service back to the pool that was live before the last deploy (the\n" +
+			"seed's deploy.sh rb). When that pool's health checks kept passing the switch is immediate;\n" +
+			"otherwise it is checked afresh first, as by deploy. The pool left becomes the previous one,\n" +
+			"so a second rollback returns to it. Refused when there is no previous pool.",
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := at.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			res, err := c.Rollback(cmd.Context(), req, printEvent(s.Out))
+			if err != nil {
+				return apiError(err)
+			}
+			printResult(s.Out, res)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&req.Service, "service", "s", "", "service to roll back (may be omitted when there is one)")
+	cmd.Flags().DurationVar((*time.Duration)(&req.Timeout), "timeout", controlplane.DefaultTimeout, "how long the previous pool may take to become healthy when it must be checked")
+	at.register(cmd)
+	return cmd
+}

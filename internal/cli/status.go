@@ -1,0 +1,99 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/cutover/cutover/internal/admin"
+	"github.com/spf13/cobra"
+)
+
+// newStatusCmd builds `cutover status`.
+func newStatusCmd(s Streams) *cobra.Command {
+	var (
+		at      adminTarget
+		service string
+		asJSON  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "status [-s SERVICE] [--json]",
+		Short: "Show each service's active and previous pool and the health of every target",
+		Long: "status asks the running cutover, per service, for the active and previous pool and for each\n" +
+			"pool's targets: health state, requests in flight and requests served. --json prints the admin\n" +
+			"API's status document (stable field names; see package admin).",
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := at.client()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			st, err := c.Status(cmd.Context(), service)
+			if err != nil {
+				return apiError(err)
+			}
+			if asJSON {
+				enc := json.NewEncoder(s.Out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStatus(s.Out, st, time.Now())
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&service, "service", "s", "", "show only this service")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
+	at.register(cmd)
+	return cmd
+}
+
+func printStatus(out io.Writer, st *admin.StatusResponse, now time.Time) {
+	for i, svc := range st.Services {
+		if i > 0 {
+			fmt.Fprintln(out)
+		}
+		hosts := "any (default service)"
+		if len(svc.Hosts) > 0 {
+			hosts = strings.Join(svc.Hosts, ", ")
+		}
+		prev := svc.Previous
+		if prev == "" {
+			prev = "none"
+		}
+		fmt.Fprintf(out, "%s: active %s, previous %s\n", svc.Name, svc.Active, prev)
+		fmt.Fprintf(out, "  hosts: %s; balance: %s\n", hosts, svc.Balance)
+		if op := svc.Operation; op != nil {
+			fmt.Fprintf(out, "  %s to %s in progress since %s (%s)\n", op.Kind, op.Pool, op.Started.Format("15:04:05"), now.Sub(op.Started).Round(time.Second))
+		}
+		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  POOL\tTARGET\tSTATE\tIN-FLIGHT\tSERVED\tLAST ERROR")
+		for _, p := range svc.Pools {
+			name := p.Name
+			if p.Active {
+				name += " (active)"
+			}
+			if p.Source != "config" {
+				name += " [" + p.Source + "]"
+			}
+			if len(p.Targets) == 0 {
+				fmt.Fprintf(tw, "  %s\t(no targets)\t\t%d\t%d\t\n", name, p.InFlight, p.Served)
+				continue
+			}
+			for j, t := range p.Targets {
+				if j > 0 {
+					name = ""
+				}
+				target := t.Addr
+				if t.Label != "" && t.Label != t.Addr {
+					target = t.Label + " " + t.Addr
+				}
+				fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%d\t%s\n", name, target, t.State, t.InFlight, t.Served, t.LastError)
+			}
+		}
+		tw.Flush()
+	}
+}
