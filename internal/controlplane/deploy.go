@@ -283,6 +283,8 @@ func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind str
 	for _, rc := range p.checkers {
 		checkers = append(checkers, rc)
 	}
+	// Close stops the checkers; the wait must not outlive them.
+	stopped := m.runCtx.Done()
 	m.mu.Unlock()
 	// Restart all at once: each waits for its probe in progress, if any.
 	errs := make(chan error, len(checkers))
@@ -346,6 +348,8 @@ func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind str
 			}
 		case <-ctx.Done():
 			return m.canceled(kind, s.name, name)
+		case <-stopped:
+			return errorf(KindCanceled, "%s of service %q to pool %q stopped: cutover is shutting down — live traffic untouched", kind, s.name, name)
 		}
 	}
 }

@@ -378,3 +378,25 @@ func TestDeployCanceledBeforeSwitch(t *testing.T) {
 		t.Fatalf("deploy after a canceled one: %v", err)
 	}
 }
+
+func TestCloseStopsAWaitingDeploy(t *testing.T) {
+	b1, g1 := newBackend(t, "b1"), newBackend(t, "g1")
+	g1.status.Store(http.StatusServiceUnavailable)
+	m := startManager(t, testConfig(t, t.TempDir(), addrs(b1), addrs(g1)))
+	ev := newEvents()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := m.Deploy(context.Background(), DeployRequest{Pool: "green"}, ev.fn)
+		errc <- err
+	}()
+	ev.waitPhase(t, PhaseHealth, func(e Event) bool { return e.Target != nil })
+	m.Close()
+	err := <-errc
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Kind != KindCanceled || !strings.Contains(err.Error(), "shutting down") {
+		t.Fatalf("deploy when the manager closes: %v", err)
+	}
+	if got := livePool(t, m); got != "blue" {
+		t.Fatalf("live pool %q", got)
+	}
+}
