@@ -278,6 +278,9 @@ func (h *harness) run(ctx context.Context) (string, []string, error) {
 			}
 			b.WriteString(benchTable(summarize(runs, proxies, logOn)))
 		}
+		if notes := logShortfalls(runs); len(notes) > 0 {
+			b.WriteString("\nAccess logs shorter than the request count: " + strings.Join(notes, "; ") + ". (HAProxy's stdout logger drops a line when another thread holds it; see DroppedLogs in its `show info`.)\n")
+		}
 		b.WriteString("\n<details><summary>Every run</summary>\n\n")
 		b.WriteString(runsTable(runs))
 		b.WriteString("\n</details>\n")

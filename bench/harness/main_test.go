@@ -66,8 +66,16 @@ func TestBenchProblems(t *testing.T) {
 	logged := ok("nginx")
 	logged.LogOn, logged.LogLines = true, 10
 	got = benchProblems([]benchRun{logged}, []string{"nginx"}, options{logModes: []bool{true}})
+	if len(got) != 0 {
+		t.Errorf("short nginx access log: problems %v; want none (noted, not asserted)", got)
+	}
+	if notes := logShortfalls([]benchRun{logged}); len(notes) != 1 || !strings.Contains(notes[0], "nginx run 1 logged 10 lines for 100 requests") {
+		t.Errorf("logShortfalls = %v", notes)
+	}
+	logged.Proxy = "cutover"
+	got = benchProblems([]benchRun{logged}, []string{"cutover"}, options{logModes: []bool{true}})
 	if len(got) != 1 || !strings.Contains(got[0], "10 access log lines for 100 requests") {
-		t.Errorf("short access log: problems %v", got)
+		t.Errorf("short cutover access log: problems %v", got)
 	}
 }
 
