@@ -1,0 +1,281 @@
+// Package listen owns the public listeners: plain HTTP (which redirects to
+// HTTPS when HTTPS is on), HTTPS with HTTP/2 by ALPN, the certificates, and
+// graceful shutdown. Connections are handed to the proxy's engines: HTTP/1.1
+// (plain or TLS) to proxy.ServeConn, HTTP/2 to x/net/http2 with the proxy's
+// http.Handler.
+package listen
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/cutover/cutover/internal/dataplane/proxy"
+)
+
+// Options configure a Server.
+type Options struct {
+	HTTP  string // plain HTTP address; "" for none
+	HTTPS string // TLS address; "" for none
+	// TLS is required with HTTPS; its NextProtos should offer h2.
+	TLS   *tls.Config
+	Proxy *proxy.Proxy
+	// HandshakeTimeout bounds the TLS handshake (default 10s).
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes idle HTTP/2 connections (default 75s).
+	IdleTimeout time.Duration
+	// RedirectPort overrides the port put in HTTP→HTTPS redirects, for when
+	// HTTPS is published on another port than it listens on.
+	RedirectPort string
+	Logger       *slog.Logger
+}
+
+// Server runs the public listeners.
+type Server struct {
+	o         Options
+	httpLn    net.Listener
+	httpsLn   net.Listener
+	h2        *http2.Server
+	h2base    *http.Server
+	closing   atomic.Bool
+	wg        sync.WaitGroup
+	mu        sync.Mutex
+	conns     map[*conn]struct{}
+	serveOnce sync.Once
+}
+
+// New binds the listeners, so address problems are reported before
+// anything serves.
+func New(o Options) (*Server, error) {
+	if o.HTTP == "" && o.HTTPS == "" {
+		return nil, errors.New("no listener: set listen.http or listen.https")
+	}
+	if o.HTTPS != "" && o.TLS == nil {
+		return nil, errors.New("listen.https needs a TLS configuration")
+	}
+	if o.HandshakeTimeout <= 0 {
+		o.HandshakeTimeout = 10 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 75 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	s := &Server{o: o, conns: make(map[*conn]struct{})}
+	var err error
+	if o.HTTP != "" {
+		if s.httpLn, err = net.Listen("tcp", o.HTTP); err != nil {
+			return nil, fmt.Errorf("listen.http %s: %w", o.HTTP, err)
+		}
+	}
+	if o.HTTPS != "" {
+		if s.httpsLn, err = net.Listen("tcp", o.HTTPS); err != nil {
+			if s.httpLn != nil {
+				s.httpLn.Close()
+			}
+			return nil, fmt.Errorf("listen.https %s: %w", o.HTTPS, err)
+		}
+		s.h2 = &http2.Server{IdleTimeout: o.IdleTimeout}
+		s.h2base = &http.Server{
+			Handler:           o.Proxy,
+			ReadHeaderTimeout: o.HandshakeTimeout,
+			IdleTimeout:       o.IdleTimeout,
+			ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
+		}
+		if err := http2.ConfigureServer(s.h2base, s.h2); err != nil {
+			return nil, fmt.Errorf("configuring HTTP/2: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// HTTPAddr is the bound plain-HTTP address (nil if none).
+func (s *Server) HTTPAddr() net.Addr { return addrOf(s.httpLn) }
+
+// HTTPSAddr is the bound HTTPS address (nil if none).
+func (s *Server) HTTPSAddr() net.Addr { return addrOf(s.httpsLn) }
+
+func addrOf(ln net.Listener) net.Addr {
+	if ln == nil {
+		return nil
+	}
+	return ln.Addr()
+}
+
+// Serve accepts connections until Shutdown. It returns after the accept
+// loops end; connections may still be finishing (Shutdown waits for them).
+func (s *Server) Serve() error {
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	if s.httpLn != nil {
+		info := proxy.ConnInfo{}
+		if s.httpsLn != nil {
+			info.Redirect = true
+			info.HTTPSPort = s.o.RedirectPort
+			if info.HTTPSPort == "" {
+				_, info.HTTPSPort, _ = net.SplitHostPort(s.httpsLn.Addr().String())
+			}
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- s.accept(s.httpLn, info) }()
+	}
+	if s.httpsLn != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- s.accept(s.httpsLn, proxy.ConnInfo{TLS: true}) }()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *Server) accept(ln net.Listener, info proxy.ConnInfo) error {
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return nil
+			}
+			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+				errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) {
+				// Out of file descriptors and the like: back off, as net/http does.
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.o.Logger.Warn("accept failed; retrying", "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+		}
+		delay = 0
+		c := &conn{nc: nc, srv: s}
+		if !s.track(c) {
+			nc.Close()
+			return nil
+		}
+		go s.serve(c, info)
+	}
+}
+
+func (s *Server) serve(c *conn, info proxy.ConnInfo) {
+	defer s.untrack(c)
+	info.Track = c
+	if !info.TLS {
+		s.o.Proxy.ServeConn(c.nc, info)
+		return
+	}
+	tc := tls.Server(c.nc, s.o.TLS)
+	tc.SetDeadline(time.Now().Add(s.o.HandshakeTimeout))
+	if err := tc.Handshake(); err != nil {
+		s.o.Logger.Debug("TLS handshake failed", "remote", c.nc.RemoteAddr(), "err", err)
+		tc.Close()
+		return
+	}
+	tc.SetDeadline(time.Time{})
+	if tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
+		c.h2 = true
+		c.state.Store(connActive)
+		s.h2.ServeConn(tc, &http2.ServeConnOpts{BaseConfig: s.h2base, Handler: s.o.Proxy})
+		tc.Close()
+		return
+	}
+	s.o.Proxy.ServeConn(tc, info)
+}
+
+// Connection states for graceful shutdown.
+const (
+	connIdle int32 = iota
+	connActive
+	connClosed
+)
+
+// conn tracks one client connection; it is the proxy's Tracker.
+type conn struct {
+	nc    net.Conn
+	srv   *Server
+	state atomic.Int32
+	h2    bool
+}
+
+// Begin implements proxy.Tracker.
+func (c *conn) Begin() bool { return c.state.CompareAndSwap(connIdle, connActive) }
+
+// End implements proxy.Tracker.
+func (c *conn) End() bool {
+	c.state.Store(connIdle)
+	return !c.srv.closing.Load()
+}
+
+func (s *Server) track(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Shutdown stops accepting, closes idle connections at once, lets requests
+// in flight finish and then closes their connections, until ctx ends; then
+// it closes whatever is left. HTTP/2 clients get a GOAWAY.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closing.Store(true)
+	s.mu.Unlock()
+	if s.httpLn != nil {
+		s.httpLn.Close()
+	}
+	if s.httpsLn != nil {
+		s.httpsLn.Close()
+	}
+	if s.h2base != nil {
+		// Sends GOAWAY on HTTP/2 connections; they close after their streams.
+		s.h2base.Shutdown(ctx)
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		if c.state.CompareAndSwap(connIdle, connClosed) {
+			c.nc.Close()
+		}
+	}
+	s.mu.Unlock()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	n := len(s.conns)
+	for c := range s.conns {
+		c.nc.Close()
+	}
+	s.mu.Unlock()
+	<-done
+	return fmt.Errorf("shutdown: closed %d connections with requests in flight: %w", n, ctx.Err())
+}

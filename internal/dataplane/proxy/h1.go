@@ -1,0 +1,456 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/cutover/cutover/internal/dataplane/accesslog"
+	"github.com/cutover/cutover/internal/dataplane/forward"
+	"github.com/cutover/cutover/internal/dataplane/wire"
+)
+
+// ConnInfo describes the listener a client connection came from.
+type ConnInfo struct {
+	TLS bool
+	// Redirect answers every request with a 308 to https://host[:HTTPSPort].
+	Redirect bool
+	// HTTPSPort is the port put in redirects; "" or "443" is left out.
+	HTTPSPort string
+	// Track is told when requests begin and end, for graceful shutdown.
+	Track Tracker
+}
+
+// Tracker follows a connection's requests so that a shutting-down server
+// can close idle connections at once and busy ones after their response.
+type Tracker interface {
+	// Begin is called when a request head has arrived. false: the server
+	// is closing and the connection must be closed without serving it.
+	Begin() bool
+	// End is called when a response is done. false: close the connection.
+	End() bool
+}
+
+// Buffer sizes of a client connection: most request heads fit in 4 KiB;
+// larger ones grow the buffer up to MaxHeaderBytes.
+const (
+	clientReadBuf  = 4 << 10
+	clientWriteBuf = 4 << 10
+)
+
+// clientConn is one HTTP/1.1 client connection.
+type clientConn struct {
+	p      *Proxy
+	nc     net.Conn
+	info   ConnInfo
+	r      *wire.Reader
+	w      *bufio.Writer
+	client forward.Client
+	req    wire.Request
+	body   wire.Body
+	x      exchange
+	log    accesslog.Entry
+	// headerDeadline is c.setHeaderDeadline as a value made once, so
+	// passing it per request does not allocate.
+	headerDeadline func()
+}
+
+// ServeConn serves HTTP/1.1 requests on nc until the client closes it, an
+// error makes it unusable, or the server shuts down. nc is closed on return.
+func (p *Proxy) ServeConn(nc net.Conn, info ConnInfo) {
+	c := &clientConn{
+		p:      p,
+		nc:     nc,
+		info:   info,
+		r:      wire.NewReader(nc, clientReadBuf, p.o.MaxHeaderBytes),
+		w:      bufio.NewWriterSize(nc, clientWriteBuf),
+		client: forward.NewClient(nc.RemoteAddr(), info.TLS, p.o.Trusted),
+	}
+	c.headerDeadline = c.setHeaderDeadline
+	defer nc.Close()
+	for c.serveOne() {
+	}
+}
+
+func (c *clientConn) setHeaderDeadline() {
+	c.nc.SetReadDeadline(time.Now().Add(c.p.o.ReadHeaderTimeout))
+}
+
+// serveOne reads and answers one request; it reports whether the
+// connection stays open for another.
+func (c *clientConn) serveOne() bool {
+	p := c.p
+	c.nc.SetReadDeadline(time.Now().Add(p.o.IdleTimeout))
+	c.r.Shrink()
+	head, err := c.r.ReadHead(c.headerDeadline)
+	if err != nil {
+		if err == wire.ErrEmptyHead || errors.Is(err, net.ErrClosed) || isTimeout(err) && c.r.Buffered() == 0 {
+			return false
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && !ne.Timeout() || errors.Is(err, io.ErrUnexpectedEOF) {
+			return false
+		}
+		st := wire.StatusFor(err)
+		if isTimeout(err) {
+			st = 408
+		}
+		c.req.Method, c.req.URI = nil, nil
+		c.localError(time.Now(), st, err.Error())
+		return false
+	}
+	start := time.Now()
+	if c.info.Track != nil && !c.info.Track.Begin() {
+		return false
+	}
+	keep := c.serveRequest(head, start)
+	if c.info.Track != nil && !c.info.Track.End() {
+		keep = false
+	}
+	return keep
+}
+
+func (c *clientConn) serveRequest(head []byte, start time.Time) (keep bool) {
+	if err := wire.ParseRequest(head, &c.req); err != nil {
+		c.localError(start, wire.StatusFor(err), err.Error())
+		return false
+	}
+	req := &c.req
+	x := &c.x
+	x.reset()
+	x.req = req
+	x.client = &c.client
+	x.start = start
+	x.scanHeaders(c.p.ids)
+	switch {
+	case req.Chunked:
+		c.body.Reset(c.r, wire.FrameChunked, 0)
+		x.body, x.reqFraming = &c.body, wire.FrameChunked
+	case req.ContentLength > 0:
+		c.body.Reset(c.r, wire.FrameLength, req.ContentLength)
+		x.body, x.reqFraming, x.reqLength = &c.body, wire.FrameLength, req.ContentLength
+	default:
+		c.body.Reset(c.r, wire.FrameNone, 0)
+	}
+	// A body is read under the read timeout, not the header timeout.
+	if x.body != nil {
+		c.nc.SetReadDeadline(start.Add(c.p.o.ReadTimeout))
+	}
+
+	if c.info.Redirect {
+		return c.redirect(start)
+	}
+	tbl := c.p.o.Router.Table()
+	svc := tbl.Lookup(req.Host)
+	if svc == nil {
+		return c.local(start, 404, "no service for this host\n")
+	}
+	x.svc = svc
+	pool := svc.Acquire()
+	if pool == nil {
+		return c.local(start, 503, "service has no active pool\n")
+	}
+	x.pool = pool
+	defer pool.End()
+
+	if req.ExpectContinue && x.body != nil {
+		// Answer 100 Continue here, as nginx does, so the body can be
+		// streamed to the target without waiting on it.
+		c.w.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+		if err := c.flush(start); err != nil {
+			return false
+		}
+	}
+	if err := c.p.roundTrip(context.Background(), x); err != nil {
+		var cbe *clientBodyError
+		if errors.As(err, &cbe) {
+			c.local(start, 400, "could not read the request body\n")
+			return false
+		}
+		st, msg := failureStatus(err)
+		c.local(start, st, msg)
+		return false
+	}
+	return c.relayResponse(start)
+}
+
+// failureStatus maps a failed exchange to the client's status and a short
+// body saying which failure it was.
+func failureStatus(err error) (int, string) {
+	switch {
+	case errors.Is(err, errNoTarget):
+		return 503, "503 Service Unavailable: the active pool has no targets\n"
+	case isTimeout(err):
+		return 504, "504 Gateway Timeout: the target did not answer in time\n"
+	}
+	return 502, "502 Bad Gateway: no target could be reached\n"
+}
+
+// relayResponse writes x.resp and its body to the client.
+func (c *clientConn) relayResponse(start time.Time) (keep bool) {
+	x := &c.x
+	req := &c.req
+	resp := &x.resp
+	w := c.w
+	keep = !req.Close
+
+	if resp.Status == 101 {
+		if !req.Upgrade {
+			x.finish(false)
+			c.local(start, 502, "502 Bad Gateway: unexpected 101 from the target\n")
+			return false
+		}
+		return c.upgrade(start)
+	}
+
+	in := wire.FrameNone
+	out := wire.FrameNone
+	switch {
+	case !resp.BodyAllowed(req.IsHead()):
+	case resp.Chunked:
+		in, out = wire.FrameChunked, wire.FrameChunked
+	case resp.ContentLength >= 0:
+		in, out = wire.FrameLength, wire.FrameLength
+	default:
+		in, out = wire.FrameClose, wire.FrameChunked
+	}
+	if out == wire.FrameChunked && req.Minor == 0 {
+		// HTTP/1.0 has no chunked coding: end the body by closing.
+		out = wire.FrameClose
+		keep = false
+	}
+	if c.draining() {
+		keep = false
+	}
+
+	w.WriteString("HTTP/1.1 ")
+	writeStatus(w, resp.Status, resp.Reason)
+	for i := range resp.Headers {
+		h := &resp.Headers[i]
+		if h.Kind.HopByHop() || resp.Listed(h.Name) {
+			continue
+		}
+		if h.Kind == wire.KindContentLength && out != wire.FrameNone {
+			continue // written below with the framing
+		}
+		w.Write(h.Name)
+		w.WriteString(": ")
+		w.Write(h.Value)
+		w.WriteString("\r\n")
+	}
+	switch out {
+	case wire.FrameLength:
+		w.WriteString("Content-Length: ")
+		var tmp [20]byte
+		w.Write(strconv.AppendInt(tmp[:0], resp.ContentLength, 10))
+		w.WriteString("\r\n")
+	case wire.FrameChunked:
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if !keep {
+		w.WriteString("Connection: close\r\n\r\n")
+	} else if req.Minor == 0 {
+		w.WriteString("Connection: keep-alive\r\n\r\n")
+	} else {
+		w.WriteString("\r\n")
+	}
+	x.status = resp.Status
+
+	uc := x.uc
+	x.rbody.Reset(uc.R, in, resp.ContentLength)
+	var clientErr error
+	for !x.rbody.Done() {
+		if !x.rbody.Buffered() {
+			// The next read may block: what arrived so far goes to the
+			// client now, so streamed responses (SSE) arrive as produced.
+			if w.Buffered() > 0 {
+				if clientErr = c.flush(start); clientErr != nil {
+					break
+				}
+			}
+			uc.SetReadDeadline(time.Now().Add(c.p.o.UpstreamReadTimeout))
+		}
+		b, err := x.rbody.Next(64 << 10)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			// The target failed mid-body: the client can only learn it by
+			// the connection closing before the body's end.
+			x.finish(false)
+			c.w.Flush()
+			c.logRequest(start)
+			return false
+		}
+		if out == wire.FrameChunked {
+			wire.WriteChunk(w, b)
+		} else {
+			w.Write(b)
+		}
+		x.bytesSent += int64(len(b))
+	}
+	if clientErr == nil {
+		if out == wire.FrameChunked {
+			wire.WriteLastChunk(w)
+		}
+		clientErr = c.flush(start)
+	}
+	x.finish(clientErr == nil && x.rbody.Done() && in != wire.FrameClose && !resp.Close)
+	c.logRequest(start)
+	if clientErr != nil {
+		return false
+	}
+	return keep && c.bodyConsumed()
+}
+
+// bodyConsumed reports whether the request body was read to its end, so the
+// connection is positioned at the next request.
+func (c *clientConn) bodyConsumed() bool {
+	return c.x.body == nil || c.body.Done()
+}
+
+// draining reports whether the connection should close after this
+// response.
+func (c *clientConn) draining() bool { return false }
+
+func (c *clientConn) flush(start time.Time) error {
+	c.nc.SetWriteDeadline(time.Now().Add(c.p.o.WriteTimeout))
+	return c.w.Flush()
+}
+
+// writeStatus writes "CODE REASON\r\n".
+func writeStatus(w *bufio.Writer, code int, reason []byte) {
+	var tmp [4]byte
+	w.Write(strconv.AppendInt(tmp[:0], int64(code), 10))
+	w.WriteByte(' ')
+	if len(reason) > 0 {
+		w.Write(reason)
+	} else {
+		w.WriteString(statusText(code))
+	}
+	w.WriteString("\r\n")
+}
+
+// writeRequestHead writes the head sent upstream: the client's request
+// line and fields, minus hop-by-hop fields, plus the forwarding fields and
+// the body framing.
+func (p *Proxy) writeRequestHead(w *bufio.Writer, x *exchange) {
+	r := x.req
+	w.Write(r.Method)
+	w.WriteByte(' ')
+	w.Write(r.URI)
+	w.WriteString(" HTTP/1.1\r\nHost: ")
+	host := r.Host
+	if len(host) == 0 {
+		host = []byte(x.uc.Target().Addr())
+	}
+	w.Write(host)
+	w.WriteString("\r\n")
+	for i := range r.Headers {
+		h := &r.Headers[i]
+		switch h.Kind {
+		case wire.KindHost, wire.KindContentLength, wire.KindExpect,
+			wire.KindXForwardedFor, wire.KindXRealIP, wire.KindXForwardedProto,
+			wire.KindXForwardedHost, wire.KindXRequestID:
+			continue
+		case wire.KindUpgrade:
+			if r.Upgrade {
+				w.WriteString("Connection: Upgrade\r\nUpgrade: ")
+				w.Write(h.Value)
+				w.WriteString("\r\n")
+			}
+			continue
+		}
+		if h.Kind.HopByHop() || r.Listed(h.Name) {
+			continue
+		}
+		w.Write(h.Name)
+		w.WriteString(": ")
+		w.Write(h.Value)
+		w.WriteString("\r\n")
+	}
+	cl := x.client
+	x.scratch = cl.AppendXFF(x.scratch[:0], x.inXFF)
+	w.WriteString("X-Forwarded-For: ")
+	w.Write(x.scratch)
+	w.WriteString("\r\nX-Real-IP: ")
+	if ip := cl.RealIP(x.inXFF, p.o.Trusted); ip != nil {
+		w.Write(ip)
+	} else {
+		w.WriteString(cl.IP)
+	}
+	w.WriteString("\r\nX-Forwarded-Proto: ")
+	if cl.Trusted && len(x.inProto) > 0 {
+		w.Write(x.inProto)
+	} else {
+		w.WriteString(cl.Proto())
+	}
+	w.WriteString("\r\nX-Forwarded-Host: ")
+	if cl.Trusted && len(x.inHost) > 0 {
+		w.Write(x.inHost)
+	} else {
+		w.Write(host)
+	}
+	w.WriteString("\r\nX-Request-Id: ")
+	w.Write(x.reqID)
+	w.WriteString("\r\n")
+	switch x.reqFraming {
+	case wire.FrameLength:
+		w.WriteString("Content-Length: ")
+		var tmp [20]byte
+		w.Write(strconv.AppendInt(tmp[:0], x.reqLength, 10))
+		w.WriteString("\r\n")
+	case wire.FrameChunked:
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	w.WriteString("\r\n")
+}
+
+// logRequest writes the access log entry of the current request.
+func (c *clientConn) logRequest(start time.Time) {
+	l := c.p.o.AccessLog
+	if l == nil {
+		return
+	}
+	x := &c.x
+	e := &c.log
+	*e = accesslog.Entry{
+		Start:      start,
+		RemoteAddr: c.client.IP,
+		Method:     c.req.Method,
+		URI:        c.req.URI,
+		Proto:      protoName(c.req.Minor),
+		Host:       c.req.Host,
+		Referer:    x.referer,
+		UserAgent:  x.agent,
+		RequestID:  x.reqID,
+		Status:     x.status,
+		BytesSent:  x.bytesSent,
+		Duration:   time.Since(start),
+	}
+	if ip := c.client.RealIP(x.inXFF, c.p.o.Trusted); ip != nil {
+		e.RemoteAddr = string(ip)
+	}
+	if x.svc != nil {
+		e.Service = x.svc.Name()
+	}
+	if x.pool != nil {
+		e.Pool = x.pool.Name()
+	}
+	if x.target != nil {
+		e.Target = x.target.Addr()
+		e.UpstreamStatus = x.resp.Status
+	}
+	l.Log(e)
+}
+
+func protoName(minor int) string {
+	if minor == 0 {
+		return "HTTP/1.0"
+	}
+	return "HTTP/1.1"
+}

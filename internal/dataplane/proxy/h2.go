@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/cutover/cutover/internal/dataplane/accesslog"
+	"github.com/cutover/cutover/internal/dataplane/forward"
+	"github.com/cutover/cutover/internal/dataplane/wire"
+)
+
+// h2State is the per-request state of the HTTP/2 front end, pooled.
+type h2State struct {
+	req    wire.Request
+	x      exchange
+	client forward.Client
+	body   readerBody
+	log    accesslog.Entry
+	buf    []byte
+}
+
+// ServeHTTP forwards a request that arrived over HTTP/2. It shares
+// routing, balancing, pool accounting, retries, forwarding headers, the
+// upstream connections and the access log with the HTTP/1.1 engine; only
+// reading the request and writing the response go through net/http.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	st := p.h2pool.Get().(*h2State)
+	defer p.h2pool.Put(st)
+
+	req := &st.req
+	st.buf = st.buf[:0]
+	req.Method = st.bytes(r.Method)
+	req.URI = st.bytes(r.RequestURI)
+	req.Host = st.bytes(r.Host)
+	req.Minor = 1
+	req.Headers = req.Headers[:0]
+	req.ContentLength = -1
+	req.Chunked, req.Close, req.Upgrade, req.ConnTokens, req.ExpectContinue = false, false, false, false, false
+	for name, values := range r.Header {
+		n := st.bytes(name)
+		k := wire.KindOf(n)
+		if k == wire.KindHost {
+			continue
+		}
+		for _, v := range values {
+			req.Headers = append(req.Headers, wire.Header{Name: n, Value: st.bytes(v), Kind: k})
+		}
+	}
+	st.client = forward.NewClient(remoteAddr(r.RemoteAddr), r.TLS != nil, p.o.Trusted)
+
+	x := &st.x
+	x.reset()
+	x.req = req
+	x.client = &st.client
+	x.start = start
+	x.scanHeaders(p.ids)
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		st.body.reset(r.Body)
+		x.body = &st.body
+		if r.ContentLength > 0 {
+			x.reqFraming, x.reqLength = wire.FrameLength, r.ContentLength
+			req.ContentLength = r.ContentLength
+		} else {
+			x.reqFraming = wire.FrameChunked
+			req.Chunked = true
+		}
+	}
+	defer func() { p.logH2(st, r, start) }()
+
+	svc := p.o.Router.Table().Lookup(req.Host)
+	if svc == nil {
+		p.h2Local(w, x, 404, "no service for this host\n")
+		return
+	}
+	x.svc = svc
+	pool := svc.Acquire()
+	if pool == nil {
+		p.h2Local(w, x, 503, "service has no active pool\n")
+		return
+	}
+	x.pool = pool
+	defer pool.End()
+
+	if err := p.roundTrip(r.Context(), x); err != nil {
+		var cbe *clientBodyError
+		if errors.As(err, &cbe) {
+			p.h2Local(w, x, 400, "could not read the request body\n")
+			return
+		}
+		code, msg := failureStatus(err)
+		p.h2Local(w, x, code, msg)
+		return
+	}
+	uc := x.uc
+	// A client that resets its stream ends the upstream exchange too.
+	stop := context.AfterFunc(r.Context(), func() { uc.Conn.Close() })
+	defer stop()
+
+	resp := &x.resp
+	if resp.Status == 101 {
+		x.finish(false)
+		p.h2Local(w, x, 502, "502 Bad Gateway: protocol upgrades need HTTP/1.1\n")
+		return
+	}
+	h := w.Header()
+	for i := range resp.Headers {
+		f := &resp.Headers[i]
+		if f.Kind.HopByHop() || resp.Listed(f.Name) {
+			continue
+		}
+		if f.Kind == wire.KindContentLength && !resp.BodyAllowed(req.IsHead()) && !req.IsHead() {
+			continue
+		}
+		h.Add(string(f.Name), string(f.Value))
+	}
+	w.WriteHeader(resp.Status)
+	x.status = resp.Status
+
+	in := wire.FrameNone
+	switch {
+	case !resp.BodyAllowed(req.IsHead()):
+	case resp.Chunked:
+		in = wire.FrameChunked
+	case resp.ContentLength >= 0:
+		in = wire.FrameLength
+	default:
+		in = wire.FrameClose
+	}
+	x.rbody.Reset(uc.R, in, resp.ContentLength)
+	rc := http.NewResponseController(w)
+	var clientErr error
+	for !x.rbody.Done() {
+		if !x.rbody.Buffered() {
+			if clientErr = rc.Flush(); clientErr != nil {
+				break
+			}
+			uc.SetReadDeadline(time.Now().Add(p.o.UpstreamReadTimeout))
+		}
+		b, err := x.rbody.Next(64 << 10)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			x.finish(false)
+			// Abort the stream so the client sees the body is incomplete.
+			panic(http.ErrAbortHandler)
+		}
+		n, werr := w.Write(b)
+		x.bytesSent += int64(n)
+		if werr != nil {
+			clientErr = werr
+			break
+		}
+	}
+	x.finish(clientErr == nil && x.rbody.Done() && in != wire.FrameClose && !resp.Close)
+}
+
+func (p *Proxy) h2Local(w http.ResponseWriter, x *exchange, code int, body string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(code)
+	io.WriteString(w, body)
+	x.status = code
+	x.bytesSent = int64(len(body))
+}
+
+func (p *Proxy) logH2(st *h2State, r *http.Request, start time.Time) {
+	l := p.o.AccessLog
+	if l == nil {
+		return
+	}
+	x := &st.x
+	e := &st.log
+	*e = accesslog.Entry{
+		Start: start, RemoteAddr: st.client.IP,
+		Method: st.req.Method, URI: st.req.URI, Proto: r.Proto, Host: st.req.Host,
+		Referer: x.referer, UserAgent: x.agent, RequestID: x.reqID,
+		Status: x.status, BytesSent: x.bytesSent, Duration: time.Since(start),
+	}
+	if ip := st.client.RealIP(x.inXFF, p.o.Trusted); ip != nil {
+		e.RemoteAddr = string(ip)
+	}
+	if x.svc != nil {
+		e.Service = x.svc.Name()
+	}
+	if x.pool != nil {
+		e.Pool = x.pool.Name()
+	}
+	if x.target != nil {
+		e.Target = x.target.Addr()
+		e.UpstreamStatus = x.resp.Status
+	}
+	l.Log(e)
+}
+
+// bytes copies s into the state's arena and returns the copy. The arena is
+// allocated big enough up front per request so earlier slices stay valid.
+func (st *h2State) bytes(s string) []byte {
+	if cap(st.buf)-len(st.buf) < len(s) {
+		// Start a new arena; slices into the old one stay valid.
+		st.buf = make([]byte, 0, max(4096, len(s)))
+	}
+	n := len(st.buf)
+	st.buf = append(st.buf, s...)
+	return st.buf[n:len(st.buf):len(st.buf)]
+}
+
+func remoteAddr(s string) net.Addr {
+	a, err := net.ResolveTCPAddr("tcp", s)
+	if err != nil {
+		return &net.TCPAddr{}
+	}
+	return a
+}
+
+// readerBody adapts a net/http request body to bodySource.
+type readerBody struct {
+	r    io.Reader
+	buf  []byte
+	done bool
+}
+
+func (b *readerBody) reset(r io.Reader) {
+	b.r = r
+	b.done = false
+	if b.buf == nil {
+		b.buf = make([]byte, 32<<10)
+	}
+}
+
+func (b *readerBody) Done() bool { return b.done }
+
+func (b *readerBody) Next(max int) ([]byte, error) {
+	if b.done {
+		return nil, io.EOF
+	}
+	n, err := b.r.Read(b.buf[:min(max, len(b.buf))])
+	if err == io.EOF {
+		b.done = true
+		if n > 0 {
+			return b.buf[:n], nil
+		}
+		return nil, io.EOF
+	}
+	return b.buf[:n], err
+}
+

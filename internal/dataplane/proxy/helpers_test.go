@@ -1,0 +1,180 @@
+package proxy_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cutover/cutover/internal/dataplane/forward"
+	"github.com/cutover/cutover/internal/dataplane/proxy"
+	"github.com/cutover/cutover/internal/dataplane/route"
+	"github.com/cutover/cutover/internal/dataplane/upstream"
+)
+
+// backend is a real HTTP server answering with its name.
+type backend struct {
+	*httptest.Server
+	name string
+}
+
+func newBackend(t *testing.T, name string, h http.HandlerFunc) *backend {
+	t.Helper()
+	if h == nil {
+		h = func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Backend", name)
+			io.WriteString(w, name)
+		}
+	}
+	b := &backend{Server: httptest.NewServer(h), name: name}
+	t.Cleanup(b.Close)
+	return b
+}
+
+func (b *backend) addr() string { return strings.TrimPrefix(b.URL, "http://") }
+
+// testService builds a service named name with one pool per entry of
+// pools (pool name → backends), the first one active.
+type poolSpec struct {
+	name     string
+	backends []*backend
+}
+
+func newService(name string, balance upstream.Balance, pools ...poolSpec) *route.Service {
+	svc := route.NewService(name)
+	for _, ps := range pools {
+		p := upstream.NewPool(ps.name, balance)
+		var specs []upstream.TargetSpec
+		for _, b := range ps.backends {
+			specs = append(specs, upstream.TargetSpec{Addr: b.addr(), Label: b.name})
+		}
+		p.SetTargets(specs, func(s upstream.TargetSpec) *upstream.Target {
+			return upstream.NewTarget(upstream.TargetOptions{Addr: s.Addr, Label: s.Label, Initial: upstream.Up})
+		})
+		svc.AddPool(p)
+	}
+	if len(pools) > 0 {
+		svc.Activate(pools[0].name)
+	}
+	return svc
+}
+
+// proxyServer runs a Proxy's HTTP/1.1 engine on a 127.0.0.1 listener.
+type proxyServer struct {
+	p    *proxy.Proxy
+	ln   net.Listener
+	addr string
+	wg   sync.WaitGroup
+}
+
+func startProxy(t *testing.T, o proxy.Options, info proxy.ConnInfo) *proxyServer {
+	t.Helper()
+	if o.Trusted == nil {
+		o.Trusted = forward.NewTrusted(nil)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := &proxyServer{p: proxy.New(o), ln: ln, addr: ln.Addr().String()}
+	ps.wg.Add(1)
+	go func() {
+		defer ps.wg.Done()
+		var conns sync.WaitGroup
+		var mu sync.Mutex
+		open := map[net.Conn]bool{}
+		defer func() {
+			mu.Lock()
+			for c := range open {
+				c.Close()
+			}
+			mu.Unlock()
+			conns.Wait()
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			open[c] = true
+			mu.Unlock()
+			conns.Add(1)
+			go func() {
+				defer conns.Done()
+				ps.p.ServeConn(c, info)
+				mu.Lock()
+				delete(open, c)
+				mu.Unlock()
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); ps.wg.Wait() })
+	return ps
+}
+
+func tableWith(svcs ...*route.Service) *route.Router {
+	tbl := route.NewTable()
+	for _, s := range svcs {
+		tbl.Add(s, nil)
+	}
+	return route.NewRouter(tbl)
+}
+
+// rawRequest sends raw bytes on a new connection and returns the response
+// status line and the rest of what the proxy sent before closing or
+// timing out.
+func rawRequest(t *testing.T, addr, raw string) (status string, rest string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	line, err := br.ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading status line: %v", err)
+	}
+	resp, _ := http.ReadResponse(bufio.NewReader(io.MultiReader(strings.NewReader(line), br)), nil)
+	if resp != nil {
+		b, _ := io.ReadAll(resp.Body)
+		return strings.TrimSpace(line), string(b)
+	}
+	return strings.TrimSpace(line), ""
+}
+
+// client is a keep-alive HTTP client that never retries on its own,
+// counting on the proxy alone for zero failures.
+func strictClient() *http.Client {
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, DisableCompression: true}
+	return &http.Client{Transport: noRetry{tr}, Timeout: 10 * time.Second}
+}
+
+// noRetry turns a request into a non-replayable one, so net/http's
+// Transport does not silently retry it on a new connection.
+type noRetry struct{ tr *http.Transport }
+
+func (n noRetry) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	// A body with no GetBody makes the request non-replayable.
+	if r.Body == nil || r.Body == http.NoBody {
+		r.Body = io.NopCloser(strings.NewReader(""))
+		r.ContentLength = 0
+		r.Header.Set("Content-Length", "0")
+	}
+	r.GetBody = nil
+	return n.tr.RoundTrip(r)
+}
+
+var _ = fmt.Sprint

@@ -1,0 +1,366 @@
+// Package proxy forwards requests to the active pool of the service their
+// Host routes to. It has two front ends that share everything behind them
+// (routing, pool accounting, balancing, retries, forwarding headers, the
+// upstream client and the access log):
+//
+//   - ServeConn, a purpose-built HTTP/1.1 engine for plain and TLS
+//     connections: heads parsed in place by package wire, bodies relayed
+//     from buffer to buffer, one goroutine per client connection and no
+//     per-connection reader/writer goroutines towards upstreams;
+//   - ServeHTTP, an http.Handler for HTTP/2 clients (served by x/net/http2).
+//
+// Why not httputil.ReverseProxy: on the benchmark workload it reaches under
+// half of nginx's requests per second and a third of its requests per CPU
+// second; most of the difference is the Transport's per-connection
+// goroutines and channel hand-offs and the header maps allocated and cloned
+// per request (docs/benchmarks.md has the numbers).
+package proxy
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cutover/cutover/internal/dataplane/accesslog"
+	"github.com/cutover/cutover/internal/dataplane/forward"
+	"github.com/cutover/cutover/internal/dataplane/route"
+	"github.com/cutover/cutover/internal/dataplane/upstream"
+	"github.com/cutover/cutover/internal/dataplane/wire"
+)
+
+// Options configure a Proxy. Zero durations take the configuration file's
+// defaults.
+type Options struct {
+	Router    *route.Router
+	AccessLog *accesslog.Logger // nil: no access log
+	Trusted   *forward.Trusted
+	Logger    *slog.Logger
+
+	ReadHeaderTimeout time.Duration // a request head must arrive within this
+	IdleTimeout       time.Duration // keep-alive wait for the next request
+	ReadTimeout       time.Duration // between two reads of a request body
+	WriteTimeout      time.Duration // between two writes to the client
+	MaxHeaderBytes    int
+
+	ResponseTimeout     time.Duration // upstream: request sent → response head
+	UpstreamReadTimeout time.Duration // upstream: between two reads of a body
+}
+
+func (o *Options) defaults() {
+	set := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	set(&o.ReadHeaderTimeout, 10*time.Second)
+	set(&o.IdleTimeout, 75*time.Second)
+	set(&o.ReadTimeout, 60*time.Second)
+	set(&o.WriteTimeout, 60*time.Second)
+	set(&o.ResponseTimeout, 60*time.Second)
+	set(&o.UpstreamReadTimeout, 60*time.Second)
+	if o.MaxHeaderBytes <= 0 {
+		o.MaxHeaderBytes = 32 << 10
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+}
+
+// Proxy is the forwarding engine. It is safe for concurrent use.
+type Proxy struct {
+	o      Options
+	ids    *forward.IDs
+	h2pool sync.Pool
+}
+
+// New returns a Proxy.
+func New(o Options) *Proxy {
+	o.defaults()
+	p := &Proxy{o: o, ids: forward.NewIDs()}
+	p.h2pool.New = func() any { return new(h2State) }
+	return p
+}
+
+// maxAttempts bounds the targets one request is tried on.
+const maxAttempts = 8
+
+// Errors that decide the status of a failed exchange.
+var (
+	errNoTarget = errors.New("the pool has no targets")
+	errAllTried = errors.New("no target of the pool could be reached")
+)
+
+// exchange is one request's trip through the proxy. The HTTP/1.1 engine
+// keeps one per client connection and reuses it for every request.
+type exchange struct {
+	req    *wire.Request
+	client *forward.Client
+	body   bodySource // request body; nil when none
+	// reqFraming and reqLength are the request body's framing upstream.
+	reqFraming wire.Framing
+	reqLength  int64
+
+	svc    *route.Service
+	pool   *upstream.Pool
+	target *upstream.Target
+	uc     *upstream.Conn
+	resp   wire.Response
+	rbody  wire.Body
+
+	tried    [maxAttempts]*upstream.Target
+	ntried   int
+	bodySent bool // some of the request body was consumed
+	gotByte  bool // some of a response arrived
+
+	// Incoming forwarding headers and IDs, found once per request.
+	inXFF, inProto, inHost, reqID, referer, agent []byte
+	scratch                                       []byte
+	idBuf                                         [32]byte
+
+	start     time.Time
+	status    int
+	bytesSent int64
+}
+
+func (x *exchange) reset() {
+	scratch := x.scratch[:0]
+	resp := x.resp
+	*x = exchange{}
+	x.scratch = scratch
+	x.resp.Headers = resp.Headers[:0]
+}
+
+// markByte records that response bytes arrived; a method value of it is
+// the head reader's callback.
+func (x *exchange) markByte() { x.gotByte = true }
+
+// bodySource yields a request body in pieces; *wire.Body is one.
+type bodySource interface {
+	Next(max int) ([]byte, error)
+	Done() bool
+}
+
+// scanHeaders finds the incoming headers the proxy reads, in one pass, and
+// gives the request an ID when it came without one.
+func (x *exchange) scanHeaders(ids *forward.IDs) {
+	for i := range x.req.Headers {
+		h := &x.req.Headers[i]
+		switch h.Kind {
+		case wire.KindXForwardedFor:
+			if x.inXFF == nil {
+				x.inXFF = h.Value
+			} else {
+				// Several X-Forwarded-For fields are one list (RFC 9110 5.3).
+				joined := append(append(append([]byte(nil), x.inXFF...), ", "...), h.Value...)
+				x.inXFF = joined
+			}
+		case wire.KindXForwardedProto:
+			x.inProto = h.Value
+		case wire.KindXForwardedHost:
+			x.inHost = h.Value
+		case wire.KindXRequestID:
+			if validRequestID(h.Value) {
+				x.reqID = h.Value
+			}
+		case wire.KindReferer:
+			x.referer = h.Value
+		case wire.KindUserAgent:
+			x.agent = h.Value
+		}
+	}
+	if x.reqID == nil {
+		x.reqID = ids.Append(x.idBuf[:0])
+	}
+}
+
+// validRequestID accepts IDs that are safe to log and pass on.
+func validRequestID(v []byte) bool {
+	if len(v) == 0 || len(v) > 128 {
+		return false
+	}
+	for _, c := range v {
+		if c <= ' ' || c >= 0x7f || c == '"' {
+			return false
+		}
+	}
+	return true
+}
+
+// roundTrip sends the request to a target of x.pool and reads the response
+// head, trying other targets when that is safe: always when the connection
+// could not be made (nothing was sent), and when the request is idempotent
+// and has no body and no response byte arrived. A request whose body was
+// sent is never sent again.
+func (p *Proxy) roundTrip(ctx context.Context, x *exchange) error {
+	var lastErr error = errAllTried
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		t := x.pool.Pick(x.tried[:x.ntried])
+		if t == nil {
+			if attempt == 0 {
+				return errNoTarget
+			}
+			return lastErr
+		}
+		t.Begin()
+		stale, err := p.try(ctx, x, t)
+		if err == nil {
+			x.target = t
+			return nil
+		}
+		t.End(false)
+		lastErr = err
+		var de *upstream.DialError
+		isDial := errors.As(err, &de)
+		if isDial && !errors.Is(err, upstream.ErrTargetClosed) {
+			t.ReportFailure(err)
+		} else if !isDial && !stale && !isTimeout(err) {
+			// A fresh connection that failed: the target is in trouble.
+			t.ReportFailure(err)
+		}
+		if !stale && x.ntried < len(x.tried) {
+			x.tried[x.ntried] = t
+			x.ntried++
+		}
+		if isDial {
+			continue
+		}
+		if x.bodySent || x.gotByte || isTimeout(err) || !x.req.Idempotent() {
+			return err
+		}
+	}
+	return lastErr
+}
+
+// try sends the request on one connection to t and reads the response
+// head. stale reports a failure on a reused connection before any response
+// byte: most likely the target closed it while idle, which says nothing
+// about the target's health.
+func (p *Proxy) try(ctx context.Context, x *exchange, t *upstream.Target) (stale bool, err error) {
+	uc, err := t.Get(ctx)
+	if err != nil {
+		return false, err
+	}
+	if uc.Reused && !x.req.Idempotent() && !alive(uc.Conn) {
+		// A request that must not be sent twice goes only on a connection
+		// that is still open; a closed idle one is replaced by a new one.
+		t.Discard(uc)
+		if uc, err = t.Get(ctx); err != nil {
+			return false, err
+		}
+	}
+	x.uc = uc
+	uc.SetDeadline(x.start.Add(p.o.ResponseTimeout))
+	if err := p.writeRequest(x); err != nil {
+		t.Discard(uc)
+		x.uc = nil
+		return uc.Reused && !x.bodySent, err
+	}
+	for {
+		head, err := uc.R.ReadHead(x.markByte)
+		if err == nil {
+			err = wire.ParseResponse(head, &x.resp)
+		}
+		if err != nil {
+			t.Discard(uc)
+			x.uc = nil
+			return uc.Reused && !x.gotByte, err
+		}
+		x.gotByte = true
+		// 1xx interim responses other than 101 are dropped: 100 Continue
+		// was already answered to the client by the proxy itself.
+		if x.resp.Status >= 200 || x.resp.Status == 101 {
+			return false, nil
+		}
+	}
+}
+
+// writeRequest writes the request head and body to x.uc.
+func (p *Proxy) writeRequest(x *exchange) error {
+	w := x.uc.W
+	p.writeRequestHead(w, x)
+	if x.body != nil && x.reqFraming != wire.FrameNone {
+		x.bodySent = true
+		for !x.body.Done() {
+			b, err := x.body.Next(32 << 10)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return &clientBodyError{err}
+			}
+			if x.reqFraming == wire.FrameChunked {
+				wire.WriteChunk(w, b)
+			} else {
+				w.Write(b)
+			}
+		}
+		if x.reqFraming == wire.FrameChunked {
+			wire.WriteLastChunk(w)
+		}
+	}
+	return w.Flush()
+}
+
+// clientBodyError is a failure to read the request body from the client;
+// the client, not the target, is at fault.
+type clientBodyError struct{ err error }
+
+func (e *clientBodyError) Error() string { return "reading request body: " + e.err.Error() }
+func (e *clientBodyError) Unwrap() error { return e.err }
+
+// finish returns the upstream connection for reuse or closes it, and ends
+// the target's accounting.
+func (x *exchange) finish(reusable bool) {
+	if x.uc != nil {
+		t := x.uc.Target()
+		if reusable && x.uc.R.Buffered() == 0 {
+			t.Put(x.uc)
+		} else {
+			t.Discard(x.uc)
+		}
+		x.uc = nil
+	}
+	if x.target != nil {
+		x.target.End(true)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// alive reports whether an idle connection is still open, by peeking at it
+// without blocking: a closed connection reads EOF at once.
+func alive(c net.Conn) bool {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	open := true
+	var buf [1]byte
+	rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		switch {
+		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
+			open = true
+		case n == 0 || err != nil:
+			open = false
+		default:
+			// Unsolicited bytes on an idle connection: not usable either.
+			open = false
+		}
+		return true
+	})
+	return open
+}

@@ -1,0 +1,198 @@
+package upstream
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/cutover/cutover/internal/dataplane/wire"
+)
+
+// ConnOptions configure connections to targets. One value is shared by all
+// targets of a running proxy.
+type ConnOptions struct {
+	ConnectTimeout   time.Duration
+	KeepaliveTimeout time.Duration // idle connections older than this are closed
+	MaxIdle          int           // idle connections kept per target
+	MaxHeadBytes     int           // largest response head accepted
+}
+
+// DefaultConnOptions are the defaults of the configuration file.
+func DefaultConnOptions() *ConnOptions {
+	return &ConnOptions{
+		ConnectTimeout:   5 * time.Second,
+		KeepaliveTimeout: 60 * time.Second,
+		MaxIdle:          64,
+		MaxHeadBytes:     64 << 10,
+	}
+}
+
+// Buffer sizes of an upstream connection. The read buffer is larger than a
+// client connection's because it carries response bodies.
+const (
+	readBufSize  = 8 << 10
+	writeBufSize = 4 << 10
+)
+
+// Conn is one connection to a target. A Conn is used by one request at a
+// time; between requests it sits in its target's idle list.
+type Conn struct {
+	net.Conn
+	R *wire.Reader
+	W *bufio.Writer
+
+	target    *Target
+	idleSince time.Time
+	// Reused is true when the connection served an earlier request, so a
+	// failure before any response byte may be the target having closed it
+	// while idle.
+	Reused bool
+}
+
+// Target returns the target the connection goes to.
+func (c *Conn) Target() *Target { return c.target }
+
+// connSet tracks a target's connections: the idle ones, for reuse, and all
+// of them, so a retired pool's connections can be closed when its drain
+// time is up.
+type connSet struct {
+	idle   []*Conn
+	all    map[*Conn]struct{}
+	closed bool
+}
+
+// ErrTargetClosed is returned when a connection is asked of a target whose
+// connections were closed for good.
+var ErrTargetClosed = errors.New("target retired")
+
+// DialError is a failure to connect: the request was never sent, so it is
+// always safe to try another target.
+type DialError struct{ Err error }
+
+func (e *DialError) Error() string { return "connect: " + e.Err.Error() }
+func (e *DialError) Unwrap() error { return e.Err }
+
+// Get returns an idle connection to the target or dials a new one.
+func (t *Target) Get(ctx context.Context) (*Conn, error) {
+	now := time.Now()
+	t.mu.Lock()
+	for n := len(t.conns.idle); n > 0; n = len(t.conns.idle) {
+		c := t.conns.idle[n-1]
+		t.conns.idle = t.conns.idle[:n-1]
+		if now.Sub(c.idleSince) < t.opts.KeepaliveTimeout {
+			t.mu.Unlock()
+			c.Reused = true
+			return c, nil
+		}
+		delete(t.conns.all, c)
+		c.Conn.Close()
+	}
+	closed := t.conns.closed
+	t.mu.Unlock()
+	if closed {
+		return nil, &DialError{Err: ErrTargetClosed}
+	}
+	return t.dial(ctx)
+}
+
+func (t *Target) dial(ctx context.Context) (*Conn, error) {
+	d := net.Dialer{Timeout: t.opts.ConnectTimeout, KeepAlive: 30 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", t.addr)
+	if err != nil {
+		return nil, &DialError{Err: err}
+	}
+	c := &Conn{
+		Conn:   nc,
+		R:      wire.NewReader(nc, readBufSize, t.opts.MaxHeadBytes),
+		W:      bufio.NewWriterSize(nc, writeBufSize),
+		target: t,
+	}
+	t.mu.Lock()
+	if t.conns.closed {
+		t.mu.Unlock()
+		nc.Close()
+		return nil, &DialError{Err: ErrTargetClosed}
+	}
+	if t.conns.all == nil {
+		t.conns.all = make(map[*Conn]struct{})
+	}
+	t.conns.all[c] = struct{}{}
+	t.mu.Unlock()
+	return c, nil
+}
+
+// Put returns a connection whose last response was read completely, for
+// reuse by the next request.
+func (t *Target) Put(c *Conn) {
+	c.idleSince = time.Now()
+	t.mu.Lock()
+	if t.conns.closed || len(t.conns.idle) >= t.opts.MaxIdle {
+		delete(t.conns.all, c)
+		t.mu.Unlock()
+		c.Conn.Close()
+		return
+	}
+	t.conns.idle = append(t.conns.idle, c)
+	t.mu.Unlock()
+}
+
+// Discard closes a connection that cannot be reused (an error, a response
+// delimited by close, or an upgraded connection that ended).
+func (t *Target) Discard(c *Conn) {
+	t.mu.Lock()
+	delete(t.conns.all, c)
+	t.mu.Unlock()
+	c.Conn.Close()
+}
+
+// CloseIdle closes the target's idle connections. New ones are dialed on
+// demand, so this is safe on a target that may serve again (a retired pool
+// kept warm for rollback).
+func (t *Target) CloseIdle() int {
+	t.mu.Lock()
+	idle := t.conns.idle
+	t.conns.idle = nil
+	for _, c := range idle {
+		delete(t.conns.all, c)
+	}
+	t.mu.Unlock()
+	for _, c := range idle {
+		c.Conn.Close()
+	}
+	return len(idle)
+}
+
+// CloseAll closes every connection of the target, including those carrying
+// requests now; those requests fail. Used when a drain's time is up.
+func (t *Target) CloseAll() int {
+	t.mu.Lock()
+	all := make([]*Conn, 0, len(t.conns.all))
+	for c := range t.conns.all {
+		all = append(all, c)
+	}
+	t.conns.all = nil
+	t.conns.idle = nil
+	t.mu.Unlock()
+	for _, c := range all {
+		c.Conn.Close()
+	}
+	return len(all)
+}
+
+// Retire closes every connection and refuses new ones, for a target that
+// left its pool for good.
+func (t *Target) Retire() {
+	t.mu.Lock()
+	t.conns.closed = true
+	t.mu.Unlock()
+	t.CloseAll()
+}
+
+// Conns returns the number of open and idle connections.
+func (t *Target) Conns() (open, idle int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.conns.all), len(t.conns.idle)
+}

@@ -1,0 +1,228 @@
+package wire
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"strconv"
+)
+
+var (
+	errChunkLineTooLong = &Error{Status: 400, Reason: "chunk size line too long"}
+	errBadChunk         = &Error{Status: 400, Reason: "malformed chunked encoding"}
+)
+
+// Framing is how a message body's end is found.
+type Framing uint8
+
+// Framings.
+const (
+	FrameNone    Framing = iota // no body
+	FrameLength                 // Content-Length bytes
+	FrameChunked                // chunked transfer coding
+	FrameClose                  // until the connection closes (responses only)
+)
+
+// Body reads one message body from a Reader with the framing removed. It
+// hands out slices of the Reader's buffer, so relaying a body copies it only
+// into the destination's buffer.
+type Body struct {
+	r       *Reader
+	framing Framing
+	// left is the byte count still to come: of the body for FrameLength, of
+	// the current chunk for FrameChunked.
+	left  int64
+	state chunkState
+	done  bool
+}
+
+type chunkState uint8
+
+const (
+	chunkSize chunkState = iota // next is a chunk-size line
+	chunkData                   // inside chunk data
+	chunkEnd                    // next is the CRLF after chunk data
+)
+
+// Reset prepares b to read a body of the given framing; length is used for
+// FrameLength.
+func (b *Body) Reset(r *Reader, f Framing, length int64) {
+	*b = Body{r: r, framing: f, left: length}
+	if f == FrameNone || (f == FrameLength && length == 0) {
+		b.done = true
+	}
+}
+
+// Framing returns the body's framing.
+func (b *Body) Framing() Framing { return b.framing }
+
+// Done reports whether the whole body has been read.
+func (b *Body) Done() bool { return b.done }
+
+// Buffered reports whether body bytes may be available without blocking.
+func (b *Body) Buffered() bool { return b.r.Buffered() > 0 }
+
+// Next returns the next piece of the body, at most max bytes, or io.EOF once
+// the body is complete. A body cut short returns io.ErrUnexpectedEOF. The
+// slice is valid until the next call on b or its Reader.
+func (b *Body) Next(max int) ([]byte, error) {
+	if b.done {
+		return nil, io.EOF
+	}
+	switch b.framing {
+	case FrameLength:
+		p, err := b.r.Next(int(min(int64(max), b.left)))
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		b.left -= int64(len(p))
+		if b.left == 0 {
+			b.done = true
+		}
+		return p, nil
+	case FrameClose:
+		p, err := b.r.Next(max)
+		if err == io.EOF {
+			b.done = true
+		}
+		return p, err
+	case FrameChunked:
+		return b.nextChunked(max)
+	}
+	return nil, io.EOF
+}
+
+func (b *Body) nextChunked(max int) ([]byte, error) {
+	for {
+		switch b.state {
+		case chunkSize:
+			line, err := b.r.readLine()
+			if err != nil {
+				return nil, err
+			}
+			n, err := parseChunkSize(line)
+			if err != nil {
+				return nil, err
+			}
+			if n == 0 {
+				if err := b.skipTrailers(); err != nil {
+					return nil, err
+				}
+				b.done = true
+				return nil, io.EOF
+			}
+			b.left = n
+			b.state = chunkData
+		case chunkData:
+			p, err := b.r.Next(int(min(int64(max), b.left)))
+			if err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return nil, err
+			}
+			b.left -= int64(len(p))
+			if b.left == 0 {
+				b.state = chunkEnd
+			}
+			return p, nil
+		case chunkEnd:
+			line, err := b.r.readLine()
+			if err != nil {
+				return nil, err
+			}
+			if len(line) != 0 {
+				return nil, errBadChunk
+			}
+			b.state = chunkSize
+		}
+	}
+}
+
+// skipTrailers reads and drops the trailer section. Trailers are not
+// forwarded: few clients use them and forwarding them safely needs the
+// same vetting as headers, after the head has been sent.
+func (b *Body) skipTrailers() error {
+	for i := 0; ; i++ {
+		line, err := b.r.readLine()
+		if err != nil {
+			return err
+		}
+		if len(line) == 0 {
+			return nil
+		}
+		if i > 64 {
+			return errBadChunk
+		}
+	}
+}
+
+// parseChunkSize parses "HEX[;ext]" strictly: hex digits only, no sign,
+// no spaces before the extension, at most 15 digits so it cannot overflow.
+func parseChunkSize(line []byte) (int64, error) {
+	var n int64
+	i := 0
+	for ; i < len(line); i++ {
+		c := line[i]
+		var d byte
+		switch {
+		case '0' <= c && c <= '9':
+			d = c - '0'
+		case 'a' <= c && c <= 'f':
+			d = c - 'a' + 10
+		case 'A' <= c && c <= 'F':
+			d = c - 'A' + 10
+		default:
+			goto ext
+		}
+		if i >= 15 {
+			return 0, errBadChunk
+		}
+		n = n<<4 | int64(d)
+	}
+ext:
+	if i == 0 {
+		return 0, errBadChunk
+	}
+	if i < len(line) {
+		// Allow BWS then ';' extensions, which are dropped when relayed.
+		rest := line[i:]
+		for len(rest) > 0 && (rest[0] == ' ' || rest[0] == '\t') {
+			rest = rest[1:]
+		}
+		if len(rest) == 0 || rest[0] != ';' {
+			return 0, errBadChunk
+		}
+		for _, c := range rest {
+			if c < ' ' && c != '\t' || c == 0x7f {
+				return 0, errBadChunk
+			}
+		}
+	}
+	return n, nil
+}
+
+// WriteChunk writes p as one chunk of a chunked body.
+func WriteChunk(w *bufio.Writer, p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	var tmp [16]byte
+	w.Write(strconv.AppendInt(tmp[:0], int64(len(p)), 16))
+	w.WriteString("\r\n")
+	w.Write(p)
+	_, err := w.WriteString("\r\n")
+	return err
+}
+
+// WriteLastChunk ends a chunked body.
+func WriteLastChunk(w *bufio.Writer) error {
+	_, err := w.WriteString("0\r\n\r\n")
+	return err
+}
+
+// ErrBodyTooShort is returned when a body ends before its declared length.
+var ErrBodyTooShort = errors.New("body shorter than its Content-Length")

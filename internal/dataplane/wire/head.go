@@ -1,0 +1,638 @@
+package wire
+
+import (
+	"bytes"
+	"fmt"
+)
+
+// Error is a malformed message, with the status a server answers it with.
+type Error struct {
+	Status int
+	Reason string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%d: %s", e.Status, e.Reason) }
+
+func bad(reason string) error { return &Error{Status: 400, Reason: reason} }
+
+// StatusFor is the HTTP status a server answers a head-reading error with.
+func StatusFor(err error) int {
+	switch e := err.(type) {
+	case *Error:
+		return e.Status
+	}
+	switch err {
+	case ErrHeadTooLarge:
+		return 431
+	case ErrBareLF:
+		return 400
+	}
+	return 400
+}
+
+// Kind classifies a header field name once at parse time, so forwarding
+// decisions need no further string comparisons.
+type Kind uint8
+
+// Header kinds. KindOther is any field cutover forwards untouched.
+const (
+	KindOther Kind = iota
+	KindHost
+	KindContentLength
+	KindTransferEncoding
+	KindConnection
+	KindKeepAlive
+	KindProxyConnection
+	KindTE
+	KindTrailer
+	KindUpgrade
+	KindExpect
+	KindXForwardedFor
+	KindXRealIP
+	KindXForwardedProto
+	KindXForwardedHost
+	KindXRequestID
+	KindReferer
+	KindUserAgent
+	KindProxyAuthenticate
+	KindProxyAuthorization
+)
+
+// HopByHop reports whether a field of this kind applies to one connection
+// only and must not be forwarded (RFC 9110 section 7.6.1).
+func (k Kind) HopByHop() bool {
+	switch k {
+	case KindConnection, KindKeepAlive, KindProxyConnection, KindTE, KindTrailer,
+		KindTransferEncoding, KindUpgrade, KindProxyAuthenticate, KindProxyAuthorization:
+		return true
+	}
+	return false
+}
+
+// Header is one header field; Name and Value point into the head buffer.
+// Value has surrounding whitespace removed.
+type Header struct {
+	Name, Value []byte
+	Kind        Kind
+}
+
+// Fields is what request and response heads share.
+type Fields struct {
+	Minor   int // HTTP/1.Minor: 0 or 1
+	Headers []Header
+	// ContentLength is the body length, or -1 when the head gives none.
+	ContentLength int64
+	Chunked       bool
+	// Close: the sender will close, or asks to close, after this message.
+	Close bool
+	// KeepAlive: an HTTP/1.0 sender asked to keep the connection.
+	KeepAlive bool
+	// Upgrade: "upgrade" is among the Connection tokens.
+	Upgrade bool
+	// ConnTokens: Connection names fields other than close/keep-alive/upgrade,
+	// which are then hop-by-hop too (see Listed).
+	ConnTokens bool
+}
+
+// Request is a parsed request head.
+type Request struct {
+	Fields
+	Method []byte
+	URI    []byte
+	Host   []byte
+	// ExpectContinue: the client waits for 100 Continue before its body.
+	ExpectContinue bool
+}
+
+// Response is a parsed response head.
+type Response struct {
+	Fields
+	Status int
+	Reason []byte
+}
+
+func (f *Fields) reset() {
+	f.Minor = 1
+	f.Headers = f.Headers[:0]
+	f.ContentLength = -1
+	f.Chunked = false
+	f.Close = false
+	f.KeepAlive = false
+	f.Upgrade = false
+	f.ConnTokens = false
+}
+
+// Get returns the first value of the named field (ASCII case-insensitive).
+func (f *Fields) Get(name string) []byte {
+	for i := range f.Headers {
+		if equalFold(f.Headers[i].Name, name) {
+			return f.Headers[i].Value
+		}
+	}
+	return nil
+}
+
+// Listed reports whether name is one of the tokens of a Connection field,
+// which makes the field hop-by-hop.
+func (f *Fields) Listed(name []byte) bool {
+	if !f.ConnTokens {
+		return false
+	}
+	for i := range f.Headers {
+		if f.Headers[i].Kind != KindConnection {
+			continue
+		}
+		v := f.Headers[i].Value
+		for len(v) > 0 {
+			var tok []byte
+			tok, v = nextToken(v)
+			if len(tok) == len(name) && equalFoldBytes(tok, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// HasBody reports whether a request with this head carries a body.
+func (r *Request) HasBody() bool { return r.Chunked || r.ContentLength > 0 }
+
+// Idempotent reports whether the method may be sent twice (RFC 9110 9.2.2).
+func (r *Request) Idempotent() bool {
+	switch string(r.Method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
+// IsHead reports whether the method is HEAD (whose responses have no body).
+func (r *Request) IsHead() bool { return string(r.Method) == "HEAD" }
+
+// ParseRequest parses a request head as returned by Reader.ReadHead into r,
+// reusing r's header slice. Fields of r point into head.
+//
+// Rules (each violation is an *Error with the status a server answers):
+// the request line is METHOD SP TARGET SP HTTP/1.0|1.1 with single spaces
+// (other versions 505); header names are tokens followed directly by a colon
+// (whitespace before the colon 400); no obs-fold continuation lines (400);
+// no control characters in values (400); Content-Length is digits only and
+// appears once (400); Transfer-Encoding is exactly "chunked" (other codings
+// 501; in HTTP/1.0 400) and never together with Content-Length (400); an
+// HTTP/1.1 request has exactly one Host (400).
+func ParseRequest(head []byte, r *Request) error {
+	r.reset()
+	r.Method, r.URI, r.Host = nil, nil, nil
+	r.ExpectContinue = false
+
+	line, rest := cutLine(head)
+	sp := bytes.IndexByte(line, ' ')
+	if sp <= 0 {
+		return bad("malformed request line")
+	}
+	r.Method = line[:sp]
+	if !isToken(r.Method) {
+		return bad("invalid method")
+	}
+	line = line[sp+1:]
+	sp = bytes.IndexByte(line, ' ')
+	if sp <= 0 {
+		return bad("malformed request line")
+	}
+	r.URI = line[:sp]
+	for _, c := range r.URI {
+		if c <= ' ' || c == 0x7f {
+			return bad("invalid character in request target")
+		}
+	}
+	minor, err := parseVersion(line[sp+1:])
+	if err != nil {
+		return err
+	}
+	r.Minor = minor
+	if string(r.Method) == "CONNECT" {
+		return &Error{Status: 405, Reason: "CONNECT is not supported"}
+	}
+	if r.URI[0] != '/' && !(len(r.URI) == 1 && r.URI[0] == '*') {
+		if err := r.absoluteForm(); err != nil {
+			return err
+		}
+	}
+
+	hostFromURI := r.Host != nil
+	hosts := 0
+	if err := parseFields(rest, &r.Fields, func(h *Header) error {
+		switch h.Kind {
+		case KindHost:
+			hosts++
+			if hosts > 1 {
+				return bad("duplicate Host header")
+			}
+			if !validHost(h.Value) {
+				return bad("invalid Host header")
+			}
+			if !hostFromURI {
+				r.Host = h.Value
+			}
+		case KindExpect:
+			if equalFold(h.Value, "100-continue") {
+				r.ExpectContinue = true
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if r.Minor == 1 && hosts == 0 {
+		return bad("HTTP/1.1 request without Host header")
+	}
+	if r.Chunked && r.Minor == 0 {
+		return bad("Transfer-Encoding in an HTTP/1.0 request")
+	}
+	if r.Minor == 0 && !r.KeepAlive {
+		r.Close = true
+	}
+	return nil
+}
+
+// absoluteForm splits an absolute-form target ("http://host/path") into
+// Host and an origin-form URI, as RFC 9112 section 3.2.2 requires of a
+// server that receives one.
+func (r *Request) absoluteForm() error {
+	u := r.URI
+	var rest []byte
+	switch {
+	case hasPrefixFold(u, "http://"):
+		rest = u[len("http://"):]
+	case hasPrefixFold(u, "https://"):
+		rest = u[len("https://"):]
+	default:
+		return bad("invalid request target")
+	}
+	slash := bytes.IndexAny(rest, "/?")
+	authority := rest
+	path := []byte("/")
+	if slash >= 0 {
+		authority = rest[:slash]
+		path = rest[slash:]
+		if path[0] == '?' {
+			// "http://h?q" keeps its query; the path before it is "/".
+			// The URI slice is reused: rebuild it in place is not possible,
+			// so point at the original bytes starting one before '?'.
+			return bad("absolute-form target without a path")
+		}
+	}
+	if len(authority) == 0 || bytes.IndexByte(authority, '@') >= 0 || !validHost(authority) {
+		return bad("invalid authority in request target")
+	}
+	r.Host = authority
+	r.URI = path
+	return nil
+}
+
+// ParseResponse parses a response head into r. The rules are those of
+// ParseRequest where they apply; a response violating them is treated by the
+// proxy as a failed upstream (502), never relayed.
+func ParseResponse(head []byte, r *Response) error {
+	r.reset()
+	r.Status = 0
+	r.Reason = nil
+	line, rest := cutLine(head)
+	if len(line) < 12 || line[8] != ' ' {
+		return bad("malformed status line")
+	}
+	minor, err := parseVersion(line[:8])
+	if err != nil {
+		return err
+	}
+	r.Minor = minor
+	code := line[9:12]
+	if !isDigit(code[0]) || !isDigit(code[1]) || !isDigit(code[2]) || code[0] == '0' {
+		return bad("malformed status code")
+	}
+	r.Status = int(code[0]-'0')*100 + int(code[1]-'0')*10 + int(code[2]-'0')
+	if len(line) > 12 {
+		if line[12] != ' ' {
+			return bad("malformed status line")
+		}
+		r.Reason = line[13:]
+		for _, c := range r.Reason {
+			if c < ' ' && c != '\t' || c == 0x7f {
+				return bad("invalid character in reason phrase")
+			}
+		}
+	}
+	if err := parseFields(rest, &r.Fields, nil); err != nil {
+		return err
+	}
+	if r.Minor == 0 && !r.KeepAlive {
+		r.Close = true
+	}
+	return nil
+}
+
+// BodyAllowed reports whether a response with this status to a request with
+// this method has a body (RFC 9110 section 6.4.1).
+func (r *Response) BodyAllowed(head bool) bool {
+	if head || r.Status < 200 || r.Status == 204 || r.Status == 304 {
+		return false
+	}
+	return true
+}
+
+// parseFields parses header lines (each ending in CRLF, the last being the
+// empty line) into f. each is called for every field after the framing
+// fields are interpreted.
+func parseFields(rest []byte, f *Fields, each func(*Header) error) error {
+	sawCL := false
+	sawTE := false
+	for {
+		var line []byte
+		line, rest = cutLine(rest)
+		if len(line) == 0 {
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return bad("obsolete line folding in header")
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return bad("header line without a colon")
+		}
+		name := line[:colon]
+		if !isToken(name) {
+			// This also catches whitespace before the colon.
+			return bad("invalid header name")
+		}
+		value := trimOWS(line[colon+1:])
+		for _, c := range value {
+			if c < ' ' && c != '\t' || c == 0x7f {
+				return bad("invalid character in header value")
+			}
+		}
+		f.Headers = append(f.Headers, Header{Name: name, Value: value, Kind: KindOf(name)})
+		h := &f.Headers[len(f.Headers)-1]
+		switch h.Kind {
+		case KindContentLength:
+			if sawCL {
+				return bad("duplicate Content-Length header")
+			}
+			sawCL = true
+			n, ok := parseContentLength(value)
+			if !ok {
+				return bad("invalid Content-Length header")
+			}
+			f.ContentLength = n
+		case KindTransferEncoding:
+			if sawTE {
+				return bad("duplicate Transfer-Encoding header")
+			}
+			sawTE = true
+			if !equalFold(value, "chunked") {
+				return &Error{Status: 501, Reason: "unsupported Transfer-Encoding"}
+			}
+			f.Chunked = true
+		case KindConnection:
+			v := value
+			for len(v) > 0 {
+				var tok []byte
+				tok, v = nextToken(v)
+				switch {
+				case len(tok) == 0:
+				case equalFold(tok, "close"):
+					f.Close = true
+				case equalFold(tok, "keep-alive"):
+					f.KeepAlive = true
+				case equalFold(tok, "upgrade"):
+					f.Upgrade = true
+				default:
+					f.ConnTokens = true
+				}
+			}
+		}
+		if each != nil {
+			if err := each(h); err != nil {
+				return err
+			}
+		}
+	}
+	if sawCL && sawTE {
+		return bad("both Content-Length and Transfer-Encoding")
+	}
+	return nil
+}
+
+func parseVersion(v []byte) (int, error) {
+	if len(v) != 8 || string(v[:5]) != "HTTP/" || !isDigit(v[5]) || v[6] != '.' || !isDigit(v[7]) {
+		return 0, bad("malformed HTTP version")
+	}
+	if v[5] != '1' || v[7] > '1' {
+		return 0, &Error{Status: 505, Reason: "HTTP version not supported"}
+	}
+	return int(v[7] - '0'), nil
+}
+
+func parseContentLength(v []byte) (int64, bool) {
+	if len(v) == 0 || len(v) > 18 {
+		return 0, false
+	}
+	var n int64
+	for _, c := range v {
+		if !isDigit(c) {
+			return 0, false
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n, true
+}
+
+// cutLine splits off the first CRLF-terminated line. ReadHead guarantees
+// every line of a head ends in CRLF.
+func cutLine(b []byte) (line, rest []byte) {
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		return b, nil
+	}
+	end := i
+	if end > 0 && b[end-1] == '\r' {
+		end--
+	}
+	return b[:end], b[i+1:]
+}
+
+// nextToken returns the next comma-separated element of a list field.
+func nextToken(v []byte) (tok, rest []byte) {
+	i := bytes.IndexByte(v, ',')
+	if i < 0 {
+		return trimOWS(v), nil
+	}
+	return trimOWS(v[:i]), v[i+1:]
+}
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// tchar from RFC 9110 section 5.6.2, as a table for the hot path.
+var tcharTable = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if !tcharTable[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// validHost accepts what RFC 3986's host [":" port] allows, which rules out
+// the characters used to smuggle a different target through Host.
+func validHost(h []byte) bool {
+	for _, c := range h {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '-' || c == '.' || c == '_' || c == '~' || c == ':' || c == '[' || c == ']' || c == '%':
+		case c == '!' || c == '$' || c == '&' || c == '\'' || c == '(' || c == ')' || c == '*' || c == '+' || c == ',' || c == ';' || c == '=':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func lower(c byte) byte {
+	if 'A' <= c && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
+}
+
+// equalFold compares b with a lower-case ASCII string, ignoring case in b.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		if lower(b[i]) != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func equalFoldBytes(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if lower(a[i]) != lower(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func hasPrefixFold(b []byte, s string) bool {
+	return len(b) >= len(s) && equalFold(b[:len(s)], s)
+}
+
+// KindOf classifies a header name, switching on length first so most names
+// are settled by one comparison.
+func KindOf(n []byte) Kind {
+	switch len(n) {
+	case 2:
+		if equalFold(n, "te") {
+			return KindTE
+		}
+	case 4:
+		if equalFold(n, "host") {
+			return KindHost
+		}
+	case 6:
+		if equalFold(n, "expect") {
+			return KindExpect
+		}
+	case 7:
+		if equalFold(n, "upgrade") {
+			return KindUpgrade
+		}
+		if equalFold(n, "trailer") {
+			return KindTrailer
+		}
+		if equalFold(n, "referer") {
+			return KindReferer
+		}
+	case 9:
+		if equalFold(n, "x-real-ip") {
+			return KindXRealIP
+		}
+	case 10:
+		if equalFold(n, "connection") {
+			return KindConnection
+		}
+		if equalFold(n, "keep-alive") {
+			return KindKeepAlive
+		}
+		if equalFold(n, "user-agent") {
+			return KindUserAgent
+		}
+	case 12:
+		if equalFold(n, "x-request-id") {
+			return KindXRequestID
+		}
+	case 14:
+		if equalFold(n, "content-length") {
+			return KindContentLength
+		}
+	case 15:
+		if equalFold(n, "x-forwarded-for") {
+			return KindXForwardedFor
+		}
+	case 16:
+		if equalFold(n, "x-forwarded-host") {
+			return KindXForwardedHost
+		}
+		if equalFold(n, "proxy-connection") {
+			return KindProxyConnection
+		}
+	case 17:
+		if equalFold(n, "transfer-encoding") {
+			return KindTransferEncoding
+		}
+		if equalFold(n, "x-forwarded-proto") {
+			return KindXForwardedProto
+		}
+	case 18:
+		if equalFold(n, "proxy-authenticate") {
+			return KindProxyAuthenticate
+		}
+	case 19:
+		if equalFold(n, "proxy-authorization") {
+			return KindProxyAuthorization
+		}
+	}
+	return KindOther
+}

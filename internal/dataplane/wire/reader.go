@@ -1,0 +1,253 @@
+// Package wire is cutover's HTTP/1.1 message framing: a buffered reader that
+// finds message heads, a strict parser for request and response heads, and
+// body framing (Content-Length, chunked, read-until-close).
+//
+// It is written for the proxy's hot path instead of using net/http's because
+// net/http allocates a header map per message and its Transport spends most
+// of a proxied request's CPU time in per-connection goroutines and channel
+// hand-offs (see docs/benchmarks.md). Here a head is parsed in place: every
+// field is a slice of the connection's read buffer, and nothing is allocated
+// per request in steady state. The parser is at least as strict as nginx's;
+// see Parse* for the rules.
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"io"
+)
+
+// Errors returned while reading a head. Their HTTP status for a client is
+// given by StatusFor.
+var (
+	ErrHeadTooLarge = errors.New("message head too large")
+	ErrBareLF       = errors.New("line ends in a bare LF, not CRLF")
+	ErrEmptyHead    = errors.New("connection closed before a message head")
+)
+
+// Reader buffers a connection for head parsing and body relay. Unlike
+// bufio.Reader its buffer grows, up to a limit, for heads larger than the
+// usual few hundred bytes, and it hands out slices of its buffer so bodies
+// can be relayed without a copy.
+type Reader struct {
+	rd   io.Reader
+	buf  []byte
+	r, w int
+	// max is the largest head accepted; the buffer grows up to it.
+	max int
+	// base is the buffer size the reader shrinks back to after a large head.
+	base int
+	err  error
+}
+
+// NewReader returns a Reader with an initial buffer of size bytes that
+// accepts heads up to max bytes.
+func NewReader(rd io.Reader, size, max int) *Reader {
+	if max < size {
+		max = size
+	}
+	return &Reader{rd: rd, buf: make([]byte, size), max: max, base: size}
+}
+
+// Reset points the reader at a new source and drops buffered data.
+func (b *Reader) Reset(rd io.Reader) {
+	b.rd = rd
+	b.r, b.w = 0, 0
+	b.err = nil
+	if len(b.buf) > b.base {
+		b.buf = make([]byte, b.base)
+	}
+}
+
+// Buffered returns the number of bytes that can be read without a read from
+// the underlying source.
+func (b *Reader) Buffered() int { return b.w - b.r }
+
+// fill reads once from the source into free buffer space, first moving
+// unread bytes to the front.
+func (b *Reader) fill() error {
+	if b.err != nil {
+		return b.err
+	}
+	if b.r > 0 {
+		copy(b.buf, b.buf[b.r:b.w])
+		b.w -= b.r
+		b.r = 0
+	}
+	if b.w == len(b.buf) {
+		return ErrHeadTooLarge
+	}
+	n, err := b.rd.Read(b.buf[b.w:])
+	b.w += n
+	if err != nil {
+		b.err = err
+		if n > 0 {
+			return nil
+		}
+		return err
+	}
+	return nil
+}
+
+// ReadHead returns the next message head: the start line and header lines
+// up to and including the blank line that ends it. The slice is valid until
+// the next call on the Reader. Empty lines before the start line are
+// skipped, as RFC 9112 section 2.2 allows. A line ending in a bare LF is
+// rejected at once rather than waited on.
+//
+// started is called once, when the first byte of the head is in the buffer;
+// the server uses it to switch from the idle timeout to the header timeout.
+func (b *Reader) ReadHead(started func()) ([]byte, error) {
+	scan := 0 // bytes of b.buf[b.r:] already checked for line ends
+	notified := false
+	for {
+		// Skip leading CRLFs (a client may send one after a POST body).
+		for scan == 0 && b.scanLeadingEmpty() {
+		}
+		if b.w > b.r && !notified {
+			notified = true
+			if started != nil {
+				started()
+			}
+		}
+		data := b.buf[b.r:b.w]
+		for scan < len(data) {
+			i := bytes.IndexByte(data[scan:], '\n')
+			if i < 0 {
+				scan = len(data)
+				if len(data) == 1 && data[0] == '\r' {
+					scan = 0 // may be the first half of a leading empty line
+				}
+				break
+			}
+			end := scan + i
+			if end == 0 || data[end-1] != '\r' {
+				return nil, ErrBareLF
+			}
+			// An empty line (CRLF right after the previous LF) ends the head.
+			if end >= 3 && data[end-2] == '\n' && data[end-3] == '\r' {
+				head := data[:end+1]
+				b.r += end + 1
+				return head, nil
+			}
+			scan = end + 1
+		}
+		if b.w-b.r >= b.max {
+			return nil, ErrHeadTooLarge
+		}
+		if b.w == len(b.buf) {
+			if b.r > 0 {
+				// fill moves the unread bytes to the front; scan is relative to b.r.
+			} else if len(b.buf) < b.max {
+				nb := make([]byte, min(2*len(b.buf), b.max))
+				copy(nb, b.buf[:b.w])
+				b.buf = nb
+			}
+		}
+		if err := b.fill(); err != nil {
+			if err == io.EOF && b.w == b.r {
+				return nil, ErrEmptyHead
+			}
+			if err == io.EOF {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}
+
+// scanLeadingEmpty drops one leading CRLF and reports whether it did.
+func (b *Reader) scanLeadingEmpty() bool {
+	if b.w-b.r >= 2 && b.buf[b.r] == '\r' && b.buf[b.r+1] == '\n' {
+		b.r += 2
+		return true
+	}
+	return false
+}
+
+// Shrink drops a buffer that grew for a large head once it is empty, so a
+// connection that once sent a big head does not hold the memory for ever.
+func (b *Reader) Shrink() {
+	if len(b.buf) > b.base && b.r == b.w {
+		b.buf = make([]byte, b.base)
+		b.r, b.w = 0, 0
+	}
+}
+
+// Next returns up to n buffered bytes, reading from the source first when
+// the buffer is empty. The bytes are consumed; the slice is valid until the
+// next call on the Reader.
+func (b *Reader) Next(n int) ([]byte, error) {
+	if b.r == b.w {
+		if b.err != nil {
+			return nil, b.err
+		}
+		b.r, b.w = 0, 0
+		m, err := b.rd.Read(b.buf)
+		b.w = m
+		if err != nil {
+			b.err = err
+			if m == 0 {
+				return nil, err
+			}
+		}
+	}
+	if avail := b.w - b.r; n > avail {
+		n = avail
+	}
+	p := b.buf[b.r : b.r+n]
+	b.r += n
+	return p, nil
+}
+
+// Read implements io.Reader over the buffered source.
+func (b *Reader) Read(p []byte) (int, error) {
+	if b.r == b.w {
+		if b.err != nil {
+			return 0, b.err
+		}
+		if len(p) >= len(b.buf) {
+			// Large reads bypass the buffer.
+			n, err := b.rd.Read(p)
+			if err != nil {
+				b.err = err
+			}
+			return n, err
+		}
+		b.r, b.w = 0, 0
+		if err := b.fill(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, b.buf[b.r:b.w])
+	b.r += n
+	return n, nil
+}
+
+// readLine returns the next CRLF-terminated line without its CRLF, for
+// chunk framing. Lines longer than the buffer are an error.
+func (b *Reader) readLine() ([]byte, error) {
+	scan := 0
+	for {
+		data := b.buf[b.r:b.w]
+		if i := bytes.IndexByte(data[scan:], '\n'); i >= 0 {
+			end := scan + i
+			if end == 0 || data[end-1] != '\r' {
+				return nil, ErrBareLF
+			}
+			line := data[:end-1]
+			b.r += end + 1
+			return line, nil
+		}
+		scan = len(data)
+		if b.r == 0 && b.w == len(b.buf) {
+			return nil, errChunkLineTooLong
+		}
+		if err := b.fill(); err != nil {
+			if err == io.EOF {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}
