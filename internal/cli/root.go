@@ -26,6 +26,7 @@ func NewRoot(s Streams) *cobra.Command {
 	root.SetOut(s.Out)
 	root.SetErr(s.Err)
 	root.AddCommand(
+		newServeCmd(s),
 		newValidateCmd(s),
 		newStatusCmd(s),
 		newDeployCmd(s),

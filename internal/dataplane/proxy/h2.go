@@ -250,4 +250,3 @@ func (b *readerBody) Next(max int) ([]byte, error) {
 	}
 	return b.buf[:n], err
 }
-

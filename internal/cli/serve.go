@@ -1,0 +1,36 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cutover/cutover/internal/serve"
+)
+
+func newServeCmd(s Streams) *cobra.Command {
+	var o serve.Options
+	cmd := &cobra.Command{
+		Use:   "serve -c FILE",
+		Short: "Run the proxy: listeners, health checks, admin API",
+		Long: `Run the reverse proxy described by the configuration file.
+
+Signals: SIGHUP re-reads the configuration (and TLS certificate files)
+without dropping a connection; SIGUSR1 reopens the access log; SIGTERM or
+SIGINT stop accepting and let requests in flight finish (timeouts.shutdown).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.ConfigPath == "" {
+				return &exitError{code: 2, err: errors.New("serve needs the configuration file: cutover serve -c FILE (see `cutover validate -c FILE`)")}
+			}
+			o.LookupEnv = os.LookupEnv
+			o.Stdout = s.Out
+			o.Stderr = s.Err
+			return serve.Run(context.Background(), o)
+		},
+	}
+	cmd.Flags().StringVarP(&o.ConfigPath, "config", "c", "", "configuration file (YAML)")
+	return cmd
+}

@@ -1,0 +1,283 @@
+// Package serve runs one cutover proxy: it wires the configuration into the
+// control plane (pools, health, deploys, state), the data plane (listeners,
+// proxy engine, access log) and the admin API, and handles the process
+// signals (SIGHUP reload, SIGUSR1 log reopen, SIGTERM/SIGINT shutdown).
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/config"
+	"github.com/cutover/cutover/internal/controlplane"
+	"github.com/cutover/cutover/internal/dataplane/accesslog"
+	"github.com/cutover/cutover/internal/dataplane/forward"
+	"github.com/cutover/cutover/internal/dataplane/listen"
+	"github.com/cutover/cutover/internal/dataplane/proxy"
+)
+
+// Options say what to serve.
+type Options struct {
+	// ConfigPath is the configuration file; reloads re-read it.
+	ConfigPath string
+	// Config is used instead of reading ConfigPath when set (the built-in
+	// demo); reloads are then unavailable.
+	Config    *config.Config
+	LookupEnv func(string) (string, bool)
+	// Logger receives diagnostics (default: slog text on Stderr).
+	Logger *slog.Logger
+	// Stdout receives the access log when log.access is "-".
+	Stdout io.Writer
+	// Stderr receives diagnostics when Logger is nil.
+	Stderr io.Writer
+}
+
+// Instance is a running proxy.
+type Instance struct {
+	o      Options
+	cfg    *config.Config
+	log    *slog.Logger
+	mgr    *controlplane.Manager
+	access *accesslog.Logger
+	certs  *listen.CertSource
+	lis    *listen.Server
+	adm    *admin.Server
+
+	reloadMu sync.Mutex
+	served   chan error
+}
+
+// Start loads the configuration (unless given), restores state, binds every
+// listener and starts serving. Any problem is returned before a request is
+// accepted.
+func Start(ctx context.Context, o Options) (_ *Instance, err error) {
+	cfg := o.Config
+	if cfg == nil {
+		if o.ConfigPath == "" {
+			return nil, errors.New("no configuration: pass -c FILE")
+		}
+		if cfg, err = config.Load(o.ConfigPath, o.LookupEnv); err != nil {
+			return nil, err
+		}
+	}
+	if o.Stdout == nil {
+		o.Stdout = os.Stdout
+	}
+	if o.Stderr == nil {
+		o.Stderr = os.Stderr
+	}
+	log := o.Logger
+	if log == nil {
+		log = newLogger(o.Stderr, cfg.Log)
+	}
+	in := &Instance{o: o, cfg: cfg, log: log, served: make(chan error, 3)}
+	defer func() {
+		if err != nil {
+			in.closeAll()
+		}
+	}()
+
+	if in.mgr, err = controlplane.New(cfg, controlplane.Options{Logger: log, Conn: controlplane.ConnOptions(cfg)}); err != nil {
+		return nil, err
+	}
+	access := cfg.Log.Access
+	if access == "" {
+		access = accesslog.PathStdout
+	}
+	if in.access, err = accesslog.New(accesslog.Options{
+		Path: access, Format: cfg.Log.Format, Stdout: o.Stdout, Diagnostics: log,
+	}); err != nil {
+		return nil, fmt.Errorf("log.access: %w", err)
+	}
+	px := proxy.New(proxy.Options{
+		Router:              in.mgr.Router(),
+		AccessLog:           in.access,
+		Trusted:             forward.NewTrusted(cfg.TrustedProxies),
+		Logger:              log,
+		ReadHeaderTimeout:   cfg.Timeouts.ReadHeader,
+		IdleTimeout:         cfg.Timeouts.Idle,
+		ReadTimeout:         cfg.Timeouts.Read,
+		WriteTimeout:        cfg.Timeouts.Write,
+		MaxHeaderBytes:      cfg.Limits.MaxHeaderBytes,
+		ResponseTimeout:     cfg.Upstream.ResponseTimeout,
+		UpstreamReadTimeout: cfg.Upstream.ReadTimeout,
+	})
+	lo := listen.Options{
+		HTTP: cfg.Listen.HTTP, HTTPS: cfg.Listen.HTTPS, Proxy: px,
+		HandshakeTimeout: cfg.Timeouts.ReadHeader, IdleTimeout: cfg.Timeouts.Idle, Logger: log,
+	}
+	if cfg.Listen.HTTPS != "" {
+		if in.certs, err = listen.NewCertSource(listen.CertOptions{
+			CertFile: cfg.TLS.Cert, KeyFile: cfg.TLS.Key, SelfSigned: cfg.TLS.SelfSigned,
+			Hosts: cfg.TLS.Hosts, StateDir: cfg.StateDir, Logger: log,
+		}); err != nil {
+			return nil, err
+		}
+		lo.TLS = in.certs.TLSConfig()
+	}
+	if in.lis, err = listen.New(lo); err != nil {
+		return nil, err
+	}
+	ao := admin.Options{
+		Socket: cfg.Admin.Socket, TCP: cfg.Admin.TCP, Token: cfg.Admin.Token,
+		Manager: in.mgr, Logger: log,
+	}
+	if o.Config == nil {
+		ao.Reload = func(context.Context) error { return in.Reload() }
+	}
+	if in.adm, err = admin.Listen(ao); err != nil {
+		return nil, err
+	}
+	if err = in.mgr.Start(ctx); err != nil {
+		return nil, err
+	}
+	go func() { in.served <- in.lis.Serve() }()
+	go func() { in.served <- in.adm.Serve() }()
+	log.Info("cutover serving",
+		"http", addrString(in.lis.HTTPAddr()), "https", addrString(in.lis.HTTPSAddr()),
+		"admin", cfg.Admin.Socket, "config", o.ConfigPath, "services", len(cfg.Services))
+	return in, nil
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+func newLogger(w io.Writer, l config.Log) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	ho := &slog.HandlerOptions{Level: level}
+	if l.Format == accesslog.FormatJSON {
+		return slog.New(slog.NewJSONHandler(w, ho))
+	}
+	return slog.New(slog.NewTextHandler(w, ho))
+}
+
+// HTTPAddr is the bound plain-HTTP address (nil if none).
+func (in *Instance) HTTPAddr() net.Addr { return in.lis.HTTPAddr() }
+
+// HTTPSAddr is the bound HTTPS address (nil if none).
+func (in *Instance) HTTPSAddr() net.Addr { return in.lis.HTTPSAddr() }
+
+// Manager is the control plane.
+func (in *Instance) Manager() *controlplane.Manager { return in.mgr }
+
+// Config is the configuration the instance started with.
+func (in *Instance) Config() *config.Config { return in.cfg }
+
+// Reload re-reads the configuration file and applies it without dropping a
+// connection, and re-reads the TLS certificate files. An invalid file is
+// refused with its problems and the running configuration keeps serving.
+func (in *Instance) Reload() error {
+	in.reloadMu.Lock()
+	defer in.reloadMu.Unlock()
+	if in.o.Config != nil {
+		return errors.New("this instance runs a built-in configuration; there is no file to reload")
+	}
+	cfg, err := config.Load(in.o.ConfigPath, in.o.LookupEnv)
+	if err != nil {
+		in.log.Error("reload refused; the running configuration keeps serving", "config", in.o.ConfigPath, "err", err)
+		return err
+	}
+	if cfg.Listen != in.cfg.Listen || cfg.Admin != in.cfg.Admin {
+		in.log.Warn("listener or admin addresses changed in the file; they take effect at the next restart",
+			"config", in.o.ConfigPath)
+	}
+	if err := in.mgr.Reload(cfg); err != nil {
+		in.log.Error("reload refused; the running configuration keeps serving", "err", err)
+		return err
+	}
+	if in.certs != nil {
+		if err := in.certs.Reload(); err != nil {
+			in.log.Error("TLS certificate reload failed; the old certificate stays", "err", err)
+			return err
+		}
+	}
+	in.log.Info("configuration reloaded", "config", in.o.ConfigPath)
+	return nil
+}
+
+// ReopenLogs reopens the access log file (after logrotate moved it).
+func (in *Instance) ReopenLogs() error { return in.access.Reopen() }
+
+// Shutdown stops accepting, lets requests in flight finish until ctx ends,
+// and closes everything.
+func (in *Instance) Shutdown(ctx context.Context) error {
+	err := in.lis.Shutdown(ctx)
+	in.closeAll()
+	return err
+}
+
+func (in *Instance) closeAll() {
+	if in.adm != nil {
+		in.adm.Close()
+	}
+	if in.mgr != nil {
+		in.mgr.Close()
+	}
+	if in.access != nil {
+		in.access.Close()
+	}
+}
+
+// Run starts an instance and serves until SIGTERM/SIGINT or ctx ends;
+// SIGHUP reloads and SIGUSR1 reopens the access log.
+func Run(ctx context.Context, o Options) error {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	in, err := Start(ctx, o)
+	if err != nil {
+		return err
+	}
+	for {
+		select {
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGHUP:
+				in.Reload()
+			case syscall.SIGUSR1:
+				if err := in.ReopenLogs(); err != nil {
+					in.log.Error("reopening the access log failed", "err", err)
+				}
+			default:
+				return in.stop(sig.String())
+			}
+		case <-ctx.Done():
+			return in.stop("context done")
+		case err := <-in.served:
+			if err != nil {
+				in.closeAll()
+				return err
+			}
+		}
+	}
+}
+
+func (in *Instance) stop(why string) error {
+	grace := in.cfg.Timeouts.Shutdown
+	in.log.Info("shutting down; letting requests in flight finish", "reason", why, "grace", grace)
+	ctx, cancel := context.WithTimeout(context.Background(), max(grace, time.Millisecond))
+	defer cancel()
+	if err := in.Shutdown(ctx); err != nil {
+		in.log.Warn("shutdown grace ended with requests in flight", "err", err)
+		return nil
+	}
+	in.log.Info("stopped")
+	return nil
+}
