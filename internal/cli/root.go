@@ -27,6 +27,7 @@ func NewRoot(s Streams) *cobra.Command {
 	root.SetErr(s.Err)
 	root.AddCommand(
 		newServeCmd(s),
+		newDemoCmd(s),
 		newValidateCmd(s),
 		newStatusCmd(s),
 		newDeployCmd(s),

@@ -1,0 +1,236 @@
+// Package demo is cutover's built-in demonstration: it starts the demo
+// app's blue and green pools in-process on 127.0.0.1, serves them with a
+// real cutover proxy, and switches between them under load, counting every
+// request. It needs nothing but the binary (no Docker, no files).
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cutover/cutover/internal/config"
+	"github.com/cutover/cutover/internal/controlplane"
+	"github.com/cutover/cutover/internal/demoapp"
+	"github.com/cutover/cutover/internal/serve"
+)
+
+// Options configure a demonstration.
+type Options struct {
+	// Listen is the proxy's address (default 127.0.0.1:8080).
+	Listen string
+	// Switches is how many deploy/rollback switches the demonstration
+	// makes under load (default 6).
+	Switches int
+	// Clients is the number of concurrent keep-alive load clients (default 16).
+	Clients int
+	// Once exits after the demonstration instead of serving on.
+	Once bool
+	// StateDir holds the state and admin socket (default: a temp folder).
+	StateDir string
+	Out      io.Writer
+}
+
+// Report is what the demonstration measured.
+type Report struct {
+	Requests, Failed int64
+	Switches         int
+	ByProfile        map[string]int64
+}
+
+// Run starts the pools and the proxy, runs the switching demonstration and
+// then, unless Once, serves until ctx ends.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:8080"
+	}
+	if o.Switches <= 0 {
+		o.Switches = 6
+	}
+	if o.Clients <= 0 {
+		o.Clients = 16
+	}
+	if o.Out == nil {
+		o.Out = os.Stdout
+	}
+	if o.StateDir == "" {
+		dir, err := os.MkdirTemp("", "cutover-demo-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		o.StateDir = dir
+	}
+
+	apps, pools, err := startApps()
+	defer func() {
+		for _, a := range apps {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			a.Shutdown(ctx)
+			cancel()
+		}
+	}()
+	if err != nil {
+		return nil, err
+	}
+
+	cfg := config.Default()
+	cfg.Listen.HTTP = o.Listen
+	cfg.StateDir = o.StateDir
+	cfg.Admin.Socket = filepath.Join(o.StateDir, config.AdminSocketName)
+	cfg.Log.Access = config.AccessOff
+	svc := config.DefaultService("web")
+	svc.Health.Interval = 100 * time.Millisecond
+	svc.Health.Timeout = time.Second
+	svc.DrainTimeout = 5 * time.Second
+	svc.Pools = []config.Pool{{Name: "blue", Targets: pools["blue"]}, {Name: "green", Targets: pools["green"]}}
+	svc.Active = "blue"
+	cfg.Services = []config.Service{svc}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	in, err := serve.Start(ctx, serve.Options{Config: cfg, Logger: quiet, Stdout: io.Discard})
+	if err != nil {
+		return nil, fmt.Errorf("starting the proxy on %s: %w (pick another address with --listen)", o.Listen, err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		in.Shutdown(sctx)
+		cancel()
+	}()
+	url := "http://" + in.HTTPAddr().String() + "/"
+	fmt.Fprintf(o.Out, "cutover demo: proxy on %s\n", url)
+	fmt.Fprintf(o.Out, "  blue pool:  %v (PROFILE=blue-1, blue-2)\n", pools["blue"])
+	fmt.Fprintf(o.Out, "  green pool: %v (PROFILE=green-1, green-2)\n", pools["green"])
+	fmt.Fprintf(o.Out, "switching blue ↔ green %d times under %d concurrent keep-alive clients...\n", o.Switches, o.Clients)
+
+	rep, err := demonstrate(ctx, in.Manager(), url, o)
+	if err != nil {
+		return rep, err
+	}
+	fmt.Fprintf(o.Out, "done: %d requests, %d failed, %d switches; responses by profile: %v\n",
+		rep.Requests, rep.Failed, rep.Switches, rep.ByProfile)
+	if o.Once {
+		return rep, nil
+	}
+	sock := cfg.Admin.Socket
+	fmt.Fprintf(o.Out, "\nserving until Ctrl-C. Try, in another terminal:\n")
+	fmt.Fprintf(o.Out, "  curl -s %s\n", url)
+	fmt.Fprintf(o.Out, "  cutover status --socket %s\n", sock)
+	fmt.Fprintf(o.Out, "  cutover deploy green --socket %s\n", sock)
+	fmt.Fprintf(o.Out, "  cutover rollback --socket %s\n", sock)
+	<-ctx.Done()
+	return rep, nil
+}
+
+func startApps() ([]*demoapp.App, map[string][]string, error) {
+	var apps []*demoapp.App
+	pools := map[string][]string{}
+	for _, colour := range []string{"blue", "green"} {
+		for i := 1; i <= 2; i++ {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return apps, nil, err
+			}
+			a := demoapp.New(demoapp.Options{
+				Profile: fmt.Sprintf("%s-%d", colour, i), Version: colour,
+				Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+			})
+			apps = append(apps, a)
+			go a.Serve(ln)
+			pools[colour] = append(pools[colour], ln.Addr().String())
+		}
+	}
+	return apps, pools, nil
+}
+
+// demonstrate runs the load clients while switching, and counts.
+func demonstrate(ctx context.Context, m *controlplane.Manager, url string, o Options) (*Report, error) {
+	rep := &Report{ByProfile: map[string]int64{}}
+	var sent, failed atomic.Int64
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	tr := &http.Transport{MaxIdleConnsPerHost: o.Clients}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	for i := 0; i < o.Clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				sent.Add(1)
+				profile, err := get(client, url)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				mu.Lock()
+				rep.ByProfile[profile]++
+				mu.Unlock()
+			}
+		}()
+	}
+	var err error
+	for i := 0; i < o.Switches && err == nil; i++ {
+		time.Sleep(300 * time.Millisecond) // let traffic flow between switches
+		var res *controlplane.DeployResult
+		if i%2 == 0 {
+			res, err = m.Deploy(ctx, controlplane.DeployRequest{Service: "web", Pool: "green"}, nil)
+		} else {
+			res, err = m.Rollback(ctx, controlplane.RollbackRequest{Service: "web"}, nil)
+		}
+		if err == nil {
+			rep.Switches++
+			fmt.Fprintf(o.Out, "  %s → %s (drained %d in-flight requests in %s)\n", res.From, res.Pool, res.Drained, res.TimeToDrain)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	rep.Requests, rep.Failed = sent.Load(), failed.Load()
+	if err != nil {
+		return rep, fmt.Errorf("switch failed: %w", err)
+	}
+	if rep.Failed > 0 {
+		return rep, errors.New("some requests failed during the demonstration")
+	}
+	return rep, nil
+}
+
+// get sends one GET that net/http may not retry on its own (a body without
+// GetBody makes it non-replayable), so every failure is counted.
+func get(c *http.Client, url string) (string, error) {
+	req, err := http.NewRequest("GET", url, io.NopCloser(strings.NewReader("")))
+	if err != nil {
+		return "", err
+	}
+	req.GetBody = nil
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 200 {
+		return "", fmt.Errorf("status %d", resp.StatusCode)
+	}
+	return resp.Header.Get("X-Profile"), nil
+}
