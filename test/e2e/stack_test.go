@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,13 +41,19 @@ type appBackend struct {
 	// slowArrived receives the backend's name when a /slow request
 	// arrives, so a test knows it is running before it switches.
 	slowArrived chan string
+	// unhealthy makes /healthz answer 503.
+	unhealthy atomic.Bool
 }
 
 func newAppBackend(t *testing.T, name string, slowArrived chan string) *appBackend {
 	t.Helper()
 	b := &appBackend{name: name, slowArrived: slowArrived, arrivals: make([]time.Time, 0, 1<<16)}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {})
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if b.unhealthy.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		now := time.Now()
 		b.mu.Lock()
