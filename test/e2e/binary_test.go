@@ -353,3 +353,48 @@ func TestBinaryTCPAdminNeedsToken(t *testing.T) {
 		t.Fatalf("TCP admin with the token: %v", err)
 	}
 }
+
+func TestBinaryReloadUnderLoadDropsNothing(t *testing.T) {
+	bs := newBinaryStack(t)
+	s := bs.serve(t)
+	loadDone := make(chan *loadclient.Result, 1)
+	go func() {
+		res, err := loadclient.Run(context.Background(), loadclient.Options{
+			Addr: bs.proxyAddr, Connections: 16, Duration: 3 * time.Second, Host: "app", BackendHeader: "X-Backend",
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		loadDone <- res
+	}()
+	for i := 0; i < 5; i++ {
+		if out, errOut, code := bs.cli(t, "reload"); code != 0 || !strings.Contains(out, "configuration reloaded") {
+			t.Fatalf("cutover reload: exit %d\n%s%s", code, out, errOut)
+		}
+		if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A broken file is refused with its problem; traffic keeps flowing.
+	good, err := os.ReadFile(bs.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := string(good) + "    bogus_key: 1\n"
+	if err := os.WriteFile(bs.cfgPath, []byte(broken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := bs.cli(t, "reload")
+	if code != 1 || !strings.Contains(errOut, bs.cfgPath) || !strings.Contains(errOut, "bogus_key") {
+		t.Fatalf("reload of a broken file: exit %d\n%s", code, errOut)
+	}
+	res := <-loadDone
+	if res == nil {
+		t.FailNow()
+	}
+	sum := res.Summarize()
+	if sum.Failed != 0 || sum.Requests == 0 {
+		t.Fatalf("%d of %d requests failed across reloads (%v)", sum.Failed, sum.Requests, sum.ErrorKinds)
+	}
+	t.Logf("10 reloads (5 API, 5 SIGHUP) and 1 refused under load: %d requests, %d failed", sum.Requests, sum.Failed)
+}
