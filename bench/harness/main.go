@@ -330,7 +330,7 @@ func (h *harness) run(ctx context.Context) (string, []string, error) {
 			reps = append(reps, rep)
 		}
 		problems = append(problems, switchProblems(reps, h.opts)...)
-		fmt.Fprintf(&b, "\n### Switching pools under load\n\nA strict client (no retries; every socket error and non-2xx counts) keeps %d keep-alive connections busy for %v while the proxy is switched %d times between a blue and a green pool of two backends each: nginx by rewriting its upstream file and sending SIGHUP (a reload), cutover by `cutover deploy green` / `cutover rollback`. Cut-over latency: from the moment the switch command returned (cutover: the CLI exited 0; nginx: the signal was sent) to the send time of the last request, sent after that moment, that the old pool answered; 0 when none was.\n\n",
+		fmt.Fprintf(&b, "\n### Switching pools under load\n\nA strict client (no retries; every socket error and non-2xx counts) keeps %d keep-alive connections busy for %v while the proxy is switched %d times between a blue and a green pool of two backends each: nginx by rewriting its upstream file and sending SIGHUP (a reload), cutover by `cutover deploy green` / `cutover rollback`. Cut-over latency: from the moment the switch command returned (cutover: the CLI exited 0; nginx: the signal was sent) to the send time of the last request that the old pool answered among those sent after that moment and before the next switch command was issued; 0 when there was none.\n\n",
 			h.opts.switchConnections, h.opts.switchDuration, h.opts.switches)
 		b.WriteString(switchTable(reps))
 		b.WriteString("\n" + switchDetails(reps))

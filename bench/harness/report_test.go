@@ -97,14 +97,17 @@ func TestSwitchLatencies(t *testing.T) {
 		rec(230, "blue-2"),  // 130ms after switch 1, old pool: the latency
 		{Sent: 240 * time.Millisecond, Err: loadclient.ErrEOF}, // failed: never counts
 		rec(300, "green-2"),
+		// Sent after switch 2 was issued (480) but before it returned (500):
+		// the blue answer is switch 2 taking effect, not switch 1 lagging.
+		rec(490, "blue-2"),
 		rec(510, "blue-1"),  // after switch 2 (green → blue): new pool
 		rec(520, "green-1"), // 20ms after switch 2, old pool
 		rec(700, "green-1"), // after switch 3, which failed: not counted
 	}
 	events := []switchEvent{
-		{At: at(100), From: "blue", To: "green"},
-		{At: at(500), From: "green", To: "blue"},
-		{At: at(600), From: "blue", To: "green", Err: "deploy failed"},
+		{Began: at(80), At: at(100), From: "blue", To: "green"},
+		{Began: at(480), At: at(500), From: "green", To: "blue"},
+		{Began: at(600), At: at(600), From: "blue", To: "green", Err: "deploy failed"},
 	}
 	lat, old := switchLatencies(recs, start, events)
 	wantLat := []time.Duration{130 * time.Millisecond, 20 * time.Millisecond, 0}

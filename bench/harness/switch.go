@@ -16,6 +16,8 @@ import (
 
 // switchEvent is one switch of the live pool during the switch run.
 type switchEvent struct {
+	// Began is when the switch command was issued.
+	Began time.Time
 	// At is when the switch command had returned: for cutover, `deploy` or
 	// `rollback` exited 0; for nginx, the reload signal was sent.
 	At       time.Time
@@ -48,8 +50,9 @@ func colour(backend string) string {
 
 // switchLatencies computes each switch's cut-over latency: the latest send
 // time, after the switch, of a request that the old pool answered, minus the
-// switch time, floored at 0. Only requests sent before the next switch count
-// towards a switch. recs must be sorted by Sent (loadclient.Run sorts them),
+// switch time, floored at 0. Only requests sent before the next switch
+// command was issued count towards a switch: from then on the old pool of
+// this switch may rightly be the new pool of the next one. recs must be sorted by Sent (loadclient.Run sorts them),
 // offsets are from start. oldAfter counts those old-pool answers per switch.
 // A failed switch gets latency 0 and no count.
 func switchLatencies(recs []loadclient.Record, start time.Time, events []switchEvent) (latency []time.Duration, oldAfter []int) {
@@ -62,7 +65,7 @@ func switchLatencies(recs []loadclient.Record, start time.Time, events []switchE
 		from := ev.At.Sub(start)
 		to := time.Duration(1<<63 - 1)
 		if i+1 < len(events) {
-			to = events[i+1].At.Sub(start)
+			to = events[i+1].Began.Sub(start)
 		}
 		first := sort.Search(len(recs), func(j int) bool { return recs[j].Sent >= from })
 		for _, r := range recs[first:] {
@@ -185,8 +188,8 @@ func (h *harness) switchRun(ctx context.Context, proxy string, opts switchOption
 
 // doSwitch switches rp from one pool to the other once.
 func (h *harness) doSwitch(ctx context.Context, rp *runningProxy, from, to string, i int) switchEvent {
-	ev := switchEvent{From: from, To: to}
-	start := time.Now()
+	ev := switchEvent{From: from, To: to, Began: time.Now()}
+	start := ev.Began
 	switch rp.opts.Proxy {
 	case proxyNginx:
 		// What the seed's deploy script does: rewrite the upstream, reload.
