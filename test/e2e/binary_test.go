@@ -278,6 +278,7 @@ func TestBinaryDeployUnhealthyRefusedUnderLoad(t *testing.T) {
 	go func() {
 		res, err := loadclient.Run(context.Background(), loadclient.Options{
 			Addr: bs.proxyAddr, Connections: 8, Duration: 3 * time.Second, Host: "app", BackendHeader: "X-Backend",
+			Timeout: requestTimeout,
 		})
 		if err != nil {
 			t.Error(err)
@@ -361,6 +362,7 @@ func TestBinaryReloadUnderLoadDropsNothing(t *testing.T) {
 	go func() {
 		res, err := loadclient.Run(context.Background(), loadclient.Options{
 			Addr: bs.proxyAddr, Connections: 16, Duration: 3 * time.Second, Host: "app", BackendHeader: "X-Backend",
+			Timeout: requestTimeout,
 		})
 		if err != nil {
 			t.Error(err)

@@ -29,6 +29,11 @@ import (
 	"github.com/cutover/cutover/internal/dataplane/proxy"
 )
 
+// requestTimeout bounds each load request. It is far above any latency
+// cutover adds: it only turns a hung request into a failure, and leaves
+// room for a CI machine busy with other tests under -race.
+const requestTimeout = 30 * time.Second
+
 // appBackend is one replica: it names itself in X-Backend and in every
 // body, and records when each "/" request arrived.
 type appBackend struct {
