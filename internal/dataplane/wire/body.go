@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"io"
+	"math"
 	"strconv"
 )
 
@@ -160,8 +161,9 @@ func (b *Body) skipTrailers() error {
 	}
 }
 
-// parseChunkSize parses "HEX[;ext]" strictly: hex digits only, no sign,
-// no spaces before the extension, at most 15 digits so it cannot overflow.
+// parseChunkSize parses "HEX[;ext]" strictly: hex digits only, no sign, no
+// whitespace other than before the ';' of an extension, and a value that
+// fits in an int64 (leading zeros are allowed, as nginx allows them).
 func parseChunkSize(line []byte) (int64, error) {
 	var n int64
 	i := 0
@@ -178,7 +180,7 @@ func parseChunkSize(line []byte) (int64, error) {
 		default:
 			goto ext
 		}
-		if i >= 15 {
+		if n > math.MaxInt64>>4 {
 			return 0, errBadChunk
 		}
 		n = n<<4 | int64(d)

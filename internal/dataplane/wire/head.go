@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 )
 
@@ -16,16 +17,14 @@ func (e *Error) Error() string { return fmt.Sprintf("%d: %s", e.Status, e.Reason
 func bad(reason string) error { return &Error{Status: 400, Reason: reason} }
 
 // StatusFor is the HTTP status a server answers a head-reading error with.
+// It looks through wrapping, so a caller may add context with %w.
 func StatusFor(err error) int {
-	switch e := err.(type) {
-	case *Error:
+	var e *Error
+	switch {
+	case errors.As(err, &e):
 		return e.Status
-	}
-	switch err {
-	case ErrHeadTooLarge:
+	case errors.Is(err, ErrHeadTooLarge):
 		return 431
-	case ErrBareLF:
-		return 400
 	}
 	return 400
 }
@@ -122,10 +121,11 @@ func (f *Fields) reset() {
 	f.ConnTokens = false
 }
 
-// Get returns the first value of the named field (ASCII case-insensitive).
+// Get returns the first value of the named field; name is matched ASCII
+// case-insensitively, whatever its case.
 func (f *Fields) Get(name string) []byte {
 	for i := range f.Headers {
-		if equalFold(f.Headers[i].Name, name) {
+		if equalFoldString(f.Headers[i].Name, name) {
 			return f.Headers[i].Value
 		}
 	}
@@ -170,22 +170,32 @@ func (r *Request) Idempotent() bool {
 func (r *Request) IsHead() bool { return string(r.Method) == "HEAD" }
 
 // ParseRequest parses a request head as returned by Reader.ReadHead into r,
-// reusing r's header slice. Fields of r point into head.
+// reusing r's header slice. Fields of r point into head. Bytes after the
+// empty line that ends the head are not looked at.
 //
 // Rules (each violation is an *Error with the status a server answers):
-// the request line is METHOD SP TARGET SP HTTP/1.0|1.1 with single spaces
-// (other versions 505); header names are tokens followed directly by a colon
-// (whitespace before the colon 400); no obs-fold continuation lines (400);
-// no control characters in values (400); Content-Length is digits only and
-// appears once (400); Transfer-Encoding is exactly "chunked" (other codings
-// 501; in HTTP/1.0 400) and never together with Content-Length (400); an
-// HTTP/1.1 request has exactly one Host (400).
+// every line ends in CRLF and the head ends in an empty line (400); the
+// request line is METHOD SP TARGET SP HTTP/1.0|1.1 with single spaces
+// (other versions 505, a malformed version 400); the method is a token; the
+// target has no control characters or spaces, its path has only well-formed
+// %XX escapes, and it is origin-form ("/..."), absolute-form
+// ("http://host[:port]/..."), or "*" for OPTIONS (400); CONNECT is 405;
+// header names are tokens followed directly by a colon (whitespace before
+// the colon 400); no obs-fold continuation lines (400); no control
+// characters other than tab in values (400); Content-Length is digits only
+// and appears once (400); Transfer-Encoding appears once and is exactly
+// "chunked" (other codings 501), is never in an HTTP/1.0 request (400) and
+// never together with Content-Length (400); an HTTP/1.1 request has exactly
+// one Host, and any Host holds only host and port characters (400).
 func ParseRequest(head []byte, r *Request) error {
 	r.reset()
 	r.Method, r.URI, r.Host = nil, nil, nil
 	r.ExpectContinue = false
 
-	line, rest := cutLine(head)
+	line, rest, ok := cutLine(head)
+	if !ok {
+		return bad("request line does not end in CRLF")
+	}
 	sp := bytes.IndexByte(line, ' ')
 	if sp <= 0 {
 		return bad("malformed request line")
@@ -200,10 +210,8 @@ func ParseRequest(head []byte, r *Request) error {
 		return bad("malformed request line")
 	}
 	r.URI = line[:sp]
-	for _, c := range r.URI {
-		if c <= ' ' || c == 0x7f {
-			return bad("invalid character in request target")
-		}
+	if err := checkTarget(r.URI); err != nil {
+		return err
 	}
 	minor, err := parseVersion(line[sp+1:])
 	if err != nil {
@@ -213,7 +221,14 @@ func ParseRequest(head []byte, r *Request) error {
 	if string(r.Method) == "CONNECT" {
 		return &Error{Status: 405, Reason: "CONNECT is not supported"}
 	}
-	if r.URI[0] != '/' && !(len(r.URI) == 1 && r.URI[0] == '*') {
+	switch {
+	case r.URI[0] == '/':
+	case len(r.URI) == 1 && r.URI[0] == '*':
+		// Asterisk-form is for a server-wide OPTIONS only (RFC 9112 3.2.4).
+		if string(r.Method) != "OPTIONS" {
+			return bad("request target * with a method other than OPTIONS")
+		}
+	default:
 		if err := r.absoluteForm(); err != nil {
 			return err
 		}
@@ -221,7 +236,7 @@ func ParseRequest(head []byte, r *Request) error {
 
 	hostFromURI := r.Host != nil
 	hosts := 0
-	if err := parseFields(rest, &r.Fields, func(h *Header) error {
+	if err := parseFields(rest, &r.Fields, true, func(h *Header) error {
 		switch h.Kind {
 		case KindHost:
 			hosts++
@@ -235,7 +250,8 @@ func ParseRequest(head []byte, r *Request) error {
 				r.Host = h.Value
 			}
 		case KindExpect:
-			if equalFold(h.Value, "100-continue") {
+			// HTTP/1.0 clients know no 100 Continue (RFC 9110 10.1.1).
+			if r.Minor == 1 && equalFold(h.Value, "100-continue") {
 				r.ExpectContinue = true
 			}
 		}
@@ -246,11 +262,29 @@ func ParseRequest(head []byte, r *Request) error {
 	if r.Minor == 1 && hosts == 0 {
 		return bad("HTTP/1.1 request without Host header")
 	}
-	if r.Chunked && r.Minor == 0 {
-		return bad("Transfer-Encoding in an HTTP/1.0 request")
-	}
 	if r.Minor == 0 && !r.KeepAlive {
 		r.Close = true
+	}
+	return nil
+}
+
+// checkTarget rejects a request target with spaces or control characters,
+// or a path (the part before '?') with a '%' not followed by two hex
+// digits, which nginx and net/http reject as well.
+func checkTarget(u []byte) error {
+	inPath := true
+	for i := 0; i < len(u); i++ {
+		c := u[i]
+		switch {
+		case c <= ' ' || c == 0x7f:
+			return bad("invalid character in request target")
+		case c == '?':
+			inPath = false
+		case c == '%' && inPath:
+			if i+2 >= len(u) || !isHex(u[i+1]) || !isHex(u[i+2]) {
+				return bad("invalid percent-encoding in request target")
+			}
+		}
 	}
 	return nil
 }
@@ -271,18 +305,20 @@ func (r *Request) absoluteForm() error {
 	}
 	slash := bytes.IndexAny(rest, "/?")
 	authority := rest
-	path := []byte("/")
+	// A target without a path means "/": take it from the scheme's "//",
+	// which needs no allocation.
+	path := u[len("http:") : len("http:")+1]
 	if slash >= 0 {
 		authority = rest[:slash]
 		path = rest[slash:]
 		if path[0] == '?' {
-			// "http://h?q" keeps its query; the path before it is "/".
-			// The URI slice is reused: rebuild it in place is not possible,
-			// so point at the original bytes starting one before '?'.
+			// "http://h?q" would need a "/" inserted before the query,
+			// which cannot be done in place; such targets are rare enough
+			// to refuse.
 			return bad("absolute-form target without a path")
 		}
 	}
-	if len(authority) == 0 || bytes.IndexByte(authority, '@') >= 0 || !validHost(authority) {
+	if !validAuthority(authority) {
 		return bad("invalid authority in request target")
 	}
 	r.Host = authority
@@ -292,12 +328,17 @@ func (r *Request) absoluteForm() error {
 
 // ParseResponse parses a response head into r. The rules are those of
 // ParseRequest where they apply; a response violating them is treated by the
-// proxy as a failed upstream (502), never relayed.
+// proxy as a failed upstream (502), never relayed. An HTTP/1.0 response with
+// Transfer-Encoding is decoded as chunked but marked Close, as RFC 9112
+// section 6.1 requires.
 func ParseResponse(head []byte, r *Response) error {
 	r.reset()
 	r.Status = 0
 	r.Reason = nil
-	line, rest := cutLine(head)
+	line, rest, ok := cutLine(head)
+	if !ok {
+		return bad("status line does not end in CRLF")
+	}
 	if len(line) < 12 || line[8] != ' ' {
 		return bad("malformed status line")
 	}
@@ -322,10 +363,10 @@ func ParseResponse(head []byte, r *Response) error {
 			}
 		}
 	}
-	if err := parseFields(rest, &r.Fields, nil); err != nil {
+	if err := parseFields(rest, &r.Fields, false, nil); err != nil {
 		return err
 	}
-	if r.Minor == 0 && !r.KeepAlive {
+	if r.Minor == 0 && (!r.KeepAlive || r.Chunked) {
 		r.Close = true
 	}
 	return nil
@@ -341,14 +382,18 @@ func (r *Response) BodyAllowed(head bool) bool {
 }
 
 // parseFields parses header lines (each ending in CRLF, the last being the
-// empty line) into f. each is called for every field after the framing
-// fields are interpreted.
-func parseFields(rest []byte, f *Fields, each func(*Header) error) error {
+// empty line) into f, whose Minor is already set. request selects the rules
+// for a request. each is called for every field after the framing fields
+// are interpreted.
+func parseFields(rest []byte, f *Fields, request bool, each func(*Header) error) error {
 	sawCL := false
 	sawTE := false
 	for {
-		var line []byte
-		line, rest = cutLine(rest)
+		line, next, ok := cutLine(rest)
+		if !ok {
+			return bad("header line does not end in CRLF, or no empty line ends the head")
+		}
+		rest = next
 		if len(line) == 0 {
 			break
 		}
@@ -384,6 +429,11 @@ func parseFields(rest []byte, f *Fields, each func(*Header) error) error {
 			}
 			f.ContentLength = n
 		case KindTransferEncoding:
+			if request && f.Minor == 0 {
+				// As nginx: an HTTP/1.0 client cannot mean it, whatever
+				// the coding, and a 1.0 hop before us may have ignored it.
+				return bad("Transfer-Encoding in an HTTP/1.0 request")
+			}
 			if sawTE {
 				return bad("duplicate Transfer-Encoding header")
 			}
@@ -446,18 +496,16 @@ func parseContentLength(v []byte) (int64, bool) {
 	return n, true
 }
 
-// cutLine splits off the first CRLF-terminated line. ReadHead guarantees
-// every line of a head ends in CRLF.
-func cutLine(b []byte) (line, rest []byte) {
+// cutLine splits off the first line. ok is false when there is no line end
+// or the line ends in a bare LF: ReadHead never returns such a head, but
+// heads may come from elsewhere and a lenient split here would let a bare LF
+// be read differently by the next hop.
+func cutLine(b []byte) (line, rest []byte, ok bool) {
 	i := bytes.IndexByte(b, '\n')
-	if i < 0 {
-		return b, nil
+	if i <= 0 || b[i-1] != '\r' {
+		return nil, nil, false
 	}
-	end := i
-	if end > 0 && b[end-1] == '\r' {
-		end--
-	}
-	return b[:end], b[i+1:]
+	return b[:i-1], b[i+1:], true
 }
 
 // nextToken returns the next comma-separated element of a list field.
@@ -480,6 +528,10 @@ func trimOWS(b []byte) []byte {
 }
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
 
 // tchar from RFC 9110 section 5.6.2, as a table for the hot path.
 var tcharTable = func() (t [256]bool) {
@@ -512,12 +564,66 @@ func isToken(b []byte) bool {
 // the characters used to smuggle a different target through Host.
 func validHost(h []byte) bool {
 	for _, c := range h {
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case c == '-' || c == '.' || c == '_' || c == '~' || c == ':' || c == '[' || c == ']' || c == '%':
-		case c == '!' || c == '$' || c == '&' || c == '\'' || c == '(' || c == ')' || c == '*' || c == '+' || c == ',' || c == ';' || c == '=':
-		default:
+		if !hostChar(c) && c != ':' && c != '[' && c != ']' && c != '%' {
 			return false
+		}
+	}
+	return true
+}
+
+// hostChar reports whether c may appear in a reg-name (RFC 3986 3.2.2)
+// other than in a percent-escape.
+func hostChar(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	case c == '-' || c == '.' || c == '_' || c == '~':
+		return true
+	case c == '!' || c == '$' || c == '&' || c == '\'' || c == '(' || c == ')' || c == '*' || c == '+' || c == ',' || c == ';' || c == '=':
+		return true
+	}
+	return false
+}
+
+// validAuthority checks the authority of an absolute-form target more
+// closely than validHost checks a Host field, because it replaces Host:
+// a non-empty reg-name or a bracketed IPv6 literal, then an optional
+// ":port" of digits; no userinfo, no percent-escapes.
+func validAuthority(a []byte) bool {
+	if len(a) == 0 {
+		return false
+	}
+	host, port := a, []byte(nil)
+	if a[0] == '[' {
+		end := bytes.IndexByte(a, ']')
+		if end < 2 {
+			return false
+		}
+		for _, c := range a[1:end] {
+			if !isHex(c) && c != ':' && c != '.' {
+				return false
+			}
+		}
+		host, port = nil, a[end+1:]
+	} else if i := bytes.IndexByte(a, ':'); i >= 0 {
+		host, port = a[:i], a[i:]
+		if i == 0 {
+			return false
+		}
+	}
+	for _, c := range host {
+		if !hostChar(c) {
+			return false
+		}
+	}
+	if len(port) > 0 {
+		if port[0] != ':' {
+			return false
+		}
+		for _, c := range port[1:] {
+			if !isDigit(c) {
+				return false
+			}
 		}
 	}
 	return true
@@ -537,6 +643,19 @@ func equalFold(b []byte, s string) bool {
 	}
 	for i := 0; i < len(b); i++ {
 		if lower(b[i]) != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// equalFoldString compares b with s ignoring ASCII case in both.
+func equalFoldString(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		if lower(b[i]) != lower(s[i]) {
 			return false
 		}
 	}
