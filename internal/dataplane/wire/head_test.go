@@ -300,7 +300,7 @@ func TestParseRequestFields(t *testing.T) {
 		}},
 		{"Connection upgrade", head("GET /ws HTTP/1.1", "Host: a", "Connection: Upgrade", "Upgrade: websocket"), want{
 			method: "GET", uri: "/ws", host: "a", minor: 1, cl: -1, upgrade: true,
-			headers: []hdr{{"Host", "a", KindHost}, {"Connection", "Upgrade", KindConnection}, {"Upgrade", "websocket", KindUpgrade}},
+			headers:   []hdr{{"Host", "a", KindHost}, {"Connection", "Upgrade", KindConnection}, {"Upgrade", "websocket", KindUpgrade}},
 			notListed: []string{"Upgrade-Insecure-Requests", "Host"},
 		}},
 		{"Connection tokens over two fields", head("GET / HTTP/1.1", "Host: a", "Connection: keep-alive, X-Secret ,, ", "connection: x-other", "X-Secret: 1"), want{
