@@ -77,17 +77,28 @@ func (b *Reader) fill() error {
 	if b.w == len(b.buf) {
 		return ErrHeadTooLarge
 	}
-	n, err := b.rd.Read(b.buf[b.w:])
-	b.w += n
-	if err != nil {
-		b.err = err
+	// A source that keeps returning nothing and no error would make
+	// ReadHead spin; give up after as many tries as bufio.Reader does.
+	for range maxEmptyReads {
+		n, err := b.rd.Read(b.buf[b.w:])
+		b.w += n
+		if err != nil {
+			b.err = err
+			if n > 0 {
+				return nil
+			}
+			return err
+		}
 		if n > 0 {
 			return nil
 		}
-		return err
 	}
-	return nil
+	b.err = io.ErrNoProgress
+	return b.err
 }
+
+// maxEmptyReads is how many (0, nil) reads fill tolerates in a row.
+const maxEmptyReads = 100
 
 // ReadHead returns the next message head: the start line and header lines
 // up to and including the blank line that ends it. The slice is valid until
@@ -104,7 +115,8 @@ func (b *Reader) ReadHead(started func()) ([]byte, error) {
 		// Skip leading CRLFs (a client may send one after a POST body).
 		for scan == 0 && b.scanLeadingEmpty() {
 		}
-		if b.w > b.r && !notified {
+		// A lone CR may be the first half of an empty line, not a head.
+		if b.w > b.r && !notified && !(b.w-b.r == 1 && b.buf[b.r] == '\r') {
 			notified = true
 			if started != nil {
 				started()
