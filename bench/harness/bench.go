@@ -75,13 +75,22 @@ func (h *harness) benchOnce(ctx context.Context, proxy string, logOn bool, run i
 	if err != nil {
 		return fail(fmt.Errorf("read %s CPU time: %w", proxy, err))
 	}
-	out, err := h.runWrk(ctx, "http://"+listen+"/")
+	known0, busy0 := h.knownCPU(), h.busy()
+	out, wrkCPU, err := h.runWrk(ctx, "http://"+listen+"/")
 	if err != nil {
 		return fail(err)
 	}
+	known1, busy1 := h.knownCPU(), h.busy()
 	cpu1, err := treeCPU(pid, h.hz)
 	if err != nil {
 		return fail(fmt.Errorf("read %s CPU time after the run (did it exit?): %w\n%s", proxy, err, rp.proc.logTail()))
+	}
+	// What the machine spent beyond the proxy, wrk, the backends and the
+	// harness: a disturbed run shows here.
+	if busy0 >= 0 && busy1 >= 0 {
+		r.OtherCPU = max(0, (busy1-busy0)-(cpu1-cpu0)-wrkCPU-(known1-known0))
+	} else {
+		r.OtherCPU = -1
 	}
 	if r.PeakRSSKB, err = treeMemKB(pid, "VmHWM"); err != nil {
 		return fail(fmt.Errorf("read %s peak memory: %w", proxy, err))
@@ -108,8 +117,33 @@ func (h *harness) benchOnce(ctx context.Context, proxy string, logOn bool, run i
 	return r
 }
 
-// runWrk runs wrk with the configured threads, connections and duration.
-func (h *harness) runWrk(ctx context.Context, url string) (string, error) {
+// knownCPU is the CPU time used so far by the backends and the harness.
+func (h *harness) knownCPU() time.Duration {
+	var sum time.Duration
+	pids := []int{os.Getpid()}
+	for _, p := range h.backendProcs {
+		pids = append(pids, p.PID())
+	}
+	for _, pid := range pids {
+		if st, err := readStat(pid); err == nil {
+			sum += cpuTime([]procStat{st}, h.hz)
+		}
+	}
+	return sum
+}
+
+// busy is the machine's busy CPU time so far, -1 when unknown.
+func (h *harness) busy() time.Duration {
+	d, err := systemBusy(h.hz)
+	if err != nil {
+		return -1
+	}
+	return d
+}
+
+// runWrk runs wrk with the configured threads, connections and duration and
+// returns its output and the CPU time it used.
+func (h *harness) runWrk(ctx context.Context, url string) (string, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.opts.duration+time.Minute)
 	defer cancel()
 	args := []string{
@@ -123,9 +157,9 @@ func (h *harness) runWrk(ctx context.Context, url string) (string, error) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("wrk %v: %w\n%s", args, err, out.String())
+		return "", 0, fmt.Errorf("wrk %v: %w\n%s", args, err, out.String())
 	}
-	return out.String(), nil
+	return out.String(), cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
 }
 
 func countLines(path string) (int64, error) {

@@ -155,7 +155,10 @@ type harness struct {
 	hz       ticksPerSecond
 	stderr   io.Writer
 	backends map[string][]string // pool colour → addresses
-	seq      int
+	// backendProcs are the backend processes, whose CPU time is accounted
+	// for when estimating outside load.
+	backendProcs []*process
+	seq          int
 }
 
 func (h *harness) logf(format string, args ...any) {
@@ -281,7 +284,7 @@ func (h *harness) run(ctx context.Context) (string, []string, error) {
 		if notes := logShortfalls(runs); len(notes) > 0 {
 			b.WriteString("\nAccess logs shorter than the request count: " + strings.Join(notes, "; ") + ". (HAProxy's stdout logger drops a line when another thread holds it; see DroppedLogs in its `show info`.)\n")
 		}
-		b.WriteString("\n<details><summary>Every run</summary>\n\n")
+		b.WriteString("\n<details><summary>Every run</summary>\n\nOther CPU-s: what the machine spent during the run beyond the proxy, wrk, the backends and the harness (from /proc/stat); a large value marks a run disturbed by other work.\n\n")
 		b.WriteString(runsTable(runs))
 		b.WriteString("\n</details>\n")
 	}

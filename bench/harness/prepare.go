@@ -121,6 +121,7 @@ func (h *harness) prepare(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
+			h.backendProcs = append(h.backendProcs, proc)
 			if err := waitReady(ctx, addr, proc, 10*time.Second); err != nil {
 				return err
 			}

@@ -225,3 +225,36 @@ func truncate(b []byte, n int) []byte {
 	}
 	return b
 }
+
+// parseSystemBusy returns the busy time (user, nice, system, irq, softirq,
+// steal) of all CPUs, in ticks, from the contents of /proc/stat. Guest time
+// is already counted in user; idle and iowait are not busy.
+func parseSystemBusy(b []byte) (uint64, error) {
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	f := strings.Fields(string(line))
+	if len(f) < 9 || f[0] != "cpu" {
+		return 0, fmt.Errorf("parse /proc/stat: first line %q; want \"cpu\" and at least 8 counters", truncate(line, 80))
+	}
+	var busy uint64
+	for _, i := range []int{1, 2, 3, 6, 7, 8} { // user nice system irq softirq steal
+		v, err := strconv.ParseUint(f[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse /proc/stat counter %d %q: %w", i, f[i], err)
+		}
+		busy += v
+	}
+	return busy, nil
+}
+
+// systemBusy is the machine's busy CPU time so far.
+func systemBusy(hz ticksPerSecond) (time.Duration, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, fmt.Errorf("read /proc/stat: %w", err)
+	}
+	ticks, err := parseSystemBusy(b)
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(float64(ticks) / float64(hz) * float64(time.Second)), nil
+}

@@ -119,3 +119,24 @@ func TestProcessTreeOfRealProcesses(t *testing.T) {
 		_ = p.Kill()
 	}
 }
+
+func TestParseSystemBusy(t *testing.T) {
+	stat := "cpu  100 5 50 9000 40 3 2 1 7 0\ncpu0 50 2 25 4500 20 1 1 0 3 0\nintr 1\n"
+	busy, err := parseSystemBusy([]byte(stat))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := uint64(100 + 5 + 50 + 3 + 2 + 1); busy != want {
+		t.Errorf("busy = %d; want %d (user+nice+system+irq+softirq+steal)", busy, want)
+	}
+	for _, bad := range []string{"", "intr 1\n", "cpu 1 2 3\n", "cpu 1 2 x 4 5 6 7 8\n"} {
+		if _, err := parseSystemBusy([]byte(bad)); err == nil {
+			t.Errorf("parseSystemBusy(%q): want an error", bad)
+		}
+	}
+	if b, err := os.ReadFile("/proc/stat"); err == nil {
+		if _, err := parseSystemBusy(b); err != nil {
+			t.Errorf("this machine's /proc/stat: %v", err)
+		}
+	}
+}

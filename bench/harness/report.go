@@ -21,6 +21,9 @@ type benchRun struct {
 	PeakRSSKB int64
 	// LogLines is the number of access log lines written (-1: logging off).
 	LogLines int64
+	// OtherCPU is the CPU time the machine spent during the run outside the
+	// proxy, wrk, the backends and the harness (-1: unknown).
+	OtherCPU time.Duration
 	// Err is set when the run could not be measured.
 	Err string
 }
@@ -137,24 +140,28 @@ func benchTable(rows []benchRow) string {
 // runsTable lists every run, for the record behind the medians.
 func runsTable(runs []benchRun) string {
 	var b strings.Builder
-	b.WriteString("| access log | run | proxy | requests | req/s | p50 | p99 | proxy CPU-s | req per CPU-s | peak RSS | errors | log lines |\n")
-	b.WriteString("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| access log | run | proxy | requests | req/s | p50 | p99 | proxy CPU-s | req per CPU-s | peak RSS | errors | log lines | other CPU-s |\n")
+	b.WriteString("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range runs {
 		mode := "off"
 		if r.LogOn {
 			mode = "on"
 		}
 		if r.Err != "" {
-			fmt.Fprintf(&b, "| %s | %d | %s | failed: %s | | | | | | | | |\n", mode, r.Run, r.Proxy, strings.ReplaceAll(firstLine(r.Err), "|", "/"))
+			fmt.Fprintf(&b, "| %s | %d | %s | failed: %s | | | | | | | | | |\n", mode, r.Run, r.Proxy, strings.ReplaceAll(firstLine(r.Err), "|", "/"))
 			continue
 		}
 		lines := "–"
 		if r.LogLines >= 0 {
 			lines = strconv.FormatInt(r.LogLines, 10)
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %d | %s | %s | %s | %.2f | %s | %s | %d | %s |\n",
+		other := "–"
+		if r.OtherCPU >= 0 {
+			other = fmt.Sprintf("%.2f", r.OtherCPU.Seconds())
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %d | %s | %s | %s | %.2f | %s | %s | %d | %s | %s |\n",
 			mode, r.Run, r.Proxy, r.Wrk.Requests, thousands(r.Wrk.ReqPerSec), ms(r.Wrk.P50), ms(r.Wrk.P99),
-			r.CPU.Seconds(), thousands(r.perCPU()), mb(float64(r.PeakRSSKB)), r.Wrk.Errors(), lines)
+			r.CPU.Seconds(), thousands(r.perCPU()), mb(float64(r.PeakRSSKB)), r.Wrk.Errors(), lines, other)
 	}
 	return b.String()
 }
