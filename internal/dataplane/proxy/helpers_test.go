@@ -2,7 +2,6 @@ package proxy_test
 
 import (
 	"bufio"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -127,10 +126,8 @@ func tableWith(svcs ...*route.Service) *route.Router {
 	return route.NewRouter(tbl)
 }
 
-// rawRequest sends raw bytes on a new connection and returns the response
-// status line and the rest of what the proxy sent before closing or
-// timing out.
-func rawRequest(t *testing.T, addr, raw string) (status string, rest string) {
+// rawResponse sends raw bytes on a new connection and reads one response.
+func rawResponse(t *testing.T, addr, raw string) (*http.Response, string) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -141,17 +138,22 @@ func rawRequest(t *testing.T, addr, raw string) (status string, rest string) {
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatal(err)
 	}
-	br := bufio.NewReader(c)
-	line, err := br.ReadString('\n')
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
-		t.Fatalf("reading status line: %v", err)
+		t.Fatalf("reading the response to %q: %v", raw, err)
 	}
-	resp, _ := http.ReadResponse(bufio.NewReader(io.MultiReader(strings.NewReader(line), br)), nil)
-	if resp != nil {
-		b, _ := io.ReadAll(resp.Body)
-		return strings.TrimSpace(line), string(b)
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("reading the body of the response to %q: %v", raw, err)
 	}
-	return strings.TrimSpace(line), ""
+	return resp, string(b)
+}
+
+// rawRequest is rawResponse returning the status line and body.
+func rawRequest(t *testing.T, addr, raw string) (status string, body string) {
+	t.Helper()
+	resp, b := rawResponse(t, addr, raw)
+	return "HTTP/1.1 " + resp.Status, b
 }
 
 // client is a keep-alive HTTP client that never retries on its own,
@@ -177,4 +179,3 @@ func (n noRetry) RoundTrip(r *http.Request) (*http.Response, error) {
 	return n.tr.RoundTrip(r)
 }
 
-var _ = fmt.Sprint

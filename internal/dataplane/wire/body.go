@@ -64,7 +64,9 @@ func (b *Body) Done() bool { return b.done }
 func (b *Body) Buffered() bool { return b.r.Buffered() > 0 }
 
 // Next returns the next piece of the body, at most max bytes, or io.EOF once
-// the body is complete. A body cut short returns io.ErrUnexpectedEOF. The
+// the body is complete. A chunked body may return an empty piece (and no
+// error) after consuming framing, when the next read would block; the
+// caller flushes what it has and calls Next again. A body cut short returns io.ErrUnexpectedEOF. The
 // slice is valid until the next call on b or its Reader.
 func (b *Body) Next(max int) ([]byte, error) {
 	if b.done {
@@ -97,9 +99,17 @@ func (b *Body) Next(max int) ([]byte, error) {
 }
 
 func (b *Body) nextChunked(max int) ([]byte, error) {
+	// progressed: framing was consumed in this call. Before a read that
+	// would block on the next chunk's line, return what we have (nothing)
+	// so the caller can flush the data it already has: a streamed response
+	// (SSE) must reach the client while the target is quiet.
+	progressed := false
 	for {
 		switch b.state {
 		case chunkSize:
+			if progressed && !b.r.hasLine() {
+				return nil, nil
+			}
 			line, err := b.r.readLine()
 			if err != nil {
 				return nil, err
@@ -117,7 +127,11 @@ func (b *Body) nextChunked(max int) ([]byte, error) {
 			}
 			b.left = n
 			b.state = chunkData
+			progressed = true
 		case chunkData:
+			if progressed && b.r.Buffered() == 0 {
+				return nil, nil
+			}
 			p, err := b.r.Next(int(min(int64(max), b.left)))
 			if err != nil {
 				if err == io.EOF {
@@ -131,6 +145,9 @@ func (b *Body) nextChunked(max int) ([]byte, error) {
 			}
 			return p, nil
 		case chunkEnd:
+			if progressed && !b.r.hasLine() {
+				return nil, nil
+			}
 			line, err := b.r.readLine()
 			if err != nil {
 				return nil, err
@@ -139,6 +156,7 @@ func (b *Body) nextChunked(max int) ([]byte, error) {
 				return nil, errBadChunk
 			}
 			b.state = chunkSize
+			progressed = true
 		}
 	}
 }

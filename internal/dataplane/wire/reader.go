@@ -236,6 +236,11 @@ func (b *Reader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// hasLine reports whether a whole line is buffered.
+func (b *Reader) hasLine() bool {
+	return bytes.IndexByte(b.buf[b.r:b.w], '\n') >= 0
+}
+
 // readLine returns the next CRLF-terminated line without its CRLF, for
 // chunk framing. Lines longer than the buffer are an error.
 func (b *Reader) readLine() ([]byte, error) {
