@@ -178,4 +178,3 @@ func (n noRetry) RoundTrip(r *http.Request) (*http.Response, error) {
 	r.GetBody = nil
 	return n.tr.RoundTrip(r)
 }
-
