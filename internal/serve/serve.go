@@ -24,6 +24,7 @@ import (
 	"github.com/cutover/cutover/internal/dataplane/forward"
 	"github.com/cutover/cutover/internal/dataplane/listen"
 	"github.com/cutover/cutover/internal/dataplane/proxy"
+	"github.com/cutover/cutover/internal/provider/docker"
 )
 
 // Options say what to serve.
@@ -52,6 +53,9 @@ type Instance struct {
 	certs  *listen.CertSource
 	lis    *listen.Server
 	adm    *admin.Server
+	// docker keeps pools of containers in step with the engine (nil when
+	// the configuration has none).
+	docker *docker.Provider
 
 	reloadMu sync.Mutex
 	served   chan error
@@ -89,6 +93,12 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 
 	if in.mgr, err = controlplane.New(cfg, controlplane.Options{Logger: log, Conn: controlplane.ConnOptions(cfg)}); err != nil {
 		return nil, err
+	}
+	// Docker pools get their targets before any listener accepts.
+	if docker.Needed(cfg) {
+		if in.docker, err = docker.Start(ctx, docker.Options{Config: cfg, Sink: in.mgr, Logger: log}); err != nil {
+			return nil, err
+		}
 	}
 	access := cfg.Log.Access
 	if access == "" {
@@ -202,6 +212,14 @@ func (in *Instance) Reload() error {
 		in.log.Error("reload refused; the running configuration keeps serving", "err", err)
 		return err
 	}
+	if in.docker != nil {
+		in.docker.SetConfig(context.Background(), cfg)
+	} else if docker.Needed(cfg) {
+		if in.docker, err = docker.Start(context.Background(), docker.Options{Config: cfg, Sink: in.mgr, Logger: in.log}); err != nil {
+			in.log.Error("configuration reloaded, but its Docker pools cannot be followed", "err", err)
+			return err
+		}
+	}
 	if in.certs != nil {
 		if err := in.certs.Reload(); err != nil {
 			in.log.Error("TLS certificate reload failed; the old certificate stays", "err", err)
@@ -227,6 +245,7 @@ func (in *Instance) closeAll() {
 	if in.adm != nil {
 		in.adm.Close()
 	}
+	in.docker.Close()
 	if in.mgr != nil {
 		in.mgr.Close()
 	}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds cutover and the demo app as static binaries (CGO_ENABLED=0) and
+# their Docker images FROM scratch (build/*.Dockerfile) — nothing is pulled.
+#
+#   scripts/images.sh            # cutover/cutover:dev, cutover/demo-app:v1 v2 v3
+#   TAG=1.0 scripts/images.sh    # cutover/cutover:1.0
+#
+# Environment: CUTOVER_IMAGE (default cutover/cutover), TAG (default dev),
+# DEMO_APP_IMAGE (default cutover/demo-app), DEMO_APP_VERSIONS (default
+# "v1 v2 v3": one image per version, VERSION baked in, as the examples use).
+# The binaries are left in bin/ (bin/cutover is the CLI for the host).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PATH="$PATH:/usr/local/go/bin"
+
+CUTOVER_IMAGE=${CUTOVER_IMAGE:-cutover/cutover}
+TAG=${TAG:-dev}
+DEMO_APP_IMAGE=${DEMO_APP_IMAGE:-cutover/demo-app}
+DEMO_APP_VERSIONS=${DEMO_APP_VERSIONS:-v1 v2 v3}
+
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+mkdir -p bin
+# bin/ holds build output only; keep it out of git.
+[ -e bin/.gitignore ] || echo "*" > bin/.gitignore
+
+echo "== static binaries"
+for cmd in cutover demo-app; do
+	CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "bin/$cmd" "./cmd/$cmd"
+	cp "bin/$cmd" "$ctx/$cmd"
+	echo "bin/$cmd"
+done
+
+echo "== images (FROM scratch)"
+docker build -q -f build/cutover.Dockerfile -t "$CUTOVER_IMAGE:$TAG" "$ctx" >/dev/null
+echo "$CUTOVER_IMAGE:$TAG"
+for v in $DEMO_APP_VERSIONS; do
+	docker build -q -f build/demo-app.Dockerfile --build-arg "VERSION=$v" -t "$DEMO_APP_IMAGE:$v" "$ctx" >/dev/null
+	echo "$DEMO_APP_IMAGE:$v"
+done
