@@ -245,8 +245,7 @@ func (c *clientConn) relayResponse(start time.Time) (keep bool) {
 	switch out {
 	case wire.FrameLength:
 		w.WriteString("Content-Length: ")
-		var tmp [20]byte
-		w.Write(strconv.AppendInt(tmp[:0], resp.ContentLength, 10))
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), resp.ContentLength, 10))
 		w.WriteString("\r\n")
 	case wire.FrameChunked:
 		w.WriteString("Transfer-Encoding: chunked\r\n")
@@ -324,8 +323,7 @@ func (c *clientConn) flush(start time.Time) error {
 
 // writeStatus writes "CODE REASON\r\n".
 func writeStatus(w *bufio.Writer, code int, reason []byte) {
-	var tmp [4]byte
-	w.Write(strconv.AppendInt(tmp[:0], int64(code), 10))
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(code), 10))
 	w.WriteByte(' ')
 	if len(reason) > 0 {
 		w.Write(reason)
@@ -401,8 +399,7 @@ func (p *Proxy) writeRequestHead(w *bufio.Writer, x *exchange) {
 	switch x.reqFraming {
 	case wire.FrameLength:
 		w.WriteString("Content-Length: ")
-		var tmp [20]byte
-		w.Write(strconv.AppendInt(tmp[:0], x.reqLength, 10))
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), x.reqLength, 10))
 		w.WriteString("\r\n")
 	case wire.FrameChunked:
 		w.WriteString("Transfer-Encoding: chunked\r\n")

@@ -230,8 +230,7 @@ func WriteChunk(w *bufio.Writer, p []byte) error {
 	if len(p) == 0 {
 		return nil
 	}
-	var tmp [16]byte
-	w.Write(strconv.AppendInt(tmp[:0], int64(len(p)), 16))
+	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(len(p)), 16))
 	w.WriteString("\r\n")
 	w.Write(p)
 	_, err := w.WriteString("\r\n")
