@@ -1,0 +1,195 @@
+package listen
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cutover/cutover/internal/dataplane/forward"
+	"github.com/cutover/cutover/internal/dataplane/proxy"
+	"github.com/cutover/cutover/internal/dataplane/route"
+	"github.com/cutover/cutover/internal/dataplane/upstream"
+)
+
+// newProxy returns a proxy in front of one backend handler.
+func newProxy(t *testing.T, h http.HandlerFunc) *proxy.Proxy {
+	t.Helper()
+	backend := httptest.NewServer(h)
+	t.Cleanup(backend.Close)
+	svc := route.NewService("web")
+	p := upstream.NewPool("blue", upstream.RoundRobin)
+	p.SetTargets([]upstream.TargetSpec{{Addr: strings.TrimPrefix(backend.URL, "http://")}}, func(s upstream.TargetSpec) *upstream.Target {
+		return upstream.NewTarget(upstream.TargetOptions{Addr: s.Addr, Initial: upstream.Up})
+	})
+	svc.AddPool(p)
+	svc.Activate("blue")
+	tbl := route.NewTable()
+	tbl.Add(svc, nil)
+	return proxy.New(proxy.Options{Router: route.NewRouter(tbl), Trusted: forward.NewTrusted(nil), Logger: quietLogger()})
+}
+
+// startServer runs a Server with HTTP and HTTPS (self-signed) in front of
+// one backend handler.
+func startServer(t *testing.T, h http.HandlerFunc) (*Server, *x509.Certificate) {
+	t.Helper()
+	px := newProxy(t, h)
+	certs, err := NewCertSource(CertOptions{SelfSigned: true, Hosts: []string{"localhost", "127.0.0.1"}, StateDir: t.TempDir(), Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Options{HTTP: "127.0.0.1:0", HTTPS: "127.0.0.1:0", TLS: certs.TLSConfig(), Proxy: px, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve() }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+		<-served
+	})
+	return s, certs.Leaf()
+}
+
+func tlsClient(leaf *x509.Certificate, h2 bool) *http.Client {
+	roots := x509.NewCertPool()
+	roots.AddCert(leaf)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}, ForceAttemptHTTP2: h2}
+	if !h2 {
+		tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+	}
+	return &http.Client{Transport: tr, Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func TestHTTPSServesHTTP2AndHTTP1(t *testing.T) {
+	s, leaf := startServer(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Seen-Proto", r.Header.Get("X-Forwarded-Proto"))
+		w.Header().Set("X-Seen-Host", r.Host)
+		io.WriteString(w, "hello "+r.URL.RequestURI())
+	})
+	for _, h2 := range []bool{true, false} {
+		c := tlsClient(leaf, h2)
+		url := "https://" + s.HTTPSAddr().String() + "/p?q=1"
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatalf("h2=%v: %v", h2, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		wantProto := "HTTP/1.1"
+		if h2 {
+			wantProto = "HTTP/2.0"
+		}
+		if resp.Proto != wantProto {
+			t.Errorf("h2=%v: proto %s, want %s", h2, resp.Proto, wantProto)
+		}
+		if resp.StatusCode != 200 || string(body) != "hello /p?q=1" {
+			t.Errorf("h2=%v: %d %q", h2, resp.StatusCode, body)
+		}
+		if got := resp.Header.Get("X-Seen-Proto"); got != "https" {
+			t.Errorf("h2=%v: backend saw X-Forwarded-Proto %q", h2, got)
+		}
+		if got := resp.Header.Get("X-Seen-Host"); got != s.HTTPSAddr().String() {
+			t.Errorf("h2=%v: backend saw Host %q", h2, got)
+		}
+	}
+}
+
+func TestHTTPRedirectsWhenHTTPSOn(t *testing.T) {
+	s, _ := startServer(t, func(w http.ResponseWriter, r *http.Request) {})
+	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get("http://localhost:" + portOf(s.HTTPAddr()) + "/a%20b/c?x=1&y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	want := "https://localhost:" + portOf(s.HTTPSAddr()) + "/a%20b/c?x=1&y"
+	if resp.StatusCode != 308 || resp.Header.Get("Location") != want {
+		t.Fatalf("got %d Location %q, want 308 %q", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+}
+
+func portOf(a net.Addr) string {
+	_, p, _ := net.SplitHostPort(a.String())
+	return p
+}
+
+// TestShutdownLetsRequestsFinish: a request in flight at SIGTERM completes;
+// an idle keep-alive connection is closed; new connections are refused.
+func TestShutdownLetsRequestsFinish(t *testing.T) {
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	px := newProxy(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(entered)
+			<-release
+		}
+		io.WriteString(w, "done")
+	})
+	plain, err := New(Options{HTTP: "127.0.0.1:0", Proxy: px, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- plain.Serve() }()
+	url := "http://" + plain.HTTPAddr().String()
+
+	// An idle keep-alive connection.
+	idle, err := net.Dial("tcp", plain.HTTPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	io.WriteString(idle, "GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	buf := make([]byte, 4096)
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := idle.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+
+	slow := make(chan string, 1)
+	go func() {
+		resp, err := http.Get(url + "/slow")
+		if err != nil {
+			slow <- "error: " + err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		slow <- string(b)
+	}()
+	<-entered
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- plain.Shutdown(ctx)
+	}()
+	// The idle connection is closed by the shutdown.
+	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := idle.Read(buf); err == nil {
+		t.Fatal("idle keep-alive connection still open after shutdown began")
+	}
+	// New connections are refused once the listener is closed.
+	if c, err := net.DialTimeout("tcp", plain.HTTPAddr().String(), time.Second); err == nil {
+		c.Close()
+		t.Fatal("new connection accepted during shutdown")
+	}
+	close(release)
+	if got := <-slow; got != "done" {
+		t.Fatalf("request in flight at shutdown: %q, want it to complete", got)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	<-served
+}
