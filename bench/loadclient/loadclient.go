@@ -78,6 +78,9 @@ func (o *Options) defaults() error {
 type Record struct {
 	// Sent is when the request was written, as an offset from Result.Start.
 	Sent time.Duration
+	// Done is when the response was read (or the request failed), as an
+	// offset from Result.Start.
+	Done time.Duration
 	// Backend is the value of the backend header ("" when absent or failed).
 	Backend string
 	// Status is the HTTP status code, 0 when no status line arrived.
@@ -240,6 +243,7 @@ func (w *worker) closeConn() {
 func (w *worker) roundTrip() (rec Record, keep bool) {
 	now := time.Now()
 	rec.Sent = now.Sub(w.start)
+	defer func() { rec.Done = time.Since(w.start) }()
 	_ = w.conn.SetDeadline(now.Add(w.opts.Timeout))
 	if _, err := w.conn.Write(w.request); err != nil {
 		rec.Err = classify(err, ErrWrite)
