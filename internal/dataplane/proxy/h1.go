@@ -11,6 +11,7 @@ import (
 
 	"github.com/cutover/cutover/internal/dataplane/accesslog"
 	"github.com/cutover/cutover/internal/dataplane/forward"
+	"github.com/cutover/cutover/internal/dataplane/upstream"
 	"github.com/cutover/cutover/internal/dataplane/wire"
 )
 
@@ -57,6 +58,8 @@ type clientConn struct {
 	// headerDeadline is c.setHeaderDeadline as a value made once, so
 	// passing it per request does not allocate.
 	headerDeadline func()
+	// rdl and wdl are the client connection's deadlines, moved lazily.
+	rdl, wdl upstream.Deadline
 }
 
 // ServeConn serves HTTP/1.1 requests on nc until the client closes it, an
@@ -77,14 +80,14 @@ func (p *Proxy) ServeConn(nc net.Conn, info ConnInfo) {
 }
 
 func (c *clientConn) setHeaderDeadline() {
-	c.nc.SetReadDeadline(time.Now().Add(c.p.o.ReadHeaderTimeout))
+	c.rdl.Extend(time.Now(), c.p.o.ReadHeaderTimeout, c.nc.SetReadDeadline)
 }
 
 // serveOne reads and answers one request; it reports whether the
 // connection stays open for another.
 func (c *clientConn) serveOne() bool {
 	p := c.p
-	c.nc.SetReadDeadline(time.Now().Add(p.o.IdleTimeout))
+	c.rdl.Extend(time.Now(), p.o.IdleTimeout, c.nc.SetReadDeadline)
 	c.r.Shrink()
 	head, err := c.r.ReadHead(c.headerDeadline)
 	if err != nil {
@@ -138,7 +141,7 @@ func (c *clientConn) serveRequest(head []byte, start time.Time) (keep bool) {
 	}
 	// A body is read under the read timeout, not the header timeout.
 	if x.body != nil {
-		c.nc.SetReadDeadline(start.Add(c.p.o.ReadTimeout))
+		c.rdl.Extend(start, c.p.o.ReadTimeout, c.nc.SetReadDeadline)
 	}
 
 	if c.info.Redirect {
@@ -271,7 +274,7 @@ func (c *clientConn) relayResponse(start time.Time) (keep bool) {
 					break
 				}
 			}
-			uc.SetReadDeadline(time.Now().Add(c.p.o.UpstreamReadTimeout))
+			uc.ReadDL.Extend(time.Now(), c.p.o.UpstreamReadTimeout, uc.SetReadDeadline)
 		}
 		b, err := x.rbody.Next(64 << 10)
 		if err == io.EOF {
@@ -317,7 +320,7 @@ func (c *clientConn) bodyConsumed() bool {
 func (c *clientConn) draining() bool { return false }
 
 func (c *clientConn) flush(start time.Time) error {
-	c.nc.SetWriteDeadline(time.Now().Add(c.p.o.WriteTimeout))
+	c.wdl.Extend(time.Now(), c.p.o.WriteTimeout, c.nc.SetWriteDeadline)
 	return c.w.Flush()
 }
 

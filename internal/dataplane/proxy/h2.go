@@ -140,7 +140,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if clientErr = rc.Flush(); clientErr != nil {
 				break
 			}
-			uc.SetReadDeadline(time.Now().Add(p.o.UpstreamReadTimeout))
+			uc.ReadDL.Extend(time.Now(), p.o.UpstreamReadTimeout, uc.SetReadDeadline)
 		}
 		b, err := x.rbody.Next(64 << 10)
 		if err == io.EOF {

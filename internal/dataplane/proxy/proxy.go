@@ -255,7 +255,8 @@ func (p *Proxy) try(ctx context.Context, x *exchange, t *upstream.Target) (stale
 		}
 	}
 	x.uc = uc
-	uc.SetDeadline(x.start.Add(p.o.ResponseTimeout))
+	uc.ReadDL.Extend(x.start, p.o.ResponseTimeout, uc.SetReadDeadline)
+	uc.WriteDL.Extend(x.start, p.o.ResponseTimeout, uc.SetWriteDeadline)
 	if err := p.writeRequest(x); err != nil {
 		t.Discard(uc)
 		x.uc = nil

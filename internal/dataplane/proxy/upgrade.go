@@ -42,8 +42,10 @@ func (c *clientConn) upgrade(start time.Time) bool {
 	}
 	uc := x.uc
 	// Upgraded connections are long-lived by nature; no timeouts apply.
-	c.nc.SetDeadline(time.Time{})
-	uc.SetDeadline(time.Time{})
+	c.rdl.Clear(c.nc.SetReadDeadline)
+	c.wdl.Clear(c.nc.SetWriteDeadline)
+	uc.ReadDL.Clear(uc.SetReadDeadline)
+	uc.WriteDL.Clear(uc.SetWriteDeadline)
 
 	var wg sync.WaitGroup
 	wg.Add(1)

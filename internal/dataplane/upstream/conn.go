@@ -49,6 +49,8 @@ type Conn struct {
 	// failure before any response byte may be the target having closed it
 	// while idle.
 	Reused bool
+	// ReadDL and WriteDL are the connection's deadlines, moved lazily.
+	ReadDL, WriteDL Deadline
 }
 
 // Target returns the target the connection goes to.
