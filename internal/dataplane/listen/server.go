@@ -221,6 +221,9 @@ func (c *conn) End() bool {
 	return !c.srv.closing.Load()
 }
 
+// Closing implements proxy.Tracker.
+func (c *conn) Closing() bool { return c.srv.closing.Load() }
+
 func (s *Server) track(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

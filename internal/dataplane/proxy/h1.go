@@ -34,6 +34,9 @@ type Tracker interface {
 	Begin() bool
 	// End is called when a response is done. false: close the connection.
 	End() bool
+	// Closing reports whether the server is shutting down, so responses
+	// say "Connection: close" and clients do not reuse the connection.
+	Closing() bool
 }
 
 // Buffer sizes of a client connection: most request heads fit in 4 KiB;
@@ -316,8 +319,8 @@ func (c *clientConn) bodyConsumed() bool {
 }
 
 // draining reports whether the connection should close after this
-// response.
-func (c *clientConn) draining() bool { return false }
+// response because the server is shutting down.
+func (c *clientConn) draining() bool { return c.info.Track != nil && c.info.Track.Closing() }
 
 func (c *clientConn) flush(start time.Time) error {
 	c.wdl.Extend(time.Now(), c.p.o.WriteTimeout, c.nc.SetWriteDeadline)
