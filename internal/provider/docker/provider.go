@@ -42,6 +42,10 @@ const (
 	// Reconnection to the event stream backs off between these.
 	minBackoff = 200 * time.Millisecond
 	maxBackoff = 5 * time.Second
+	// settleDelay is the wait before each follow-up resolution after an
+	// event.
+	settleDelay  = 250 * time.Millisecond
+	settleChecks = 2
 )
 
 // Provider keeps the Docker pools of a configuration in step with the
@@ -62,6 +66,11 @@ type Provider struct {
 	pushed   map[string]string
 	reported map[string]string
 	lastErr  string
+	// settle counts the follow-up resolutions still due after an event:
+	// the engine's container list can lag its events by a few
+	// milliseconds (a network connect is announced before the list shows
+	// the address), so each event is followed by a check shortly after.
+	settle int
 	// gen counts configurations, so that a resolution that began before a
 	// reload does not mark the reloaded pools as pushed.
 	gen int
@@ -104,7 +113,7 @@ func Start(ctx context.Context, o Options) (*Provider, error) {
 		p.eng.Close()
 		return nil, fmt.Errorf("docker.network: %w", err)
 	}
-	if err := p.sync(ctx); err != nil {
+	if _, err := p.sync(ctx); err != nil {
 		p.eng.Close()
 		return nil, fmt.Errorf("docker pools: %w", err)
 	}
@@ -184,14 +193,37 @@ func (p *Provider) requestSync() {
 func (p *Provider) syncLoop(ctx context.Context) {
 	tick := time.NewTicker(p.resync)
 	defer tick.Stop()
+	// soon fires while a resolution is pending on a change no event
+	// announces; it backs off while the change does not come.
+	soon := time.NewTimer(time.Hour)
+	soon.Stop()
+	retry := minBackoff
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-p.kick:
 		case <-tick.C:
+		case <-soon.C:
 		}
-		if err := p.sync(ctx); err != nil && ctx.Err() == nil {
+		pending, err := p.sync(ctx)
+		p.mu.Lock()
+		settle := p.settle > 0
+		if settle {
+			p.settle--
+		}
+		p.mu.Unlock()
+		switch {
+		case pending:
+			soon.Reset(retry)
+			retry = min(retry*2, maxBackoff)
+		case settle:
+			soon.Reset(settleDelay)
+			retry = minBackoff
+		default:
+			retry = minBackoff
+		}
+		if err != nil && ctx.Err() == nil {
 			p.mu.Lock()
 			repeated := err.Error() == p.lastErr
 			p.lastErr = err.Error()
@@ -205,13 +237,14 @@ func (p *Provider) syncLoop(ctx context.Context) {
 
 // sync resolves every Docker pool from one snapshot of the engine and
 // gives the sink the pools whose targets changed. On an engine error the
-// pools keep their targets.
-func (p *Provider) sync(ctx context.Context) error {
+// pools keep their targets. pending says a pool should be resolved again
+// soon.
+func (p *Provider) sync(ctx context.Context) (pending bool, err error) {
 	cctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	containers, err := p.eng.List(cctx, filters.NewArgs())
 	if err != nil {
-		return err
+		return false, err
 	}
 	p.mu.Lock()
 	running := map[string]bool{}
@@ -238,6 +271,7 @@ func (p *Provider) sync(ctx context.Context) error {
 
 	for _, ref := range refs {
 		res := Resolve(ref, containers, n, stopping)
+		pending = pending || res.Pending
 		p.report(ref, res)
 		fp := fingerprint(res.Targets)
 		p.mu.Lock()
@@ -261,7 +295,7 @@ func (p *Provider) sync(ctx context.Context) error {
 		p.log.Info("docker pool members", "service", ref.Service, "pool", ref.Pool,
 			"targets", describeTargets(res.Targets), "waiting", strings.Join(res.Waiting, ", "))
 	}
-	return nil
+	return pending, nil
 }
 
 // report logs a pool's problems when they change.
@@ -350,12 +384,14 @@ func (p *Provider) read(ctx context.Context, msgs <-chan events.Message, errs <-
 // handle notes what an event says about a container and asks for a
 // resolution at once.
 func (p *Provider) handle(m events.Message) {
+	p.mu.Lock()
+	p.settle = settleChecks
 	if m.Type == events.NetworkEventType {
+		p.mu.Unlock()
 		p.requestSync()
 		return
 	}
 	id := m.Actor.ID
-	p.mu.Lock()
 	switch {
 	case m.Action == events.ActionKill && stopSignal(m.Actor.Attributes["signal"]):
 		// The process got its stop signal and may still serve for a

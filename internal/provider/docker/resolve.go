@@ -53,6 +53,10 @@ type Resolution struct {
 	// Waiting are members that exist but take no traffic for now
 	// (health starting or unhealthy, stopping, not running).
 	Waiting []string
+	// Pending is true when a member should change without an event to
+	// announce it (attached to the network, address not yet assigned):
+	// the pool is resolved again shortly.
+	Pending bool
 }
 
 // Resolve computes a pool's targets from a snapshot of the engine's
@@ -86,8 +90,7 @@ func Resolve(ref PoolRef, containers []Container, n Network, stopping map[string
 	}
 	seen := map[string]bool{}
 	for _, c := range members {
-		switch {
-		case !c.Running():
+		if !c.Running() {
 			// A stopped replica of a compose service is normal (scaled
 			// down, stopped by hand); a named container is expected to run.
 			if ref.Compose == nil {
@@ -96,6 +99,17 @@ func Resolve(ref PoolRef, containers []Container, n Network, stopping map[string
 				res.Waiting = append(res.Waiting, fmt.Sprintf("%s (%s)", c.Name, c.State))
 			}
 			continue
+		}
+		ep, attached := c.On(n)
+		switch {
+		case !attached:
+			_, err := Addr(c, n, ref.Port)
+			res.Problems = append(res.Problems, where+": "+err.Error())
+			continue
+		case ep.IP == "":
+			res.Waiting = append(res.Waiting, c.Name+" (no address on the network yet)")
+			res.Pending = true
+			continue
 		case stopping[c.ID]:
 			res.Waiting = append(res.Waiting, c.Name+" (stopping)")
 			continue
@@ -103,11 +117,7 @@ func Resolve(ref PoolRef, containers []Container, n Network, stopping map[string
 			res.Waiting = append(res.Waiting, fmt.Sprintf("%s (Docker health: %s)", c.Name, c.Health))
 			continue
 		}
-		addr, err := Addr(c, n, ref.Port)
-		if err != nil {
-			res.Problems = append(res.Problems, where+": "+err.Error())
-			continue
-		}
+		addr, _ := Addr(c, n, ref.Port)
 		if seen[addr] {
 			continue
 		}
