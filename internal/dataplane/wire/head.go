@@ -585,6 +585,75 @@ func hostChar(c byte) bool {
 	return false
 }
 
+// validIPv6 reports whether s is an IPv6 address in RFC 4291 text form:
+// eight groups of one to four hex digits, at most one "::" standing for
+// one or more zero groups, and optionally a dotted IPv4 address as the last
+// two groups. Zones and IPvFuture literals are refused.
+func validIPv6(s []byte) bool {
+	groups, ellipsis := 0, false
+	if len(s) >= 2 && s[0] == ':' && s[1] == ':' {
+		ellipsis, s = true, s[2:]
+	}
+	for len(s) > 0 {
+		n := 0
+		for n < len(s) && isHex(s[n]) {
+			n++
+		}
+		if n < len(s) && s[n] == '.' {
+			if !validIPv4(s) {
+				return false
+			}
+			groups += 2
+			break
+		}
+		if n == 0 || n > 4 {
+			return false
+		}
+		groups++
+		s = s[n:]
+		if len(s) == 0 {
+			break
+		}
+		if s[0] != ':' || len(s) == 1 {
+			return false // not a separator, or a single trailing colon
+		}
+		s = s[1:]
+		if s[0] == ':' {
+			if ellipsis {
+				return false
+			}
+			ellipsis, s = true, s[1:]
+		}
+	}
+	if ellipsis {
+		return groups < 8
+	}
+	return groups == 8
+}
+
+// validIPv4 reports whether s is a dotted-quad IPv4 address with no
+// leading zeros (which some parsers read as octal).
+func validIPv4(s []byte) bool {
+	for field := 0; field < 4; field++ {
+		if field > 0 {
+			if len(s) == 0 || s[0] != '.' {
+				return false
+			}
+			s = s[1:]
+		}
+		n, v := 0, 0
+		for n < len(s) && n < 4 && isDigit(s[n]) {
+			v = v*10 + int(s[n]-'0')
+			n++
+		}
+		if n == 0 || n > 3 || v > 255 || n > 1 && s[0] == '0' {
+			return false
+		}
+		s = s[n:]
+	}
+	return len(s) == 0
+}
+
 // validAuthority checks the authority of an absolute-form target more
 // closely than validHost checks a Host field, because it replaces Host:
 // a non-empty reg-name or a bracketed IPv6 literal, then an optional
@@ -596,13 +665,8 @@ func validAuthority(a []byte) bool {
 	host, port := a, []byte(nil)
 	if a[0] == '[' {
 		end := bytes.IndexByte(a, ']')
-		if end < 2 {
+		if end < 0 || !validIPv6(a[1:end]) {
 			return false
-		}
-		for _, c := range a[1:end] {
-			if !isHex(c) && c != ':' && c != '.' {
-				return false
-			}
 		}
 		host, port = nil, a[end+1:]
 	} else if i := bytes.IndexByte(a, ':'); i >= 0 {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -170,6 +172,11 @@ func TestParseRequestRejects(t *testing.T) {
 		{"empty IPv6", head("GET http://[]/ HTTP/1.1", h), 400},
 		{"IPv6 junk", head("GET http://[::g]/ HTTP/1.1", h), 400},
 		{"IPv6 junk after", head("GET http://[::1]x/ HTTP/1.1", h), 400},
+		{"IPv6 two ellipses", head("GET http://[1::2::3]/ HTTP/1.1", h), 400},
+		{"IPv4 in brackets", head("GET http://[1.2.3.4]/ HTTP/1.1", h), 400},
+		{"IPv6 one group", head("GET http://[ffff]/ HTTP/1.1", h), 400},
+		{"IPv6 zone", head("GET http://[fe80::1%25eth0]/ HTTP/1.1", h), 400},
+		{"IPvFuture", head("GET http://[v1.x]/ HTTP/1.1", h), 400},
 		{"percent in authority", head("GET http://ex%41mple.com/ HTTP/1.1", h), 400},
 		{"query without path", head("GET http://example.com?x HTTP/1.1", h), 400},
 		{"bad escape", head("GET /a%zz HTTP/1.1", h), 400},
@@ -338,6 +345,10 @@ func TestParseRequestFields(t *testing.T) {
 		{"absolute-form IPv6 and empty port", head("GET http://[::1]:/x HTTP/1.1", "Host: [::1]"), want{
 			method: "GET", uri: "/x", host: "[::1]:", minor: 1, cl: -1,
 			headers: []hdr{{"Host", "[::1]", KindHost}},
+		}},
+		{"absolute-form IPv4-mapped IPv6", head("GET http://[::ffff:192.0.2.1]:8080/x HTTP/1.1", "Host: a"), want{
+			method: "GET", uri: "/x", host: "[::ffff:192.0.2.1]:8080", minor: 1, cl: -1,
+			headers: []hdr{{"Host", "a", KindHost}},
 		}},
 		{"absolute-form in HTTP/1.0 without Host", head("GET http://example.com/x HTTP/1.0"), want{
 			method: "GET", uri: "/x", host: "example.com", minor: 0, cl: -1, close: true,
@@ -793,5 +804,47 @@ func BenchmarkReadHeadParseRequest(b *testing.B) {
 		if err := ParseRequest(h, &r); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestValidIPv6 holds the absolute-form IPv6 literal check to what
+// net/netip parses (zones aside, which cutover refuses): a table, then
+// random strings over the literal's alphabet.
+func TestValidIPv6(t *testing.T) {
+	for _, c := range []struct {
+		s    string
+		want bool
+	}{
+		{"::", true}, {"::1", true}, {"1::", true}, {"2001:db8::1", true}, {"1:2:3:4:5:6:7:8", true},
+		{"::ffff:192.0.2.1", true}, {"1:2:3:4:5:6:1.2.3.4", true}, {"fe80::1:2", true},
+		{"", false}, {":", false}, {":::", false}, {"1::2::3", false}, {"1:2:3:4:5:6:7", false},
+		{"1:2:3:4:5:6:7:8:9", false}, {"1:2:3:4:5:6:7::8", false}, {"12345::", false}, {"1:", false},
+		{":1", false}, {"1.2.3.4", false}, {"::1.2.3", false}, {"::1.2.3.256", false}, {"::01.2.3.4", false},
+		{"::1.2.3.4.5", false}, {"g::", false}, {"fe80::1%25eth0", false}, {"v1.x", false},
+	} {
+		if got := validIPv6([]byte(c.s)); got != c.want {
+			t.Errorf("validIPv6(%q) = %v, want %v", c.s, got, c.want)
+		}
+	}
+	// Random literals built from plausible pieces, so that many are valid.
+	rng := rand.New(rand.NewPCG(9, 10))
+	pieces := []string{"0", "1", "ff", "abcd", "ABCD", "12345", "g", ":", ":", "::", ".", "1.2.3.4", "255", "256", "01"}
+	valid := 0
+	for range 300_000 {
+		var b []byte
+		for range rng.IntN(12) {
+			b = append(b, pieces[rng.IntN(len(pieces))]...)
+		}
+		a, err := netip.ParseAddr(string(b))
+		want := err == nil && a.Is6()
+		if got := validIPv6(b); got != want {
+			t.Fatalf("validIPv6(%q) = %v, net/netip says %v (%v)", b, got, want, err)
+		}
+		if want {
+			valid++
+		}
+	}
+	if valid < 1000 {
+		t.Fatalf("only %d valid literals generated: the comparison proves little", valid)
 	}
 }
