@@ -16,6 +16,10 @@ func newDeployCmd(s Streams) *cobra.Command {
 	var (
 		at  adminTarget
 		req = admin.DeployRequest{Timeout: controlplane.Duration(controlplane.DefaultTimeout)}
+		// --container NAME[:PORT] is resolved here, through the Docker
+		// Engine, to addresses on --network (see containerTargets).
+		containers []string
+		network    string
 	)
 	cmd := &cobra.Command{
 		Use:   "deploy POOL [-s SERVICE] [--target HOST:PORT]... [--timeout 60s]",
@@ -29,7 +33,8 @@ func newDeployCmd(s Streams) *cobra.Command {
 			"each failing target and its last check error. Deploying the active pool does nothing.",
 		Example: "  cutover deploy green                       # deploy.sh dp\n" +
 			"  cutover deploy blue                        # deploy.sh in / the next release\n" +
-			"  cutover deploy green --target 10.0.0.7:8000 --target 10.0.0.8:8000",
+			"  cutover deploy green --target 10.0.0.7:8000 --target 10.0.0.8:8000\n" +
+			"  cutover deploy green --container my-green-server-1:8000 --container my-green-server-2:8000",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return &exitError{code: 2, err: fmt.Errorf("deploy needs exactly one pool name, got %d — e.g. cutover deploy green", len(args))}
@@ -43,6 +48,13 @@ func newDeployCmd(s Streams) *cobra.Command {
 				return err
 			}
 			defer c.Close()
+			if len(containers) > 0 {
+				addrs, err := containerTargets(cmd.Context(), at, c, req, containers, network)
+				if err != nil {
+					return err
+				}
+				req.Targets = append(req.Targets, addrs...)
+			}
 			res, err := c.Deploy(cmd.Context(), req, printEvent(s.Out))
 			if err != nil {
 				return apiError(err)
@@ -54,6 +66,8 @@ func newDeployCmd(s Streams) *cobra.Command {
 	f := cmd.Flags()
 	f.StringVarP(&req.Service, "service", "s", "", "service to deploy (may be omitted when there is one)")
 	f.StringArrayVar(&req.Targets, "target", nil, "set POOL's targets first (HOST:PORT, repeatable)")
+	f.StringArrayVar(&containers, "container", nil, "set POOL's targets first from Docker containers (NAME[:PORT], repeatable; resolved once, on --network)")
+	f.StringVar(&network, "network", "", "Docker network for --container (default: docker.network of -c FILE, else the container's only network)")
 	f.DurationVar((*time.Duration)(&req.Timeout), "timeout", controlplane.DefaultTimeout, "how long every target may take to become healthy")
 	at.register(cmd)
 	return cmd

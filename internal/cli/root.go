@@ -33,6 +33,7 @@ func NewRoot(s Streams) *cobra.Command {
 		newDeployCmd(s),
 		newRollbackCmd(s),
 		newReloadCmd(s),
+		newReleaseCmd(s),
 	)
 	return root
 }
