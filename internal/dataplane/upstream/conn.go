@@ -126,11 +126,13 @@ func (t *Target) dial(ctx context.Context) (*Conn, error) {
 }
 
 // Put returns a connection whose last response was read completely, for
-// reuse by the next request.
+// reuse by the next request. A connection that CloseAll closed while its
+// request ran is not kept: the next request would get a dead connection.
 func (t *Target) Put(c *Conn) {
 	c.idleSince = time.Now()
 	t.mu.Lock()
-	if t.conns.closed || len(t.conns.idle) >= t.opts.MaxIdle {
+	_, open := t.conns.all[c]
+	if !open || t.conns.closed || len(t.conns.idle) >= t.opts.MaxIdle {
 		delete(t.conns.all, c)
 		t.mu.Unlock()
 		c.Conn.Close()

@@ -87,8 +87,9 @@ func (p *Pool) SetTargets(addrs []TargetSpec, newTarget func(TargetSpec) *Target
 	next := make([]*Target, 0, len(addrs))
 	for _, a := range addrs {
 		if t, ok := byAddr[a.Addr]; ok {
-			if a.Label != "" {
-				t.label = a.Label
+			if a.Label != "" && a.Label != t.Label() {
+				label := a.Label
+				t.label.Store(&label)
 			}
 			next = append(next, t)
 			delete(byAddr, a.Addr)
@@ -118,38 +119,64 @@ type TargetSpec struct {
 // when every target was tried.
 func (p *Pool) Pick(tried []*Target) *Target {
 	ts := *p.targets.Load()
-	n := len(ts)
-	if n == 0 {
+	if len(ts) == 0 {
 		return nil
 	}
-	start := int(p.cursor.Add(1) % uint32(n))
-	if t := p.pick(ts, start, tried, true); t != nil {
+	turn := p.cursor.Add(1)
+	if t := p.pick(ts, turn, tried, true); t != nil {
 		return t
 	}
-	return p.pick(ts, start, tried, false)
+	return p.pick(ts, turn, tried, false)
 }
 
-func (p *Pool) pick(ts []*Target, start int, tried []*Target, upOnly bool) *Target {
-	n := len(ts)
-	var best *Target
-	var bestLoad int64
+// pick returns candidate number turn (modulo their count). The candidates
+// are the targets not in tried, Up ones only when upOnly, and under
+// least_conn only those with the fewest requests in flight. Counting them
+// first keeps the rotation even: rotating over all targets and skipping
+// the ineligible ones would hand a skipped target's turns to the one after
+// it (with one of three targets down, another would get two thirds).
+func (p *Pool) pick(ts []*Target, turn uint32, tried []*Target, upOnly bool) *Target {
 	least := p.Balance() == LeastConn
-	for i := 0; i < n; i++ {
-		t := ts[(start+i)%n]
-		if upOnly && t.State() != Up {
-			continue
-		}
-		if contains(tried, t) {
+	var first *Target
+	var count uint32
+	var minLoad int64
+	for _, t := range ts {
+		if !eligible(t, tried, upOnly) {
 			continue
 		}
 		if !least {
-			return t
+			if first == nil {
+				first = t
+			}
+			count++
+			continue
 		}
-		if l := t.inflight.Load(); best == nil || l < bestLoad {
-			best, bestLoad = t, l
+		switch l := t.inflight.Load(); {
+		case first == nil || l < minLoad:
+			first, minLoad, count = t, l, 1
+		case l == minLoad:
+			count++
 		}
 	}
-	return best
+	if count <= 1 {
+		return first
+	}
+	k := turn % count
+	for _, t := range ts {
+		if !eligible(t, tried, upOnly) || least && t.inflight.Load() != minLoad {
+			continue
+		}
+		if k == 0 {
+			return t
+		}
+		k--
+	}
+	// A verdict or a load changed between the two passes.
+	return first
+}
+
+func eligible(t *Target, tried []*Target, upOnly bool) bool {
+	return (!upOnly || t.State() == Up) && !contains(tried, t)
 }
 
 func contains(ts []*Target, t *Target) bool {

@@ -42,7 +42,8 @@ type Thresholds struct {
 type Target struct {
 	addr string
 	// label names the target for people: a container name, or the address.
-	label string
+	// A reload may rename a target that health checks and status read.
+	label atomic.Pointer[string]
 	opts  *ConnOptions
 
 	state    atomic.Int32
@@ -71,10 +72,12 @@ type TargetOptions struct {
 
 // NewTarget returns a target with no connections.
 func NewTarget(o TargetOptions) *Target {
-	t := &Target{addr: o.Addr, label: o.Label, opts: o.Conn}
-	if t.label == "" {
-		t.label = o.Addr
+	t := &Target{addr: o.Addr, opts: o.Conn}
+	label := o.Label
+	if label == "" {
+		label = o.Addr
 	}
+	t.label.Store(&label)
 	if t.opts == nil {
 		t.opts = DefaultConnOptions()
 	}
@@ -87,7 +90,7 @@ func NewTarget(o TargetOptions) *Target {
 func (t *Target) Addr() string { return t.addr }
 
 // Label names the target for people.
-func (t *Target) Label() string { return t.label }
+func (t *Target) Label() string { return *t.label.Load() }
 
 // State returns the current verdict.
 func (t *Target) State() State { return State(t.state.Load()) }
@@ -127,7 +130,7 @@ func (t *Target) Status() Status {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return Status{
-		Addr: t.addr, Label: t.label, State: t.State().String(),
+		Addr: t.addr, Label: t.Label(), State: t.State().String(),
 		LastError: t.lastErr, LastProbe: t.lastProbe, Since: t.changed,
 		InFlight: t.inflight.Load(), Served: t.served.Load(), Failures: t.failures.Load(),
 	}
