@@ -556,18 +556,21 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // composeCommand finds the compose tool: the override, else the Compose
-// plugin (docker compose) when it answers, else docker-compose.
+// plugin (docker compose) when it answers, else docker-compose on PATH.
 func composeCommand(ctx context.Context, override string) ([]string, error) {
 	if override != "" {
 		return strings.Fields(override), nil
 	}
-	for _, c := range [][]string{{"docker", "compose"}, {"docker-compose"}} {
-		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		err := exec.CommandContext(cctx, c[0], append(c[1:], "version")...).Run()
-		cancel()
-		if err == nil {
-			return c, nil
-		}
+	cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	err := exec.CommandContext(cctx, "docker", "compose", "version").Run()
+	cancel()
+	if err == nil {
+		return []string{"docker", "compose"}, nil
+	}
+	// docker-compose v1 is a Python program that takes a while to start:
+	// finding it is enough.
+	if _, err := exec.LookPath("docker-compose"); err == nil {
+		return []string{"docker-compose"}, nil
 	}
 	return nil, errors.New("neither `docker compose` nor `docker-compose` works here — install the Compose plugin or docker-compose, or name the command with --compose")
 }

@@ -1,0 +1,248 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cutover/cutover/internal/provider/docker"
+	"github.com/cutover/cutover/internal/provider/docker/dockertest"
+	"github.com/cutover/cutover/internal/serve"
+)
+
+// releaseCompose is one compose file for both colours: the colour's
+// project runs two replicas that report the colour as their profile.
+const releaseCompose = `version: "2.4"
+services:
+  web:
+    image: %s
+    scale: 2
+    environment:
+      - PROFILE=${CUTOVER_POOL:-blue}
+    networks: [net]
+networks:
+  net:
+    name: %s
+    external: true
+`
+
+const releaseConfig = `listen: {http: "%s"}
+state_dir: %s
+log: {access: "off"}
+docker: {network: %s}
+services:
+  web:
+    health: {interval: 250ms, timeout: 1s, healthy: 2, unhealthy: 2}
+    drain_timeout: 5s
+    pools:
+      blue:  {compose: {project: %[4]s-blue, service: web}, port: 8000}
+      green: {compose: {project: %[4]s-green, service: web}, port: 8000}
+    active: blue
+`
+
+// runCLI runs a cutover command in-process and returns its output and
+// exit code.
+func runReleaseCLI(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	var out bytes.Buffer
+	root := NewRoot(Streams{In: strings.NewReader(""), Out: &out, Err: &out})
+	root.SetArgs(args)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	err := root.ExecuteContext(ctx)
+	if err != nil {
+		fmt.Fprintln(&out, "cutover:", err)
+		return out.String(), ExitCode(err)
+	}
+	return out.String(), 0
+}
+
+// TestReleaseOnDocker releases into the idle colour with docker compose
+// on the real engine: a good version switches and stops the old colour;
+// a broken one is refused with its logs, its containers are removed, and
+// the live colour keeps serving.
+func TestReleaseOnDocker(t *testing.T) {
+	eng := dockertest.Engine(t)
+	ctx := context.Background()
+	compose, err := composeCommand(ctx, "")
+	if err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	prefix := dockertest.Prefix(t)
+	dir, err := os.MkdirTemp("", "cutover-rel-") // short: it holds the admin socket
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	bin := dockertest.GoBinary(t, "./cmd/demo-app", dir)
+	dockerfile := filepath.Join(dockertest.ModuleRoot(t), "build", "demo-app.Dockerfile")
+	for _, v := range []string{"v1", "v2"} {
+		dockertest.Image(t, eng, dockertest.ImageOptions{
+			Dockerfile: dockerfile, Files: map[string]string{"demo-app": bin},
+			Tag: prefix + "/demo-app:" + v, Args: map[string]string{"VERSION": v},
+		})
+	}
+	// The broken version cannot listen and exits at once.
+	broken := filepath.Join(dir, "broken.Dockerfile")
+	if err := os.WriteFile(broken, []byte("FROM "+prefix+"/demo-app:v1\nCMD [\"-addr\", \"no-such-address\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dockertest.Image(t, eng, dockertest.ImageOptions{Dockerfile: broken, Tag: prefix + "/demo-app:broken"})
+	net := dockertest.Network(t, eng, prefix+"-net")
+	name := prefix + "-web"
+	for _, colour := range []string{"blue", "green"} {
+		dockertest.RemoveLabelledAtEnd(t, eng, docker.LabelProject+"="+name+"-"+colour)
+	}
+
+	composeFile := filepath.Join(dir, "compose.yaml")
+	if err := os.WriteFile(composeFile, []byte(fmt.Sprintf(releaseCompose, prefix+"/demo-app:v1", net.Name)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var upOut bytes.Buffer
+	if err := runCompose(ctx, compose, []string{"-p", name + "-blue", "-f", composeFile, "up", "-d"},
+		append(os.Environ(), "CUTOVER_POOL=blue"), &upOut); err != nil {
+		t.Fatalf("start blue: %v\n%s", err, upOut.String())
+	}
+
+	listen := dockertest.FreeAddr(t)
+	cfgPath := filepath.Join(dir, "cutover.yaml")
+	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(releaseConfig, listen, filepath.Join(dir, "state"), net.Name, name)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	inst, err := serve.Start(ctx, serve.Options{
+		ConfigPath: cfgPath, LookupEnv: os.LookupEnv, Stdout: io.Discard,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	t.Cleanup(func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		inst.Shutdown(sctx)
+	})
+	socket := inst.Config().Admin.Socket
+	client := &http.Client{Timeout: 10 * time.Second}
+	t.Cleanup(client.CloseIdleConnections)
+	get := func() (profile, version string) {
+		t.Helper()
+		resp, err := client.Get("http://" + listen + "/")
+		if err != nil {
+			t.Fatalf("GET / through cutover: %v", err)
+		}
+		defer resp.Body.Close()
+		var info struct{ Profile, Version string }
+		if resp.StatusCode != 200 || json.NewDecoder(resp.Body).Decode(&info) != nil {
+			t.Fatalf("GET / through cutover: %s", resp.Status)
+		}
+		return info.Profile, info.Version
+	}
+	dockertest.Eventually(t, 30*time.Second, func() string {
+		st, _ := inst.Manager().Status("web")
+		for _, p := range st[0].Pools {
+			if p.Name == "blue" && len(p.Targets) == 2 {
+				return ""
+			}
+		}
+		return "blue's two replicas are not in its pool yet"
+	})
+	if p, v := get(); p != "blue" || v != "v1" {
+		t.Fatalf("before the release: profile %q version %q, want blue v1", p, v)
+	}
+
+	t.Run("a good version is released into the idle colour", func(t *testing.T) {
+		out, code := runReleaseCLI(t, "release", "--socket", socket, "-f", composeFile, "--service", "web",
+			"--image", prefix+"/demo-app:v2", "--name", name, "--keep-old", "0")
+		t.Logf("release output:\n%s", out)
+		if code != 0 {
+			t.Fatalf("release exited %d", code)
+		}
+		for _, want := range []string{"releasing into green as compose project " + name + "-green", "release start to switch:", "stopped blue:"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("release output does not say %q", want)
+			}
+		}
+		for range 10 {
+			if p, v := get(); p != "green" || v != "v2" {
+				t.Fatalf("after the release: profile %q version %q, want green v2", p, v)
+			}
+		}
+		blue, err := eng.ComposeContainers(ctx, name+"-blue", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range blue {
+			if c.Running() {
+				t.Errorf("old colour's container %s still runs after --keep-old 0", c.Name)
+			}
+		}
+	})
+
+	t.Run("a broken version is refused, removed, and traffic stays", func(t *testing.T) {
+		out, code := runReleaseCLI(t, "release", "--socket", socket, "-f", composeFile,
+			"--image", prefix+"/demo-app:broken", "--name", name, "--timeout", "60s")
+		t.Logf("release output:\n%s", out)
+		if code != 1 {
+			t.Fatalf("release exited %d, want 1", code)
+		}
+		for _, want := range []string{"releasing into blue", "did not start healthy", "last 20 log lines of", "cannot listen", "removed the new containers", "live traffic stays on green"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("release output does not say %q", want)
+			}
+		}
+		if p, v := get(); p != "green" || v != "v2" {
+			t.Fatalf("after the refused release: profile %q version %q, want green v2", p, v)
+		}
+		blue, err := eng.ComposeContainers(ctx, name+"-blue", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range blue {
+			if c.Running() || strings.Contains(c.Status, "exited with code 1") {
+				t.Errorf("container %s (%s) of the refused release is still there", c.Name, c.Status)
+			}
+		}
+	})
+
+	t.Run("deploy --container sets a pool from containers", func(t *testing.T) {
+		out, code := runReleaseCLI(t, "deploy", "green", "--socket", socket, "--container", "x:8000")
+		if code != 2 || !strings.Contains(out, `pool "green" of service web already follows its Docker containers`) {
+			t.Fatalf("deploy --container of a Docker pool: exit %d\n%s", code, out)
+		}
+		green, err := eng.ComposeContainers(ctx, name+"-green", nil)
+		if err != nil || len(green) != 2 {
+			t.Fatalf("green containers: %v %v", green, err)
+		}
+		out, code = runReleaseCLI(t, "deploy", "canary", "--socket", socket, "--container", green[0].Name+":8000", "--network", net.Name, "--timeout", "30s")
+		t.Logf("deploy output:\n%s", out)
+		if code != 0 {
+			t.Fatalf("deploy canary --container exited %d", code)
+		}
+		addr, err := docker.Addr(green[0], net, 8000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := inst.Manager().Status("web")
+		if st[0].Active != "canary" || len(st[0].Pools) < 3 {
+			t.Fatalf("active %q after deploy canary", st[0].Active)
+		}
+		for _, p := range st[0].Pools {
+			if p.Name == "canary" && (len(p.Targets) != 1 || p.Targets[0].Addr != addr) {
+				t.Fatalf("canary targets %+v, want %s", p.Targets, addr)
+			}
+		}
+		_, code = runReleaseCLI(t, "deploy", "canary", "--socket", socket, "--container", "no-such-container-"+prefix+":8000")
+		if code != 2 {
+			t.Fatalf("deploy --container of a missing container exited %d, want 2", code)
+		}
+	})
+}
