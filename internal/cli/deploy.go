@@ -54,6 +54,12 @@ func newDeployCmd(s Streams) *cobra.Command {
 					return err
 				}
 				req.Targets = append(req.Targets, addrs...)
+			} else if len(req.Targets) == 0 {
+				// A pool of containers that are still starting has no
+				// targets yet: wait for them rather than refuse.
+				if err := waitDockerMembers(cmd.Context(), c, req, s.Out); err != nil {
+					return err
+				}
 			}
 			res, err := c.Deploy(cmd.Context(), req, printEvent(s.Out))
 			if err != nil {

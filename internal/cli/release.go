@@ -699,6 +699,41 @@ func (a *adminTarget) loadConfig() *config.Config {
 	return cfg
 }
 
+// waitDockerMembers waits, up to the deploy's timeout, until a pool that
+// follows Docker containers has at least one: right after `docker compose
+// up` the containers are still starting (their HEALTHCHECK has not passed)
+// and cutover gives them no traffic yet. Other pools return at once.
+func waitDockerMembers(ctx context.Context, api *admin.Client, req admin.DeployRequest, out io.Writer) error {
+	deadline := time.Now().Add(time.Duration(req.Timeout))
+	said := false
+	for {
+		st, err := api.Status(ctx, req.Service)
+		if err != nil || len(st.Services) != 1 {
+			return nil // the deploy itself reports it
+		}
+		var pool *controlplane.PoolStatus
+		for i := range st.Services[0].Pools {
+			if st.Services[0].Pools[i].Name == req.Pool {
+				pool = &st.Services[0].Pools[i]
+			}
+		}
+		if pool == nil || pool.Source != controlplane.SourceDocker || len(pool.Targets) > 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return &exitError{code: 1, err: fmt.Errorf("pool %q of service %s has no running, healthy container on the network after %s — check them with docker ps, and cutover's log for the pool's problems; live traffic stays on %s",
+				req.Pool, st.Services[0].Name, time.Duration(req.Timeout), orNone(st.Services[0].Active))}
+		}
+		if !said {
+			fmt.Fprintf(out, "%s  waiting for the containers of pool %q: none runs healthy on the network yet\n", time.Now().Format("15:04:05.000"), req.Pool)
+			said = true
+		}
+		if err := sleepCtx(ctx, releasePoll); err != nil {
+			return err
+		}
+	}
+}
+
 // containerTargets resolves `deploy --container NAME[:PORT]` on the client
 // side, through the Docker Engine the CLI reaches: each container's
 // address on the network (--network, else docker.network of -c FILE, else
