@@ -34,16 +34,23 @@ type Body struct {
 	// the current chunk for FrameChunked.
 	left  int64
 	state chunkState
-	done  bool
+	// trailers counts the trailer lines of a chunked body read so far.
+	trailers int
+	done     bool
 }
 
 type chunkState uint8
 
 const (
-	chunkSize chunkState = iota // next is a chunk-size line
-	chunkData                   // inside chunk data
-	chunkEnd                    // next is the CRLF after chunk data
+	chunkSize    chunkState = iota // next is a chunk-size line
+	chunkData                      // inside chunk data
+	chunkEnd                       // next is the CRLF after chunk data
+	chunkTrailer                   // in the trailer section after the last chunk
 )
+
+// maxTrailerLines bounds a chunked body's trailer section, which is read
+// and dropped.
+const maxTrailerLines = 64
 
 // Reset prepares b to read a body of the given framing; length is used for
 // FrameLength.
@@ -60,14 +67,26 @@ func (b *Body) Framing() Framing { return b.framing }
 // Done reports whether the whole body has been read.
 func (b *Body) Done() bool { return b.done }
 
-// Buffered reports whether body bytes may be available without blocking.
-func (b *Body) Buffered() bool { return b.r.Buffered() > 0 }
+// Buffered reports whether Next can return without reading from the
+// source: body bytes, a whole framing line, the end of the body or an
+// error are buffered. When it is false Next may block, so a relay flushes
+// what it has written first.
+func (b *Body) Buffered() bool {
+	switch {
+	case b.done:
+		return true
+	case b.framing == FrameChunked && b.state != chunkData:
+		return b.r.hasLine()
+	}
+	return b.r.Buffered() > 0
+}
 
 // Next returns the next piece of the body, at most max bytes, or io.EOF once
 // the body is complete. A chunked body may return an empty piece (and no
 // error) after consuming framing, when the next read would block; the
-// caller flushes what it has and calls Next again. A body cut short returns io.ErrUnexpectedEOF. The
-// slice is valid until the next call on b or its Reader.
+// caller flushes what it has and calls Next again. A body cut short returns
+// io.ErrUnexpectedEOF. The slice is valid until the next call on b or its
+// Reader.
 func (b *Body) Next(max int) ([]byte, error) {
 	if b.done {
 		return nil, io.EOF
@@ -100,16 +119,17 @@ func (b *Body) Next(max int) ([]byte, error) {
 
 func (b *Body) nextChunked(max int) ([]byte, error) {
 	// progressed: framing was consumed in this call. Before a read that
-	// would block on the next chunk's line, return what we have (nothing)
-	// so the caller can flush the data it already has: a streamed response
-	// (SSE) must reach the client while the target is quiet.
+	// would block on the next framing line or chunk data, return what we
+	// have (nothing) so the caller can flush the data it already has: a
+	// streamed response (SSE) must reach the client while the target is
+	// quiet.
 	progressed := false
 	for {
+		if progressed && b.state != chunkData && !b.r.hasLine() {
+			return nil, nil
+		}
 		switch b.state {
 		case chunkSize:
-			if progressed && !b.r.hasLine() {
-				return nil, nil
-			}
 			line, err := b.r.readLine()
 			if err != nil {
 				return nil, err
@@ -119,14 +139,11 @@ func (b *Body) nextChunked(max int) ([]byte, error) {
 				return nil, err
 			}
 			if n == 0 {
-				if err := b.skipTrailers(); err != nil {
-					return nil, err
-				}
-				b.done = true
-				return nil, io.EOF
+				b.state = chunkTrailer
+			} else {
+				b.left = n
+				b.state = chunkData
 			}
-			b.left = n
-			b.state = chunkData
 			progressed = true
 		case chunkData:
 			if progressed && b.r.Buffered() == 0 {
@@ -145,9 +162,6 @@ func (b *Body) nextChunked(max int) ([]byte, error) {
 			}
 			return p, nil
 		case chunkEnd:
-			if progressed && !b.r.hasLine() {
-				return nil, nil
-			}
 			line, err := b.r.readLine()
 			if err != nil {
 				return nil, err
@@ -157,24 +171,23 @@ func (b *Body) nextChunked(max int) ([]byte, error) {
 			}
 			b.state = chunkSize
 			progressed = true
-		}
-	}
-}
-
-// skipTrailers reads and drops the trailer section. Trailers are not
-// forwarded: few clients use them and forwarding them safely needs the
-// same vetting as headers, after the head has been sent.
-func (b *Body) skipTrailers() error {
-	for i := 0; ; i++ {
-		line, err := b.r.readLine()
-		if err != nil {
-			return err
-		}
-		if len(line) == 0 {
-			return nil
-		}
-		if i > 64 {
-			return errBadChunk
+		case chunkTrailer:
+			// Trailers are read and dropped, not forwarded: few clients
+			// use them and forwarding them safely needs the same vetting
+			// as headers, after the head has been sent.
+			line, err := b.r.readLine()
+			if err != nil {
+				return nil, err
+			}
+			if len(line) == 0 {
+				b.done = true
+				return nil, io.EOF
+			}
+			b.trailers++
+			if b.trailers > maxTrailerLines {
+				return nil, errBadChunk
+			}
+			progressed = true
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 )
 
 // readAll reads a body to its end in pieces of at most max bytes.
@@ -49,6 +50,7 @@ func TestChunked(t *testing.T) {
 		{"quoted extension", "5;a=\"b c;d\"\r\nhello\r\n0\r\n\r\n", "hello"},
 		{"extensions with BWS", "5 ;a\r\nhello\r\n5\t;b=1;c\r\nworld\r\n0\r\n\r\n", "helloworld"},
 		{"trailers", "5\r\nhello\r\n0\r\nX-Checksum: abc\r\nX-Other: 1\r\n\r\n", "hello"},
+		{"most trailers", "5\r\nhello\r\n0\r\n" + strings.Repeat("X: y\r\n", maxTrailerLines) + "\r\n", "hello"},
 		{"data with CRLF inside", "4\r\n\r\n\r\n\r\n0\r\n\r\n", "\r\n\r\n"},
 		{"binary data", "3\r\n\x00\xff\n\r\n0\r\n\r\n", "\x00\xff\n"},
 	}
@@ -106,7 +108,7 @@ func TestChunkedRejects(t *testing.T) {
 		{"bare LF after size", "5\nhello\r\n0\r\n\r\n", ErrBareLF},
 		{"bare LF after data", "5\r\nhello\n0\r\n\r\n", ErrBareLF},
 		{"bare LF ending trailers", "0\r\nX: y\r\n\n", ErrBareLF},
-		{"too many trailers", "0\r\n" + strings.Repeat("X: y\r\n", 70) + "\r\n", errBadChunk},
+		{"too many trailers", "0\r\n" + strings.Repeat("X: y\r\n", maxTrailerLines+1) + "\r\n", errBadChunk},
 		{"size line too long", "5;" + strings.Repeat("e", 100) + "\r\nhello\r\n0\r\n\r\n", errChunkLineTooLong},
 		{"trailer too long", "0\r\nX: " + strings.Repeat("e", 100) + "\r\n\r\n", errChunkLineTooLong},
 
@@ -271,5 +273,61 @@ func BenchmarkChunked(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	}
+}
+
+// TestChunkedFlushPoint: a relay calls Next while Buffered is true and
+// flushes when it turns false, before a Next that may block. After a
+// chunk's data, that flush point must come without blocking: Next consumes
+// the buffered framing and returns an empty piece rather than waiting for
+// the next chunk, so a streamed response (SSE) reaches the client while the
+// target is quiet.
+func TestChunkedFlushPoint(t *testing.T) {
+	for _, data := range []string{
+		"5\r\nhello\r\n",          // the next size line has not started
+		"5\r\nhello\r\n3",         // ... is partial
+		"5\r\nhello\r\n3;x\r",     // ... lacks its LF
+		"5\r\nhello\r\n3\r\n",     // size line there, data not yet
+		"5\r\nhello\r",            // the CRLF after the data is partial
+		"5\r\nhello\r\n0\r\n",     // last chunk, trailer section not ended
+		"5\r\nhello\r\n0\r\nX: 1", // ... partial trailer
+	} {
+		nc := pipe(t, []byte(data), 300*time.Millisecond)
+		var b Body
+		b.Reset(NewReader(nc, 64, 64), FrameChunked, 0)
+		if p, err := b.Next(100); err != nil || string(p) != "hello" {
+			t.Fatalf("%q: first Next = %q, %v", data, p, err)
+		}
+		start := time.Now()
+		for i := 0; b.Buffered(); i++ {
+			if i > 3 {
+				t.Fatalf("%q: Buffered stays true", data)
+			}
+			p, err := b.Next(100)
+			if err != nil || len(p) != 0 {
+				t.Fatalf("%q: Next while Buffered = %q, %v; want an empty piece", data, p, err)
+			}
+		}
+		if el := time.Since(start); el > 150*time.Millisecond {
+			t.Fatalf("%q: reaching the flush point took %v: Next blocked", data, el)
+		}
+		if b.Done() {
+			t.Fatalf("%q: Done before the body's end", data)
+		}
+		// Nothing more is coming: past the flush point Next waits.
+		if _, err := b.Next(100); !isTimeout(err) {
+			t.Fatalf("%q: Next past the flush point = %v, want the deadline's timeout", data, err)
+		}
+	}
+
+	// A whole body in the buffer is Buffered to its end.
+	var b Body
+	b.Reset(NewReader(strings.NewReader("5\r\nhello\r\n0\r\nX: 1\r\n\r\n"), 64, 64), FrameChunked, 0)
+	b.Next(100)
+	if !b.Buffered() {
+		t.Fatal("a buffered body's end is not Buffered")
+	}
+	if p, err := b.Next(100); len(p) != 0 || err != io.EOF || !b.Done() || !b.Buffered() {
+		t.Fatalf("end of a buffered body: %q, %v, Done %v", p, err, b.Done())
 	}
 }

@@ -405,7 +405,7 @@ func refChunked(data []byte, bufSize int) (payload []byte, bws bool, err error) 
 				if len(t) == 0 {
 					return payload, bws, nil
 				}
-				if i > 64 {
+				if i >= maxTrailerLines {
 					return payload, bws, errBadChunk
 				}
 			}
