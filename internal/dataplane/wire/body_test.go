@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -292,32 +293,10 @@ func TestChunkedFlushPoint(t *testing.T) {
 		"5\r\nhello\r\n0\r\n",     // last chunk, trailer section not ended
 		"5\r\nhello\r\n0\r\nX: 1", // ... partial trailer
 	} {
-		nc := pipe(t, []byte(data), 300*time.Millisecond)
-		var b Body
-		b.Reset(NewReader(nc, 64, 64), FrameChunked, 0)
-		if p, err := b.Next(100); err != nil || string(p) != "hello" {
-			t.Fatalf("%q: first Next = %q, %v", data, p, err)
-		}
-		start := time.Now()
-		for i := 0; b.Buffered(); i++ {
-			if i > 3 {
-				t.Fatalf("%q: Buffered stays true", data)
-			}
-			p, err := b.Next(100)
-			if err != nil || len(p) != 0 {
-				t.Fatalf("%q: Next while Buffered = %q, %v; want an empty piece", data, p, err)
-			}
-		}
-		if el := time.Since(start); el > 150*time.Millisecond {
-			t.Fatalf("%q: reaching the flush point took %v: Next blocked", data, el)
-		}
-		if b.Done() {
-			t.Fatalf("%q: Done before the body's end", data)
-		}
-		// Nothing more is coming: past the flush point Next waits.
-		if _, err := b.Next(100); !isTimeout(err) {
-			t.Fatalf("%q: Next past the flush point = %v, want the deadline's timeout", data, err)
-		}
+		t.Run(strconv.Quote(data), func(t *testing.T) {
+			t.Parallel() // each waits out its deadline once
+			flushPoint(t, data)
+		})
 	}
 
 	// A whole body in the buffer is Buffered to its end.
@@ -329,5 +308,36 @@ func TestChunkedFlushPoint(t *testing.T) {
 	}
 	if p, err := b.Next(100); len(p) != 0 || err != io.EOF || !b.Done() || !b.Buffered() {
 		t.Fatalf("end of a buffered body: %q, %v, Done %v", p, err, b.Done())
+	}
+}
+
+// flushPoint relays data, which a source sends and then goes quiet, up to
+// the flush point and checks that Next blocks only after it.
+func flushPoint(t *testing.T, data string) {
+	nc := pipe(t, []byte(data), 300*time.Millisecond)
+	var b Body
+	b.Reset(NewReader(nc, 64, 64), FrameChunked, 0)
+	if p, err := b.Next(100); err != nil || string(p) != "hello" {
+		t.Fatalf("%q: first Next = %q, %v", data, p, err)
+	}
+	start := time.Now()
+	for i := 0; b.Buffered(); i++ {
+		if i > 3 {
+			t.Fatalf("%q: Buffered stays true", data)
+		}
+		p, err := b.Next(100)
+		if err != nil || len(p) != 0 {
+			t.Fatalf("%q: Next while Buffered = %q, %v; want an empty piece", data, p, err)
+		}
+	}
+	if el := time.Since(start); el > 150*time.Millisecond {
+		t.Fatalf("%q: reaching the flush point took %v: Next blocked", data, el)
+	}
+	if b.Done() {
+		t.Fatalf("%q: Done before the body's end", data)
+	}
+	// Nothing more is coming: past the flush point Next waits.
+	if _, err := b.Next(100); !isTimeout(err) {
+		t.Fatalf("%q: Next past the flush point = %v, want the deadline's timeout", data, err)
 	}
 }

@@ -187,6 +187,13 @@ func (r *Request) IsHead() bool { return string(r.Method) == "HEAD" }
 // "chunked" (other codings 501), is never in an HTTP/1.0 request (400) and
 // never together with Content-Length (400); an HTTP/1.1 request has exactly
 // one Host, and any Host holds only host and port characters (400).
+//
+// Where this differs from nginx or net/http, on purpose: HTTP/1.2 is 505
+// (both treat it as 1.1); a bare LF is refused (both accept LF-only lines);
+// duplicate identical Content-Length fields are refused (net/http merges
+// them); "OPTIONS *" is accepted (nginx refuses it); an empty Host is
+// accepted as RFC 9112 3.2 allows (nginx refuses it); an absolute-form
+// target needs a path before any query ("http://h?q" is refused).
 func ParseRequest(head []byte, r *Request) error {
 	r.reset()
 	r.Method, r.URI, r.Host = nil, nil, nil
