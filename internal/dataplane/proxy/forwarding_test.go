@@ -47,7 +47,7 @@ func TestForwardingHeaders(t *testing.T) {
 	// An untrusted client claims another address: its claim is replaced.
 	st, body := rawRequest(t, ps.addr, "GET /a/b?x=1&y=%20 HTTP/1.1\r\nHost: example.com:8080\r\n"+
 		"X-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n"+
-		"Connection: close, X-Secret\r\nX-Secret: hop\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Connection: x\r\nX-Custom: kept\r\n\r\n")
+		"Connection: close, X-Secret\r\nX-Secret: hop\r\nKeep-Alive: 5\r\nTE: trailers\r\nProxy-Connection: x\r\nX-Custom: kept\r\nX_Forwarded_For: 7.7.7.7\r\n\r\n")
 	if st != "HTTP/1.1 200 OK" {
 		t.Fatalf("status %q", st)
 	}
@@ -64,7 +64,7 @@ func TestForwardingHeaders(t *testing.T) {
 			t.Errorf("%s = %q, want %q", k, got, v)
 		}
 	}
-	for _, k := range []string{"X-Secret", "Keep-Alive", "Te", "Proxy-Connection"} {
+	for _, k := range []string{"X-Secret", "Keep-Alive", "Te", "Proxy-Connection", "X_forwarded_for", "X_Forwarded_For"} {
 		if v, ok := s.Headers[k]; ok {
 			t.Errorf("hop-by-hop %s forwarded: %q", k, v)
 		}

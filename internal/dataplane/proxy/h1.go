@@ -359,7 +359,7 @@ func (p *Proxy) writeRequestHead(w *bufio.Writer, x *exchange) {
 		switch h.Kind {
 		case wire.KindHost, wire.KindContentLength, wire.KindExpect,
 			wire.KindXForwardedFor, wire.KindXRealIP, wire.KindXForwardedProto,
-			wire.KindXForwardedHost, wire.KindXRequestID:
+			wire.KindXForwardedHost, wire.KindXRequestID, wire.KindUnderscored:
 			continue
 		case wire.KindUpgrade:
 			if r.Upgrade {

@@ -55,6 +55,12 @@ const (
 	KindUserAgent
 	KindProxyAuthenticate
 	KindProxyAuthorization
+	// KindUnderscored is a name with an underscore. Such fields are not
+	// forwarded (nginx's underscores_in_headers off): CGI-style backends,
+	// Django among them, map "_" and "-" to the same variable, so a client
+	// could send X_Forwarded_For to override the X-Forwarded-For the proxy
+	// sets.
+	KindUnderscored
 )
 
 // HopByHop reports whether a field of this kind applies to one connection
@@ -422,7 +428,11 @@ func parseFields(rest []byte, f *Fields, request bool, each func(*Header) error)
 				return bad("invalid character in header value")
 			}
 		}
-		f.Headers = append(f.Headers, Header{Name: name, Value: value, Kind: KindOf(name)})
+		k := KindOf(name)
+		if k == KindOther && bytes.IndexByte(name, '_') >= 0 {
+			k = KindUnderscored
+		}
+		f.Headers = append(f.Headers, Header{Name: name, Value: value, Kind: k})
 		h := &f.Headers[len(f.Headers)-1]
 		switch h.Kind {
 		case KindContentLength:
