@@ -114,8 +114,15 @@ func startProxy(t *testing.T, o proxy.Options, info proxy.ConnInfo) *proxyServer
 			}()
 		}
 	}()
-	t.Cleanup(func() { ln.Close(); ps.wg.Wait() })
+	t.Cleanup(ps.stop)
 	return ps
+}
+
+// stop closes the listener and waits until every connection's handler has
+// returned (and so has logged its requests).
+func (ps *proxyServer) stop() {
+	ps.ln.Close()
+	ps.wg.Wait()
 }
 
 func tableWith(svcs ...*route.Service) *route.Router {
