@@ -109,7 +109,10 @@ func Start(ctx context.Context, o Options) (*Provider, error) {
 	if p.eng, err = Connect(ctx, o.Config.Docker.Host); err != nil {
 		return nil, fmt.Errorf("docker pools: %w", err)
 	}
-	if p.net, err = p.eng.Network(ctx, o.Config.Docker.Network); err != nil {
+	nctx, cancel := context.WithTimeout(ctx, callTimeout)
+	p.net, err = p.eng.Network(nctx, o.Config.Docker.Network)
+	cancel()
+	if err != nil {
 		p.eng.Close()
 		return nil, fmt.Errorf("docker.network: %w", err)
 	}
@@ -139,7 +142,9 @@ func (p *Provider) SetConfig(ctx context.Context, cfg *config.Config) {
 	p.mu.Unlock()
 	var n *Network
 	if cfg.Docker.Network != old.Docker.Network {
-		got, err := p.eng.Network(ctx, cfg.Docker.Network)
+		nctx, cancel := context.WithTimeout(ctx, callTimeout)
+		got, err := p.eng.Network(nctx, cfg.Docker.Network)
+		cancel()
 		if err != nil {
 			p.log.Error("docker.network not changed; the pools stay on the old network", "network", old.Docker.Network, "err", err)
 		} else {
