@@ -161,12 +161,13 @@ func TestReleaseOnDocker(t *testing.T) {
 
 	t.Run("a good version is released into the idle colour", func(t *testing.T) {
 		out, code := runReleaseCLI(t, "release", "--socket", socket, "-f", composeFile, "--service", "web",
-			"--image", prefix+"/demo-app:v2", "--name", name, "--keep-old", "0")
+			"--image", prefix+"/demo-app:v2", "--name", name, "--keep-old", "2s")
 		t.Logf("release output:\n%s", out)
 		if code != 0 {
 			t.Fatalf("release exited %d", code)
 		}
-		for _, want := range []string{"releasing into green as compose project " + name + "-green", "release start to switch:", "stopped blue:"} {
+		for _, want := range []string{"releasing into green as compose project " + name + "-green", "release start to switch:",
+			"keeping blue running for 2s", "stopped blue:"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("release output does not say %q", want)
 			}
@@ -182,7 +183,7 @@ func TestReleaseOnDocker(t *testing.T) {
 		}
 		for _, c := range blue {
 			if c.Running() {
-				t.Errorf("old colour's container %s still runs after --keep-old 0", c.Name)
+				t.Errorf("old colour's container %s still runs after --keep-old 2s", c.Name)
 			}
 		}
 	})

@@ -288,7 +288,7 @@ func TestProviderFollowsEngine(t *testing.T) {
 			stopped <- f.eng.Stop(ctx, a.ID, nil)
 		}()
 		var stillRunning bool
-		took := dockertest.Eventually(t, time.Second, func() string {
+		took := dockertest.Eventually(t, 2*time.Second, func() string {
 			for _, m := range f.members("named") {
 				if strings.HasPrefix(m, a.Name+"=") {
 					return "container a is still in the pool after docker stop"
