@@ -23,7 +23,7 @@ func TestAccessLogCombined(t *testing.T) {
 	ps := startProxy(t, proxy.Options{Router: tableWith(svc), AccessLog: l}, proxy.ConnInfo{})
 	rawRequest(t, ps.addr, "GET /a?b=c HTTP/1.1\r\nHost: example.com\r\nReferer: http://r/\r\nUser-Agent: test-agent\r\nX-Request-Id: rid-1\r\nConnection: close\r\n\r\n")
 	rawRequest(t, ps.addr, "GET / HTTP/1.1\r\nX: y\r\n\r\n") // 400: no Host
-	ps.stop() // requests are logged after their response is sent
+	ps.stop()                                                // requests are logged after their response is sent
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
