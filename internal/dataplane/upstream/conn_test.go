@@ -19,9 +19,10 @@ type backend struct {
 	accepted chan struct{}
 	closed   chan struct{}
 
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	conns   []net.Conn
+	stopped bool
+	wg      sync.WaitGroup
 }
 
 func newBackend(t *testing.T) *backend {
@@ -43,6 +44,12 @@ func newBackend(t *testing.T) *backend {
 				return
 			}
 			b.mu.Lock()
+			if b.stopped {
+				// Accepted while the cleanup ran: it would never be closed.
+				b.mu.Unlock()
+				c.Close()
+				return
+			}
 			b.conns = append(b.conns, c)
 			b.mu.Unlock()
 			b.accepted <- struct{}{}
@@ -58,6 +65,7 @@ func newBackend(t *testing.T) *backend {
 	t.Cleanup(func() {
 		ln.Close()
 		b.mu.Lock()
+		b.stopped = true
 		for _, c := range b.conns {
 			c.Close()
 		}
