@@ -320,7 +320,7 @@ func (r *Request) absoluteForm() error {
 	authority := rest
 	// A target without a path means "/": take it from the scheme's "//",
 	// which needs no allocation.
-	path := u[len("http:") : len("http:")+1]
+	path := u[len(u)-len(rest)-1 : len(u)-len(rest)]
 	if slash >= 0 {
 		authority = rest[:slash]
 		path = rest[slash:]
@@ -428,11 +428,7 @@ func parseFields(rest []byte, f *Fields, request bool, each func(*Header) error)
 				return bad("invalid character in header value")
 			}
 		}
-		k := KindOf(name)
-		if k == KindOther && bytes.IndexByte(name, '_') >= 0 {
-			k = KindUnderscored
-		}
-		f.Headers = append(f.Headers, Header{Name: name, Value: value, Kind: k})
+		f.Headers = append(f.Headers, Header{Name: name, Value: value, Kind: KindOf(name)})
 		h := &f.Headers[len(f.Headers)-1]
 		switch h.Kind {
 		case KindContentLength:
@@ -833,6 +829,9 @@ func KindOf(n []byte) Kind {
 		if equalFold(n, "proxy-authorization") {
 			return KindProxyAuthorization
 		}
+	}
+	if bytes.IndexByte(n, '_') >= 0 {
+		return KindUnderscored
 	}
 	return KindOther
 }

@@ -684,7 +684,7 @@ func TestKindOf(t *testing.T) {
 		{"X-Real-Ip", KindXRealIP, false}, {"X-Forwarded-Proto", KindXForwardedProto, false},
 		{"X-Forwarded-Host", KindXForwardedHost, false}, {"X-Request-Id", KindXRequestID, false},
 		{"Referer", KindReferer, false}, {"User-Agent", KindUserAgent, false},
-		{"Hostx", KindOther, false}, {"Content-Lengt", KindOther, false}, {"Content_Length", KindOther, false},
+		{"Hostx", KindOther, false}, {"Content-Lengt", KindOther, false}, {"Content_Length", KindUnderscored, false}, {"X_Forwarded_For", KindUnderscored, false},
 		{"Te-", KindOther, false}, {"", KindOther, false}, {"Authorization", KindOther, false},
 	}
 	for _, c := range cases {
