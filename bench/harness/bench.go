@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"time"
 )
@@ -53,6 +54,9 @@ func (h *harness) benchOnce(ctx context.Context, proxy string, logOn bool, run i
 	listen, err := freePort()
 	if err != nil {
 		return fail(err)
+	}
+	if h.opts.quietWait > 0 {
+		h.waitQuiet(ctx, h.opts.quietWait)
 	}
 	dir := h.instanceDir(proxy)
 	opts := proxyOptions{Proxy: proxy, Dir: dir, Listen: listen, Pools: map[string][]string{"blue": h.pool("blue")}, Active: "blue"}
@@ -263,6 +267,69 @@ func logShortfalls(runs []benchRun) []string {
 	for _, r := range runs {
 		if r.Err == "" && r.LogOn && r.LogLines < r.Wrk.Requests {
 			notes = append(notes, fmt.Sprintf("%s run %d logged %d lines for %d requests", r.Proxy, r.Run, r.LogLines, r.Wrk.Requests))
+		}
+	}
+	return notes
+}
+
+// quietShare is the share of the machine's CPU that other work may use for a
+// run to count as undisturbed.
+const quietShare = 0.10
+
+// outsideShare measures, over one second while the harness's own programs
+// idle, the share of the machine's CPU that other work uses.
+func (h *harness) outsideShare(ctx context.Context) (float64, error) {
+	busy0, known0 := h.busy(), h.knownCPU()
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case <-time.After(time.Second):
+	}
+	busy1, known1 := h.busy(), h.knownCPU()
+	if busy0 < 0 || busy1 < 0 {
+		return 0, fmt.Errorf("cannot read /proc/stat")
+	}
+	other := (busy1 - busy0) - (known1 - known0)
+	return other.Seconds() / float64(runtime.NumCPU()), nil
+}
+
+// waitQuiet waits until other work uses less than quietShare of the machine
+// for two consecutive seconds, or until limit has passed.
+func (h *harness) waitQuiet(ctx context.Context, limit time.Duration) {
+	deadline := time.Now().Add(limit)
+	quiet := 0
+	var share float64
+	for time.Now().Before(deadline) && quiet < 2 {
+		var err error
+		if share, err = h.outsideShare(ctx); err != nil {
+			return
+		}
+		if share < quietShare {
+			quiet++
+		} else {
+			quiet = 0
+		}
+	}
+	if quiet < 2 {
+		h.logf("other work still uses %.0f%% of the CPU after waiting %v; running anyway", share*100, limit)
+	}
+}
+
+// disturbedRuns lists the runs during which other work used more than
+// quietShare of the machine's CPU.
+func disturbedRuns(runs []benchRun, nproc int, d time.Duration) []string {
+	capacity := float64(nproc) * d.Seconds()
+	var notes []string
+	for _, r := range runs {
+		if r.Err != "" || r.OtherCPU < 0 || capacity <= 0 {
+			continue
+		}
+		if share := r.OtherCPU.Seconds() / capacity; share > quietShare {
+			mode := "off"
+			if r.LogOn {
+				mode = "on"
+			}
+			notes = append(notes, fmt.Sprintf("%s run %d with access log %s (%.0f%%)", r.Proxy, r.Run, mode, share*100))
 		}
 	}
 	return notes

@@ -39,6 +39,9 @@ type options struct {
 	switchDuration    time.Duration
 	switchConnections int
 	idleConnections   int
+	// quietWait is how long to wait before each run for other work on the
+	// machine to stop (0: do not wait).
+	quietWait time.Duration
 
 	out  string
 	keep bool
@@ -68,6 +71,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.switchDuration, "switch-d", 20*time.Second, "duration of the switch run per proxy")
 	fs.IntVar(&o.switchConnections, "switch-c", 32, "keep-alive connections of the switch run's load client")
 	fs.IntVar(&o.idleConnections, "idle-c", 1000, "idle keep-alive connections for the memory check")
+	fs.DurationVar(&o.quietWait, "quiet-wait", 0, "before each wrk run, wait up to this long for other work on the machine to stop (for shared machines; 0: don't wait)")
 	fs.StringVar(&o.out, "out", "", "also write the markdown report to this file")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary folder (configs, logs) for inspection")
 	fs.Usage = func() {
@@ -280,6 +284,9 @@ func (h *harness) run(ctx context.Context) (string, []string, error) {
 				b.WriteString("\n#### Access log off\n\n")
 			}
 			b.WriteString(benchTable(summarize(runs, proxies, logOn)))
+		}
+		if notes := disturbedRuns(runs, machine.NProc, h.opts.duration); len(notes) > 0 {
+			b.WriteString("\n**Disturbed runs**: other work on the machine used more than 10% of its CPU during " + strings.Join(notes, "; ") + ". Their req/s and latencies are not comparable; requests per proxy CPU-second are less affected.\n")
 		}
 		if notes := logShortfalls(runs); len(notes) > 0 {
 			b.WriteString("\nAccess logs shorter than the request count: " + strings.Join(notes, "; ") + ". (HAProxy's stdout logger drops a line when another thread holds it; see DroppedLogs in its `show info`.)\n")

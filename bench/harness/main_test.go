@@ -96,3 +96,18 @@ func TestSwitchProblems(t *testing.T) {
 		t.Errorf("problems = %v; want the failed deploy and the failed request", got)
 	}
 }
+
+func TestDisturbedRuns(t *testing.T) {
+	runs := []benchRun{
+		{Proxy: "nginx", Run: 1, OtherCPU: 2 * time.Second},                // 2/30 s: 7%
+		{Proxy: "cutover", Run: 1, OtherCPU: 6 * time.Second},              // 20%
+		{Proxy: "haproxy", Run: 1, OtherCPU: -1},                           // unknown
+		{Proxy: "cutover", Run: 2, LogOn: true, OtherCPU: 4 * time.Second}, // 13%
+		{Proxy: "nginx", Run: 2, OtherCPU: 9 * time.Second, Err: "failed"},
+	}
+	got := disturbedRuns(runs, 2, 15*time.Second)
+	want := []string{"cutover run 1 with access log off (20%)", "cutover run 2 with access log on (13%)"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("disturbedRuns = %q; want %q", got, want)
+	}
+}
