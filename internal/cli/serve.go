@@ -3,7 +3,9 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 
@@ -12,6 +14,7 @@ import (
 
 func newServeCmd(s Streams) *cobra.Command {
 	var o serve.Options
+	var cpuProfile string
 	cmd := &cobra.Command{
 		Use:   "serve -c FILE",
 		Short: "Run the proxy: listeners, health checks, admin API",
@@ -28,9 +31,21 @@ SIGINT stop accepting and let requests in flight finish (timeouts.shutdown).`,
 			o.LookupEnv = os.LookupEnv
 			o.Stdout = s.Out
 			o.Stderr = s.Err
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return fmt.Errorf("--cpu-profile: %w", err)
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return fmt.Errorf("--cpu-profile: %w", err)
+				}
+				defer pprof.StopCPUProfile()
+			}
 			return serve.Run(context.Background(), o)
 		},
 	}
 	cmd.Flags().StringVarP(&o.ConfigPath, "config", "c", "", "configuration file (YAML)")
+	cmd.Flags().StringVar(&cpuProfile, "cpu-profile", "", "write a CPU profile (go tool pprof) to this file until the proxy stops")
 	return cmd
 }
