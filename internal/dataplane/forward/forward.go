@@ -20,15 +20,27 @@ type Trusted struct {
 	prefixes []netip.Prefix
 }
 
-// NewTrusted returns the set of the given networks.
-func NewTrusted(p []netip.Prefix) *Trusted { return &Trusted{prefixes: p} }
+// NewTrusted returns the set of the given networks. An IPv4-mapped IPv6
+// network ("::ffff:10.0.0.0/104") is kept as the IPv4 network it maps,
+// because addresses are compared in their unmapped form.
+func NewTrusted(p []netip.Prefix) *Trusted {
+	t := &Trusted{prefixes: make([]netip.Prefix, 0, len(p))}
+	for _, pfx := range p {
+		if a := pfx.Addr(); a.Is4In6() && pfx.Bits() >= 96 {
+			pfx = netip.PrefixFrom(a.Unmap(), pfx.Bits()-96)
+		}
+		t.prefixes = append(t.prefixes, pfx)
+	}
+	return t
+}
 
-// Contains reports whether addr is a trusted proxy.
+// Contains reports whether addr is a trusted proxy. A mapped IPv4 address
+// is compared as IPv4, and a zone (fe80::1%eth0) is ignored.
 func (t *Trusted) Contains(addr netip.Addr) bool {
 	if t == nil {
 		return false
 	}
-	addr = addr.Unmap()
+	addr = addr.Unmap().WithZone("")
 	for _, p := range t.prefixes {
 		if p.Contains(addr) {
 			return true
@@ -50,6 +62,7 @@ type Client struct {
 func NewClient(remote net.Addr, tls bool, trusted *Trusted) Client {
 	c := Client{TLS: tls}
 	switch a := remote.(type) {
+	case nil:
 	case *net.TCPAddr:
 		ap := a.AddrPort()
 		c.Addr = ap.Addr().Unmap()
