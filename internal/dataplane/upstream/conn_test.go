@@ -33,7 +33,9 @@ func newBackend(t *testing.T) *backend {
 	}
 	b := &backend{
 		ln: ln, addr: ln.Addr().String(),
-		accepted: make(chan struct{}, 1000), closed: make(chan struct{}, 1000),
+		// Room for every connection a test makes: a full channel would
+		// block the accept loop or a reader and hang the cleanup.
+		accepted: make(chan struct{}, 1<<16), closed: make(chan struct{}, 1<<16),
 	}
 	b.wg.Add(1)
 	go func() {
