@@ -104,8 +104,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 
 	for p := range strings.SplitSeq(*proxies, ",") {
 		p = strings.TrimSpace(p)
-		if !slices.Contains(allProxies, p) {
-			return o, fmt.Errorf("-proxies: unknown proxy %q; choose from %s", p, strings.Join(allProxies, ","))
+		if !slices.Contains(knownProxies, p) {
+			return o, fmt.Errorf("-proxies: unknown proxy %q; choose from %s", p, strings.Join(knownProxies, ","))
 		}
 		o.proxies = append(o.proxies, p)
 	}
@@ -145,6 +145,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 type tools struct {
 	nginx, haproxy, wrk string
 	backend, cutover    string
+	httputil            string // built only when -proxies names it
 	// cutoverMissing says why cutover cannot be benchmarked ("" when it can);
 	// cutoverNoSwitch why it cannot be switched.
 	cutoverMissing, cutoverNoSwitch string
@@ -322,7 +323,7 @@ func (h *harness) run(ctx context.Context) (string, []string, error) {
 	if slices.Contains(h.opts.phases, phaseSwitch) {
 		var reps []switchReport
 		for _, p := range proxies {
-			if p == proxyHAProxy {
+			if p == proxyHAProxy || p == proxyHTTPUtil {
 				continue // the switch run compares cutover with nginx's reload
 			}
 			if p == proxyCutover && h.tools.cutoverNoSwitch != "" {

@@ -101,6 +101,13 @@ func (h *harness) prepare(ctx context.Context) error {
 		h.checkCutoverCommands()
 	}
 
+	if slices.Contains(h.opts.proxies, proxyHTTPUtil) {
+		h.tools.httputil = filepath.Join(bin, "httputilproxy")
+		if out, err := h.goBuild(ctx, h.tools.httputil, "./bench/httputilproxy"); err != nil {
+			return fmt.Errorf("build bench/httputilproxy: %w\n%s", err, out)
+		}
+	}
+
 	colours := []string{"blue"}
 	if slices.Contains(h.opts.phases, phaseSwitch) {
 		colours = append(colours, "green")

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,11 +21,17 @@ const (
 	proxyNginx   = "nginx"
 	proxyHAProxy = "haproxy"
 	proxyCutover = "cutover"
+	// proxyHTTPUtil is Go's httputil.ReverseProxy (bench/httputilproxy),
+	// run only when asked for: the reference for cutover's engine choice.
+	proxyHTTPUtil = "httputil"
 )
 
 // allProxies is the default interleaving order; nginx first since it is the
 // baseline every ratio refers to.
 var allProxies = []string{proxyNginx, proxyHAProxy, proxyCutover}
+
+// knownProxies are the proxies -proxies accepts.
+var knownProxies = append(slices.Clone(allProxies), proxyHTTPUtil)
 
 // proxyOptions describe one proxy instance to start.
 type proxyOptions struct {
@@ -257,6 +264,11 @@ func (h *harness) startProxy(ctx context.Context, opts proxyOptions) (*runningPr
 			return nil, err
 		}
 		spec.args = []string{h.tools.cutover, "serve", "-c", rp.configPath}
+	case proxyHTTPUtil:
+		spec.args = []string{h.tools.httputil, "-listen", opts.Listen, "-targets", strings.Join(active, ",")}
+		if opts.AccessLog != "" {
+			spec.args = append(spec.args, "-access-log", opts.AccessLog)
+		}
 	default:
 		return nil, fmt.Errorf("unknown proxy %q; want one of %s", opts.Proxy, strings.Join(allProxies, ", "))
 	}
