@@ -21,6 +21,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/cutover/cutover/internal/dataplane/proxy"
+	"github.com/cutover/cutover/internal/dataplane/sock"
 )
 
 // Options configure a Server.
@@ -175,11 +176,14 @@ func (s *Server) accept(ln net.Listener, info proxy.ConnInfo) error {
 func (s *Server) serve(c *conn, info proxy.ConnInfo) {
 	defer s.untrack(c)
 	info.Track = c
+	// c.nc stays the plain connection, for Shutdown to close; the engines
+	// get it with raw-syscall reads and writes.
+	nc := sock.Wrap(c.nc)
 	if !info.TLS {
-		s.o.Proxy.ServeConn(c.nc, info)
+		s.o.Proxy.ServeConn(nc, info)
 		return
 	}
-	tc := tls.Server(c.nc, s.o.TLS)
+	tc := tls.Server(nc, s.o.TLS)
 	tc.SetDeadline(time.Now().Add(s.o.HandshakeTimeout))
 	if err := tc.Handshake(); err != nil {
 		s.o.Logger.Debug("TLS handshake failed", "remote", c.nc.RemoteAddr(), "err", err)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/cutover/cutover/internal/dataplane/sock"
 	"github.com/cutover/cutover/internal/dataplane/wire"
 )
 
@@ -105,6 +106,7 @@ func (t *Target) dial(ctx context.Context) (*Conn, error) {
 	if err != nil {
 		return nil, &DialError{Err: err}
 	}
+	nc = sock.Wrap(nc)
 	c := &Conn{
 		Conn:   nc,
 		R:      wire.NewReader(nc, readBufSize, t.opts.MaxHeadBytes),
