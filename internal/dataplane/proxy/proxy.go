@@ -9,11 +9,12 @@
 //     per-connection reader/writer goroutines towards upstreams;
 //   - ServeHTTP, an http.Handler for HTTP/2 clients (served by x/net/http2).
 //
-// Why not httputil.ReverseProxy: on the benchmark workload it reaches under
-// half of nginx's requests per second and a third of its requests per CPU
-// second; most of the difference is the Transport's per-connection
+// Why not httputil.ReverseProxy: on the benchmark workload (bench/run) it
+// reaches 0.54x nginx's requests per second and 0.41x its requests per CPU
+// second, where this engine reaches 0.93x and 0.95x (1.09x and 1.16x with the
+// access log on); most of the difference is the Transport's per-connection
 // goroutines and channel hand-offs and the header maps allocated and cloned
-// per request (docs/benchmarks.md has the numbers).
+// per request. docs/benchmarks.md has the numbers and a profile.
 package proxy
 
 import (
