@@ -105,7 +105,8 @@ func (c *clientConn) serveOne() bool {
 		if isTimeout(err) {
 			st = 408
 		}
-		c.req.Method, c.req.URI = nil, nil
+		// No request line was read: log the failure without request fields.
+		c.req.Method, c.req.URI, c.req.Host = nil, nil, nil
 		c.localError(time.Now(), st, err.Error())
 		return false
 	}
@@ -288,7 +289,7 @@ func (c *clientConn) relayResponse(start time.Time) (keep bool) {
 			// the connection closing before the body's end.
 			x.finish(false)
 			c.w.Flush()
-			c.logRequest(start)
+			c.logRequest()
 			return false
 		}
 		if out == wire.FrameChunked {
@@ -305,7 +306,7 @@ func (c *clientConn) relayResponse(start time.Time) (keep bool) {
 		clientErr = c.flush(start)
 	}
 	x.finish(clientErr == nil && x.rbody.Done() && in != wire.FrameClose && !resp.Close)
-	c.logRequest(start)
+	c.logRequest()
 	if clientErr != nil {
 		return false
 	}
@@ -414,41 +415,8 @@ func (p *Proxy) writeRequestHead(w *bufio.Writer, x *exchange) {
 }
 
 // logRequest writes the access log entry of the current request.
-func (c *clientConn) logRequest(start time.Time) {
-	l := c.p.o.AccessLog
-	if l == nil {
-		return
-	}
-	x := &c.x
-	e := &c.log
-	*e = accesslog.Entry{
-		Start:      start,
-		RemoteAddr: c.client.IP,
-		Method:     c.req.Method,
-		URI:        c.req.URI,
-		Proto:      protoName(c.req.Minor),
-		Host:       c.req.Host,
-		Referer:    x.referer,
-		UserAgent:  x.agent,
-		RequestID:  x.reqID,
-		Status:     x.status,
-		BytesSent:  x.bytesSent,
-		Duration:   time.Since(start),
-	}
-	if ip := c.client.RealIP(x.inXFF, c.p.o.Trusted); ip != nil {
-		e.RemoteAddr = string(ip)
-	}
-	if x.svc != nil {
-		e.Service = x.svc.Name()
-	}
-	if x.pool != nil {
-		e.Pool = x.pool.Name()
-	}
-	if x.target != nil {
-		e.Target = x.target.Addr()
-		e.UpstreamStatus = x.resp.Status
-	}
-	l.Log(e)
+func (c *clientConn) logRequest() {
+	c.p.logExchange(&c.log, &c.x, protoName(c.req.Minor))
 }
 
 func protoName(minor int) string {

@@ -71,7 +71,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			req.Chunked = true
 		}
 	}
-	defer func() { p.logH2(st, r, start) }()
+	defer func() { p.logExchange(&st.log, x, r.Proto) }()
 
 	svc := p.o.Router.Table().Lookup(req.Host)
 	if svc == nil {
@@ -168,35 +168,6 @@ func (p *Proxy) h2Local(w http.ResponseWriter, x *exchange, code int, body strin
 	io.WriteString(w, body)
 	x.status = code
 	x.bytesSent = int64(len(body))
-}
-
-func (p *Proxy) logH2(st *h2State, r *http.Request, start time.Time) {
-	l := p.o.AccessLog
-	if l == nil {
-		return
-	}
-	x := &st.x
-	e := &st.log
-	*e = accesslog.Entry{
-		Start: start, RemoteAddr: st.client.IP,
-		Method: st.req.Method, URI: st.req.URI, Proto: r.Proto, Host: st.req.Host,
-		Referer: x.referer, UserAgent: x.agent, RequestID: x.reqID,
-		Status: x.status, BytesSent: x.bytesSent, Duration: time.Since(start),
-	}
-	if ip := st.client.RealIP(x.inXFF, p.o.Trusted); ip != nil {
-		e.RemoteAddr = string(ip)
-	}
-	if x.svc != nil {
-		e.Service = x.svc.Name()
-	}
-	if x.pool != nil {
-		e.Pool = x.pool.Name()
-	}
-	if x.target != nil {
-		e.Target = x.target.Addr()
-		e.UpstreamStatus = x.resp.Status
-	}
-	l.Log(e)
 }
 
 // bytes copies s into the state's arena and returns the copy. The arena is

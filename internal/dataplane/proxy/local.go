@@ -19,7 +19,7 @@ func (c *clientConn) local(start time.Time, status int, body string) (keep bool)
 		c.x.finish(false)
 	}
 	err := c.flush(start)
-	c.logRequest(start)
+	c.logRequest()
 	return keep && err == nil
 }
 
@@ -28,11 +28,13 @@ func (c *clientConn) local(start time.Time, status int, body string) (keep bool)
 func (c *clientConn) localError(start time.Time, status int, reason string) {
 	body := strconv.Itoa(status) + " " + statusText(status) + ": " + reason + "\n"
 	c.writeLocal(status, body, nil, false)
+	// The exchange of a request that was never parsed holds nothing else.
+	c.x.reset()
+	c.x.req, c.x.client, c.x.start = &c.req, &c.client, start
 	c.x.status = status
+	c.x.bytesSent = int64(len(body))
 	c.flush(start)
-	// Unparsed requests are logged without request fields.
-	c.x.reqID = nil
-	c.logRequest(start)
+	c.logRequest()
 }
 
 func (c *clientConn) writeLocal(status int, body string, extra []string, keep bool) {
@@ -81,7 +83,7 @@ func (c *clientConn) redirect(start time.Time) bool {
 	c.writeLocal(308, body, []string{"Location", loc.String()}, keep)
 	c.x.status = 308
 	err := c.flush(start)
-	c.logRequest(start)
+	c.logRequest()
 	return keep && err == nil
 }
 

@@ -316,6 +316,43 @@ type clientBodyError struct{ err error }
 func (e *clientBodyError) Error() string { return "reading request body: " + e.err.Error() }
 func (e *clientBodyError) Unwrap() error { return e.err }
 
+// logExchange writes the access log entry of a finished exchange, reusing
+// the caller's entry e so that logging allocates nothing.
+func (p *Proxy) logExchange(e *accesslog.Entry, x *exchange, proto string) {
+	l := p.o.AccessLog
+	if l == nil {
+		return
+	}
+	*e = accesslog.Entry{
+		Start:      x.start,
+		RemoteAddr: x.client.IP,
+		Method:     x.req.Method,
+		URI:        x.req.URI,
+		Proto:      proto,
+		Host:       x.req.Host,
+		Referer:    x.referer,
+		UserAgent:  x.agent,
+		RequestID:  x.reqID,
+		Status:     x.status,
+		BytesSent:  x.bytesSent,
+		Duration:   time.Since(x.start),
+	}
+	if ip := x.client.RealIP(x.inXFF, p.o.Trusted); ip != nil {
+		e.RemoteAddr = string(ip)
+	}
+	if x.svc != nil {
+		e.Service = x.svc.Name()
+	}
+	if x.pool != nil {
+		e.Pool = x.pool.Name()
+	}
+	if x.target != nil {
+		e.Target = x.target.Addr()
+		e.UpstreamStatus = x.resp.Status
+	}
+	l.Log(e)
+}
+
 // finish returns the upstream connection for reuse or closes it, and ends
 // the target's accounting.
 func (x *exchange) finish(reusable bool) {

@@ -63,7 +63,7 @@ func (c *clientConn) upgrade(start time.Time) bool {
 	wg.Wait()
 	x.bytesSent = n
 	x.finish(false)
-	c.logRequest(start)
+	c.logRequest()
 	return false
 }
 
