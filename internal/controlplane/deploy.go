@@ -48,24 +48,13 @@ func (m *Manager) Deploy(ctx context.Context, req DeployRequest, progress func(E
 	if err := checkSpecs(specs); err != nil {
 		return nil, err
 	}
-	timeout := time.Duration(req.Timeout)
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
+	timeout := opTimeout(req.Timeout)
 
 	m.mu.Lock()
-	s, err := m.serviceLocked(req.Service)
+	s, err := m.freeServiceLocked(req.Service, OpDeploy, func(*service) string { return req.Pool })
 	if err != nil {
 		m.mu.Unlock()
 		return nil, err
-	}
-	if err := m.checkRunningLocked(); err != nil {
-		m.mu.Unlock()
-		return nil, err
-	}
-	if op := m.ops[s.name]; op != nil {
-		m.mu.Unlock()
-		return nil, busy(OpDeploy, s.name, req.Pool, op)
 	}
 	active := s.rs.Active()
 	p, exists := s.pools[req.Pool]
@@ -133,25 +122,14 @@ func (m *Manager) Rollback(ctx context.Context, req RollbackRequest, progress fu
 	if progress == nil {
 		progress = func(Event) {}
 	}
-	timeout := time.Duration(req.Timeout)
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
+	timeout := opTimeout(req.Timeout)
 	m.mu.Lock()
-	s, err := m.serviceLocked(req.Service)
+	s, err := m.freeServiceLocked(req.Service, OpRollback, func(s *service) string { return s.rs.Previous() })
 	if err != nil {
 		m.mu.Unlock()
 		return nil, err
 	}
-	if err := m.checkRunningLocked(); err != nil {
-		m.mu.Unlock()
-		return nil, err
-	}
 	prev := s.rs.Previous()
-	if op := m.ops[s.name]; op != nil {
-		m.mu.Unlock()
-		return nil, busy(OpRollback, s.name, prev, op)
-	}
 	if prev == "" {
 		active := "none"
 		if a := s.rs.Active(); a != nil {
@@ -183,6 +161,32 @@ func (m *Manager) Rollback(ctx context.Context, req RollbackRequest, progress fu
 		took = time.Since(start)
 	}
 	return m.switchTo(ctx, s, p, OpRollback, took, progress)
+}
+
+// opTimeout is a request's health-wait timeout, or the default.
+func opTimeout(d Duration) time.Duration {
+	if d <= 0 {
+		return DefaultTimeout
+	}
+	return time.Duration(d)
+}
+
+// freeServiceLocked finds the named service for a deploy or rollback (kind)
+// and checks that the control plane runs and that no other operation is in
+// progress on the service; pool names the pool the operation would switch
+// to, for the busy message. m.mu must be held.
+func (m *Manager) freeServiceLocked(name, kind string, pool func(*service) string) (*service, error) {
+	s, err := m.serviceLocked(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.checkRunningLocked(); err != nil {
+		return nil, err
+	}
+	if op := m.ops[s.name]; op != nil {
+		return nil, busy(kind, s.name, pool(s), op)
+	}
+	return s, nil
 }
 
 func (m *Manager) checkRunningLocked() error {
