@@ -38,8 +38,18 @@ type Options struct {
 	// RedirectPort overrides the port put in HTTP→HTTPS redirects, for when
 	// HTTPS is published on another port than it listens on.
 	RedirectPort string
-	Logger       *slog.Logger
+	// Engine serves plain HTTP/1.1: "loops" (the default; event loops on
+	// Linux, see proxy.Loops) or "goroutines" (a goroutine per connection,
+	// as TLS connections always are).
+	Engine string
+	Logger *slog.Logger
 }
+
+// Engines of Options.Engine.
+const (
+	EngineLoops      = "loops"
+	EngineGoroutines = "goroutines"
+)
 
 // Server runs the public listeners.
 type Server struct {
@@ -53,6 +63,9 @@ type Server struct {
 	mu        sync.Mutex
 	conns     map[*conn]struct{}
 	serveOnce sync.Once
+	// loops serve the plain-HTTP listener's connections when it does not
+	// redirect; nil when the goroutine engine does.
+	loops *proxy.Loops
 }
 
 // New binds the listeners, so address problems are reported before
@@ -72,6 +85,13 @@ func New(o Options) (*Server, error) {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	switch o.Engine {
+	case "":
+		o.Engine = EngineLoops
+	case EngineLoops, EngineGoroutines:
+	default:
+		return nil, fmt.Errorf("engine %q: use %q or %q", o.Engine, EngineLoops, EngineGoroutines)
 	}
 	s := &Server{o: o, conns: make(map[*conn]struct{})}
 	var err error
@@ -98,7 +118,30 @@ func New(o Options) (*Server, error) {
 			return nil, fmt.Errorf("configuring HTTP/2: %w", err)
 		}
 	}
+	if s.httpLn != nil && s.httpsLn == nil && o.Engine == EngineLoops && proxy.LoopsSupported {
+		if s.loops, err = o.Proxy.NewLoops(proxy.LoopOptions{Handoff: s.adopt}); err != nil {
+			s.httpLn.Close()
+			return nil, fmt.Errorf("starting the event loops: %w", err)
+		}
+	}
 	return s, nil
+}
+
+// adopt serves, with the goroutine engine, a connection the event loops
+// handed over; it is tracked for Shutdown like any other.
+func (s *Server) adopt(nc net.Conn, h *proxy.Handoff) {
+	c := &conn{nc: nc, srv: s}
+	if h.Begun() {
+		c.state.Store(connActive)
+	}
+	if !s.track(c) {
+		nc.Close()
+		return
+	}
+	go func() {
+		defer s.untrack(c)
+		s.o.Proxy.ServeHandoff(sock.Wrap(nc), h, proxy.ConnInfo{Track: c})
+	}()
 }
 
 // HTTPAddr is the bound plain-HTTP address (nil if none).
@@ -164,6 +207,13 @@ func (s *Server) accept(ln net.Listener, info proxy.ConnInfo) error {
 			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 		}
 		delay = 0
+		if s.loops != nil && !info.TLS {
+			if err := s.loops.Add(nc); err == nil {
+				continue
+			} else {
+				s.o.Logger.Warn("event loops refused a connection; serving it with a goroutine", "err", err)
+			}
+		}
 		c := &conn{nc: nc, srv: s}
 		if !s.track(c) {
 			nc.Close()
@@ -263,6 +313,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		// Sends GOAWAY on HTTP/2 connections; they close after their streams.
 		s.h2base.Shutdown(ctx)
 	}
+	loopsDone := make(chan error, 1)
+	if s.loops != nil {
+		go func() { loopsDone <- s.loops.Shutdown(ctx) }()
+	} else {
+		loopsDone <- nil
+	}
 	s.mu.Lock()
 	for c := range s.conns {
 		if c.state.CompareAndSwap(connIdle, connClosed) {
@@ -274,7 +330,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() { s.wg.Wait(); close(done) }()
 	select {
 	case <-done:
-		return nil
+		return <-loopsDone
 	case <-ctx.Done():
 	}
 	s.mu.Lock()
@@ -284,5 +340,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	<-done
+	if err := <-loopsDone; err != nil {
+		return err
+	}
 	return fmt.Errorf("shutdown: closed %d connections with requests in flight: %w", n, ctx.Err())
 }

@@ -68,16 +68,55 @@ type clientConn struct {
 // ServeConn serves HTTP/1.1 requests on nc until the client closes it, an
 // error makes it unusable, or the server shuts down. nc is closed on return.
 func (p *Proxy) ServeConn(nc net.Conn, info ConnInfo) {
+	c := p.newClientConn(nc, info, wire.NewReader(nc, clientReadBuf, p.o.MaxHeaderBytes))
+	defer nc.Close()
+	for c.serveOne() {
+	}
+}
+
+func (p *Proxy) newClientConn(nc net.Conn, info ConnInfo, r *wire.Reader) *clientConn {
 	c := &clientConn{
 		p:      p,
 		nc:     nc,
 		info:   info,
-		r:      wire.NewReader(nc, clientReadBuf, p.o.MaxHeaderBytes),
+		r:      r,
 		w:      bufio.NewWriterSize(nc, clientWriteBuf),
 		client: forward.NewClient(nc.RemoteAddr(), info.TLS, p.o.Trusted),
 	}
 	c.headerDeadline = c.setHeaderDeadline
+	return c
+}
+
+// Handoff is a connection an event loop gives to the goroutine engine, with
+// what the loop had read of it.
+type Handoff struct {
+	r *wire.Reader
+	// head is a request head the loop read and left for the goroutine
+	// engine to serve, its Tracker begun; nil when none was read.
+	head  []byte
+	start time.Time
+}
+
+// Begun reports whether the handed-off connection is in the middle of a
+// request (its Tracker's Begin was called).
+func (h *Handoff) Begun() bool { return h.head != nil }
+
+// ServeHandoff serves a connection an event loop handed over, like
+// ServeConn: first the request the loop read, if any, then the following
+// ones. nc is closed on return.
+func (p *Proxy) ServeHandoff(nc net.Conn, h *Handoff, info ConnInfo) {
+	h.r.SetSource(nc)
+	c := p.newClientConn(nc, info, h.r)
 	defer nc.Close()
+	if h.head != nil {
+		keep := c.serveRequest(h.head, h.start)
+		if info.Track != nil && !info.Track.End() {
+			keep = false
+		}
+		if !keep {
+			return
+		}
+	}
 	for c.serveOne() {
 	}
 }
@@ -214,56 +253,8 @@ func (c *clientConn) relayResponse(start time.Time) (keep bool) {
 		return c.upgrade(start)
 	}
 
-	in := wire.FrameNone
-	out := wire.FrameNone
-	switch {
-	case !resp.BodyAllowed(req.IsHead()):
-	case resp.Chunked:
-		in, out = wire.FrameChunked, wire.FrameChunked
-	case resp.ContentLength >= 0:
-		in, out = wire.FrameLength, wire.FrameLength
-	default:
-		in, out = wire.FrameClose, wire.FrameChunked
-	}
-	if out == wire.FrameChunked && req.Minor == 0 {
-		// HTTP/1.0 has no chunked coding: end the body by closing.
-		out = wire.FrameClose
-		keep = false
-	}
-	if c.draining() {
-		keep = false
-	}
-
-	w.WriteString("HTTP/1.1 ")
-	writeStatus(w, resp.Status, resp.Reason)
-	for i := range resp.Headers {
-		h := &resp.Headers[i]
-		if h.Kind.HopByHop() || resp.Listed(h.Name) {
-			continue
-		}
-		if h.Kind == wire.KindContentLength && out != wire.FrameNone {
-			continue // written below with the framing
-		}
-		w.Write(h.Name)
-		w.WriteString(": ")
-		w.Write(h.Value)
-		w.WriteString("\r\n")
-	}
-	switch out {
-	case wire.FrameLength:
-		w.WriteString("Content-Length: ")
-		w.Write(strconv.AppendInt(w.AvailableBuffer(), resp.ContentLength, 10))
-		w.WriteString("\r\n")
-	case wire.FrameChunked:
-		w.WriteString("Transfer-Encoding: chunked\r\n")
-	}
-	if !keep {
-		w.WriteString("Connection: close\r\n\r\n")
-	} else if req.Minor == 0 {
-		w.WriteString("Connection: keep-alive\r\n\r\n")
-	} else {
-		w.WriteString("\r\n")
-	}
+	in, out, keep := responseFraming(req, resp, keep, c.draining())
+	writeResponseHead(w, resp, out, keep, req.Minor)
 	x.status = resp.Status
 
 	uc := x.uc
@@ -313,6 +304,65 @@ func (c *clientConn) relayResponse(start time.Time) (keep bool) {
 	return keep && c.bodyConsumed()
 }
 
+// responseFraming decides how a response body is read from the target (in)
+// and framed to the client (out), and whether the client connection stays
+// open; keep is whether it would otherwise.
+func responseFraming(req *wire.Request, resp *wire.Response, keep, draining bool) (in, out wire.Framing, keepOpen bool) {
+	switch {
+	case !resp.BodyAllowed(req.IsHead()):
+	case resp.Chunked:
+		in, out = wire.FrameChunked, wire.FrameChunked
+	case resp.ContentLength >= 0:
+		in, out = wire.FrameLength, wire.FrameLength
+	default:
+		in, out = wire.FrameClose, wire.FrameChunked
+	}
+	if out == wire.FrameChunked && req.Minor == 0 {
+		// HTTP/1.0 has no chunked coding: end the body by closing.
+		out = wire.FrameClose
+		keep = false
+	}
+	if draining {
+		keep = false
+	}
+	return in, out, keep
+}
+
+// writeResponseHead writes the head sent to the client: the target's status
+// and fields minus hop-by-hop ones, with the body framing out.
+func writeResponseHead(w *bufio.Writer, resp *wire.Response, out wire.Framing, keep bool, minor int) {
+	w.WriteString("HTTP/1.1 ")
+	writeStatus(w, resp.Status, resp.Reason)
+	for i := range resp.Headers {
+		h := &resp.Headers[i]
+		if h.Kind.HopByHop() || resp.Listed(h.Name) {
+			continue
+		}
+		if h.Kind == wire.KindContentLength && out != wire.FrameNone {
+			continue // written below with the framing
+		}
+		w.Write(h.Name)
+		w.WriteString(": ")
+		w.Write(h.Value)
+		w.WriteString("\r\n")
+	}
+	switch out {
+	case wire.FrameLength:
+		w.WriteString("Content-Length: ")
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), resp.ContentLength, 10))
+		w.WriteString("\r\n")
+	case wire.FrameChunked:
+		w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if !keep {
+		w.WriteString("Connection: close\r\n\r\n")
+	} else if minor == 0 {
+		w.WriteString("Connection: keep-alive\r\n\r\n")
+	} else {
+		w.WriteString("\r\n")
+	}
+}
+
 // bodyConsumed reports whether the request body was read to its end, so the
 // connection is positioned at the next request.
 func (c *clientConn) bodyConsumed() bool {
@@ -351,7 +401,7 @@ func (p *Proxy) writeRequestHead(w *bufio.Writer, x *exchange) {
 	w.WriteString(" HTTP/1.1\r\nHost: ")
 	host := r.Host
 	if len(host) == 0 {
-		host = []byte(x.uc.Target().Addr())
+		host = []byte(x.cur.Addr())
 	}
 	w.Write(host)
 	w.WriteString("\r\n")

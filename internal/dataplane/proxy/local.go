@@ -1,10 +1,13 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/cutover/cutover/internal/dataplane/wire"
 )
 
 // local answers the current request from the proxy itself (no upstream)
@@ -38,7 +41,11 @@ func (c *clientConn) localError(start time.Time, status int, reason string) {
 }
 
 func (c *clientConn) writeLocal(status int, body string, extra []string, keep bool) {
-	w := c.w
+	writeLocal(c.w, &c.req, status, body, extra, keep)
+}
+
+// writeLocal writes a response of the proxy's own: a short text body.
+func writeLocal(w *bufio.Writer, req *wire.Request, status int, body string, extra []string, keep bool) {
 	w.WriteString("HTTP/1.1 ")
 	writeStatus(w, status, nil)
 	w.WriteString("Content-Type: text/plain; charset=utf-8\r\nContent-Length: ")
@@ -54,7 +61,7 @@ func (c *clientConn) writeLocal(status int, body string, extra []string, keep bo
 		w.WriteString("Connection: close\r\n")
 	}
 	w.WriteString("\r\n")
-	if !c.req.IsHead() {
+	if !req.IsHead() {
 		w.WriteString(body)
 	}
 }

@@ -110,9 +110,11 @@ type exchange struct {
 	svc    *route.Service
 	pool   *upstream.Pool
 	target *upstream.Target
-	uc     *upstream.Conn
-	resp   wire.Response
-	rbody  wire.Body
+	// cur is the target of the attempt under way.
+	cur   *upstream.Target
+	uc    *upstream.Conn
+	resp  wire.Response
+	rbody wire.Body
 
 	tried    [maxAttempts]*upstream.Target
 	ntried   int
@@ -214,28 +216,36 @@ func (p *Proxy) roundTrip(ctx context.Context, x *exchange) error {
 			x.target = t
 			return nil
 		}
-		t.End(false)
 		lastErr = err
-		var de *upstream.DialError
-		isDial := errors.As(err, &de)
-		if isDial && !errors.Is(err, upstream.ErrTargetClosed) {
-			t.ReportFailure(err)
-		} else if !isDial && !stale && !isTimeout(err) {
-			// A fresh connection that failed: the target is in trouble.
-			t.ReportFailure(err)
-		}
-		if !stale && x.ntried < len(x.tried) {
-			x.tried[x.ntried] = t
-			x.ntried++
-		}
-		if isDial {
-			continue
-		}
-		if x.bodySent || x.gotByte || isTimeout(err) || !x.req.Idempotent() {
+		if !x.attemptFailed(t, err, stale) {
 			return err
 		}
 	}
 	return lastErr
+}
+
+// attemptFailed ends the accounting of a failed attempt on t, tells the
+// target's passive health check when the failure says something about the
+// target, and reports whether the request may be tried on another target.
+// Both engines decide retries here.
+func (x *exchange) attemptFailed(t *upstream.Target, err error, stale bool) (retry bool) {
+	t.End(false)
+	var de *upstream.DialError
+	isDial := errors.As(err, &de)
+	if isDial && !errors.Is(err, upstream.ErrTargetClosed) {
+		t.ReportFailure(err)
+	} else if !isDial && !stale && !isTimeout(err) {
+		// A fresh connection that failed: the target is in trouble.
+		t.ReportFailure(err)
+	}
+	if !stale && x.ntried < len(x.tried) {
+		x.tried[x.ntried] = t
+		x.ntried++
+	}
+	if isDial {
+		return true
+	}
+	return !(x.bodySent || x.gotByte || isTimeout(err) || !x.req.Idempotent())
 }
 
 // try sends the request on one connection to t and reads the response
@@ -256,6 +266,7 @@ func (p *Proxy) try(ctx context.Context, x *exchange, t *upstream.Target) (stale
 		}
 	}
 	x.uc = uc
+	x.cur = t
 	uc.ReadDL.Extend(x.start, p.o.ResponseTimeout, uc.SetReadDeadline)
 	uc.WriteDL.Extend(x.start, p.o.ResponseTimeout, uc.SetWriteDeadline)
 	if err := p.writeRequest(x); err != nil {

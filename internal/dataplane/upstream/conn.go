@@ -157,6 +157,7 @@ func (t *Target) Discard(c *Conn) {
 // demand, so this is safe on a target that may serve again (a retired pool
 // kept warm for rollback).
 func (t *Target) CloseIdle() int {
+	t.idleGen.Add(1)
 	t.mu.Lock()
 	idle := t.conns.idle
 	t.conns.idle = nil
@@ -167,12 +168,14 @@ func (t *Target) CloseIdle() int {
 	for _, c := range idle {
 		c.Conn.Close()
 	}
-	return len(idle)
+	return len(idle) + int(t.extIdle.Load())
 }
 
 // CloseAll closes every connection of the target, including those carrying
 // requests now; those requests fail. Used when a drain's time is up.
 func (t *Target) CloseAll() int {
+	t.idleGen.Add(1)
+	t.allGen.Add(1)
 	t.mu.Lock()
 	all := make([]*Conn, 0, len(t.conns.all))
 	for c := range t.conns.all {
@@ -184,7 +187,7 @@ func (t *Target) CloseAll() int {
 	for _, c := range all {
 		c.Conn.Close()
 	}
-	return len(all)
+	return len(all) + int(t.extOpen.Load())
 }
 
 // Retire closes every connection and refuses new ones, for a target that
@@ -193,6 +196,7 @@ func (t *Target) Retire() {
 	t.mu.Lock()
 	t.conns.closed = true
 	t.mu.Unlock()
+	t.retired.Store(true)
 	t.CloseAll()
 }
 
@@ -200,5 +204,34 @@ func (t *Target) Retire() {
 func (t *Target) Conns() (open, idle int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return len(t.conns.all), len(t.conns.idle)
+	return len(t.conns.all) + int(t.extOpen.Load()), len(t.conns.idle) + int(t.extIdle.Load())
 }
+
+// ExtConns is for connections to the target that a caller holds itself
+// (the event loops' own). It counts them for Conns: open and idle are
+// changes to add. It returns the generations a holder compares with those
+// it saw when it opened (all) or parked (idle) a connection: a change means
+// CloseAll or CloseIdle was called since, and the connection must be
+// closed. retired reports that the target left its pool for good and no
+// new connection may be opened.
+func (t *Target) ExtConns(open, idle int64) (idleGen, allGen uint64, retired bool) {
+	if open != 0 {
+		t.extOpen.Add(open)
+	}
+	if idle != 0 {
+		t.extIdle.Add(idle)
+	}
+	return t.idleGen.Load(), t.allGen.Load(), t.retired.Load()
+}
+
+// KeepaliveTimeout is how long an idle connection to the target is kept.
+func (t *Target) KeepaliveTimeout() time.Duration { return t.opts.KeepaliveTimeout }
+
+// ConnectTimeout bounds connecting to the target.
+func (t *Target) ConnectTimeout() time.Duration { return t.opts.ConnectTimeout }
+
+// MaxIdle is how many idle connections to the target a holder keeps.
+func (t *Target) MaxIdle() int { return t.opts.MaxIdle }
+
+// MaxHeadBytes is the largest response head accepted from the target.
+func (t *Target) MaxHeadBytes() int { return t.opts.MaxHeadBytes }

@@ -5,6 +5,7 @@
 package upstream
 
 import (
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -58,6 +59,18 @@ type Target struct {
 	lastProbe time.Time
 	changed   time.Time
 	conns     connSet
+
+	// ap is addr parsed, for callers that connect with raw sockets; apOK
+	// is false when addr is a host name, which needs a resolver.
+	ap   netip.AddrPort
+	apOK bool
+	// Connections held outside conns (the event loops keep their own, as
+	// one loop's connections are useless to another): the loops count them
+	// here for Conns, and follow idleGen and allGen to close theirs when
+	// CloseIdle or CloseAll is called.
+	extOpen, extIdle atomic.Int64
+	idleGen, allGen  atomic.Uint64
+	retired          atomic.Bool
 }
 
 // TargetOptions configure a new target.
@@ -83,8 +96,21 @@ func NewTarget(o TargetOptions) *Target {
 	}
 	t.state.Store(int32(o.Initial))
 	t.changed = time.Now()
+	t.ap, t.apOK = parseAddrPort(o.Addr)
 	return t
 }
+
+func parseAddrPort(addr string) (netip.AddrPort, bool) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().IsValid() {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
+}
+
+// AddrPort is the target's address as IP and port; ok is false when the
+// address names a host, which only a resolver can turn into an IP.
+func (t *Target) AddrPort() (ap netip.AddrPort, ok bool) { return t.ap, t.apOK }
 
 // Addr is the host:port connections go to.
 func (t *Target) Addr() string { return t.addr }

@@ -23,6 +23,10 @@ var (
 	ErrHeadTooLarge = errors.New("message head too large")
 	ErrBareLF       = errors.New("line ends in a bare LF, not CRLF")
 	ErrEmptyHead    = errors.New("connection closed before a message head")
+	// ErrWouldBlock is returned by a non-blocking source that has no data
+	// now. A Reader passes it on without keeping it: the caller waits until
+	// the source is readable and calls again, and nothing buffered is lost.
+	ErrWouldBlock = errors.New("no data available now")
 )
 
 // Reader buffers a connection for head parsing and body relay. Unlike
@@ -59,6 +63,10 @@ func (b *Reader) Reset(rd io.Reader) {
 	}
 }
 
+// SetSource points the reader at a new source and keeps what is buffered,
+// for a connection that moves from one engine to another mid-stream.
+func (b *Reader) SetSource(rd io.Reader) { b.rd = rd }
+
 // Buffered returns the number of bytes that can be read without a read from
 // the underlying source.
 func (b *Reader) Buffered() int { return b.w - b.r }
@@ -82,6 +90,12 @@ func (b *Reader) fill() error {
 	for range maxEmptyReads {
 		n, err := b.rd.Read(b.buf[b.w:])
 		b.w += n
+		if err == ErrWouldBlock {
+			if n > 0 {
+				return nil
+			}
+			return err
+		}
 		if err != nil {
 			b.err = err
 			if n > 0 {
@@ -197,7 +211,10 @@ func (b *Reader) Next(n int) ([]byte, error) {
 		b.r, b.w = 0, 0
 		m, err := b.rd.Read(b.buf)
 		b.w = m
-		if err != nil {
+		if err == ErrWouldBlock && m == 0 {
+			return nil, err
+		}
+		if err != nil && err != ErrWouldBlock {
 			b.err = err
 			if m == 0 {
 				return nil, err
@@ -221,7 +238,7 @@ func (b *Reader) Read(p []byte) (int, error) {
 		if len(p) >= len(b.buf) {
 			// Large reads bypass the buffer.
 			n, err := b.rd.Read(p)
-			if err != nil {
+			if err != nil && err != ErrWouldBlock {
 				b.err = err
 			}
 			return n, err

@@ -1,0 +1,482 @@
+//go:build linux
+
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/cutover/cutover/internal/dataplane/forward"
+	"github.com/cutover/cutover/internal/dataplane/upstream"
+	"github.com/cutover/cutover/internal/dataplane/wire"
+)
+
+// Loops is the HTTP/1.1 engine of plain-HTTP listeners on Linux: one event
+// loop per processor, each waiting in its own epoll set for its client and
+// upstream connections and driving every request on them as a state
+// machine, the way nginx's workers do.
+//
+// Why not a goroutine per connection (ServeConn): that model reads each
+// socket once more per wait than needed (the read that finds it empty before
+// the goroutine parks), and hands every wake-up through the scheduler, which
+// parks and wakes threads and leaves processors idle between them. On the
+// benchmark (bench/run, docs/benchmarks.md) the goroutine engine stayed at
+// 0.90-0.95x nginx's requests per second; the loops pass nginx. A loop
+// reads a socket only after epoll said it is readable and treats a short read
+// as "drained" (as nginx does), so a request costs two reads and two writes.
+//
+// The loops serve the common request themselves: a head without a body, no
+// upgrade, to a service with an active pool of IP targets. Anything else (a
+// request body, a WebSocket upgrade, a parse error, no route, a target named
+// by host name) is handed with what was read so far to the goroutine
+// engine, through LoopOptions.Handoff, which serves the connection from then
+// on. Both engines share routing, balancing, pool accounting, retries,
+// forwarding headers, response framing and the access log.
+type Loops struct {
+	p       *Proxy
+	handoff func(net.Conn, *Handoff)
+	loops   []*evloop
+	next    atomic.Uint32
+	closing atomic.Bool
+	// clients counts client connections owned by the loops; zero is
+	// signalled on idle while shutting down.
+	clients atomic.Int64
+	idle    chan struct{}
+	wg      sync.WaitGroup
+}
+
+// LoopOptions configure Loops.
+type LoopOptions struct {
+	// Loops is the number of event loops; 0 means one per processor
+	// (GOMAXPROCS).
+	Loops int
+	// Handoff takes a connection the loops give up, for the goroutine
+	// engine (ServeHandoff). It must not block.
+	Handoff func(nc net.Conn, h *Handoff)
+}
+
+// sweepEvery is how often a loop checks its connections' deadlines and
+// idle upstream connections; timeouts fire up to this late.
+const sweepEvery = 100 * time.Millisecond
+
+// NewLoops starts the event loops.
+func (p *Proxy) NewLoops(o LoopOptions) (*Loops, error) {
+	if o.Handoff == nil {
+		return nil, errors.New("event loops need a Handoff")
+	}
+	n := o.Loops
+	if n <= 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	e := &Loops{p: p, handoff: o.Handoff, idle: make(chan struct{}, 1)}
+	for range n {
+		l, err := newEvloop(e)
+		if err != nil {
+			for _, l := range e.loops {
+				l.stop()
+			}
+			e.wg.Wait()
+			return nil, err
+		}
+		e.loops = append(e.loops, l)
+		e.wg.Add(1)
+		go l.run()
+	}
+	return e, nil
+}
+
+// Add gives an accepted TCP connection to a loop. The loops take a
+// duplicate of its socket and close nc; on error nc is left to the caller.
+func (e *Loops) Add(nc net.Conn) error {
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		return fmt.Errorf("event loops serve TCP connections, not %T", nc)
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("event loops: %w", err)
+	}
+	fd := -1
+	var derr error
+	cerr := rc.Control(func(s uintptr) {
+		r, _, errno := syscall.Syscall(syscall.SYS_FCNTL, s, syscall.F_DUPFD_CLOEXEC, 0)
+		if errno != 0 {
+			derr = errno
+			return
+		}
+		fd = int(r)
+	})
+	if cerr != nil || derr != nil {
+		return fmt.Errorf("event loops: duplicating the socket: %w", errors.Join(cerr, derr))
+	}
+	client := forward.NewClient(nc.RemoteAddr(), false, e.p.o.Trusted)
+	// The duplicate shares the open file, non-blocking like Go's sockets;
+	// closing nc takes it out of Go's netpoller and leaves the socket open.
+	nc.Close()
+	e.clients.Add(1)
+	l := e.loops[e.next.Add(1)%uint32(len(e.loops))]
+	l.mu.Lock()
+	l.inbox = append(l.inbox, newConn{fd: fd, client: client})
+	l.mu.Unlock()
+	l.wakeup()
+	return nil
+}
+
+// Shutdown closes idle client connections at once and the others after
+// their response, until ctx ends; then it closes what is left and stops the
+// loops.
+func (e *Loops) Shutdown(ctx context.Context) error {
+	e.closing.Store(true)
+	for _, l := range e.loops {
+		l.wakeup()
+	}
+	var err error
+	for e.clients.Load() > 0 {
+		select {
+		case <-e.idle:
+			continue
+		case <-time.After(sweepEvery):
+			continue
+		case <-ctx.Done():
+		}
+		n := e.clients.Load()
+		if n > 0 {
+			err = fmt.Errorf("shutdown: closed %d connections with requests in flight: %w", n, ctx.Err())
+		}
+		break
+	}
+	for _, l := range e.loops {
+		l.stop()
+	}
+	e.wg.Wait()
+	return err
+}
+
+// begin, end and draining are the loops' Tracker: no per-connection state
+// is needed, as a loop owns its connections.
+func (e *Loops) begin() bool    { return !e.closing.Load() }
+func (e *Loops) end() bool      { return !e.closing.Load() }
+func (e *Loops) draining() bool { return e.closing.Load() }
+
+func (e *Loops) clientGone() {
+	if e.clients.Add(-1) == 0 && e.closing.Load() {
+		select {
+		case e.idle <- struct{}{}:
+		default:
+		}
+	}
+}
+
+type newConn struct {
+	fd     int
+	client forward.Client
+}
+
+// handler is what a loop calls with an epoll event of a descriptor.
+type handler interface{ onEvent(ev uint32) }
+
+// evloop is one event loop: a goroutine waiting in epoll_wait and the
+// connections registered in its epoll set. Everything but inbox and the
+// stop flag is used by the loop's goroutine alone.
+type evloop struct {
+	e    *Loops
+	p    *Proxy
+	ep   int
+	wake int // eventfd: new connections, shutdown, stop
+
+	mu      sync.Mutex
+	inbox   []newConn
+	stopped atomic.Bool
+
+	fds     []handler // by descriptor
+	clients map[*lclient]struct{}
+	ups     map[*lup]struct{}
+	idle    map[*upstream.Target][]*lup
+	now     time.Time
+	swept   time.Time
+	events  [128]syscall.EpollEvent
+}
+
+func newEvloop(e *Loops) (*evloop, error) {
+	ep, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("event loop: epoll_create1: %w", err)
+	}
+	wfd, _, errno := syscall.RawSyscall(syscall.SYS_EVENTFD2, 0, syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if errno != 0 {
+		syscall.Close(ep)
+		return nil, fmt.Errorf("event loop: eventfd2: %w", errno)
+	}
+	l := &evloop{
+		e: e, p: e.p, ep: ep, wake: int(wfd),
+		clients: make(map[*lclient]struct{}),
+		ups:     make(map[*lup]struct{}),
+		idle:    make(map[*upstream.Target][]*lup),
+	}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.wake)}
+	if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, l.wake, &ev); err != nil {
+		syscall.Close(ep)
+		syscall.Close(l.wake)
+		return nil, fmt.Errorf("event loop: epoll_ctl: %w", err)
+	}
+	return l, nil
+}
+
+func (l *evloop) wakeup() {
+	one := uint64(1)
+	syscall.RawSyscall(syscall.SYS_WRITE, uintptr(l.wake), uintptr(unsafe.Pointer(&one)), 8)
+}
+
+func (l *evloop) stop() {
+	l.stopped.Store(true)
+	l.wakeup()
+}
+
+// epollET is syscall.EPOLLET as the uint32 the event mask is (the syscall
+// package's constant is negative).
+const epollET = 1 << 31
+
+// watch registers fd for edge-triggered reads and writes.
+func (l *evloop) watch(fd int, h handler) error {
+	ev := syscall.EpollEvent{
+		Events: syscall.EPOLLIN | syscall.EPOLLOUT | syscall.EPOLLRDHUP | epollET,
+		Fd:     int32(fd),
+	}
+	if err := syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return err
+	}
+	for fd >= len(l.fds) {
+		l.fds = append(l.fds, make([]handler, len(l.fds)+64)...)
+	}
+	l.fds[fd] = h
+	return nil
+}
+
+// forget takes fd out of the loop; the caller closes it.
+func (l *evloop) forget(fd int) {
+	syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_DEL, fd, nil)
+	l.fds[fd] = nil
+}
+
+func (l *evloop) run() {
+	defer l.e.wg.Done()
+	// The loop is the only goroutine on its thread's work; keeping it on
+	// one thread keeps its epoll set's wake-ups going to the same thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	l.now = time.Now()
+	l.swept = l.now
+	for {
+		n, err := syscall.EpollWait(l.ep, l.events[:], int(sweepEvery/time.Millisecond))
+		if err != nil && err != syscall.EINTR {
+			l.p.o.Logger.Error("event loop: epoll_wait failed; the loop stops", "err", err)
+			l.closeAll()
+			return
+		}
+		l.now = time.Now()
+		for i := range n {
+			ev := &l.events[i]
+			fd := int(ev.Fd)
+			if fd == l.wake {
+				l.drainWake()
+				continue
+			}
+			if fd < len(l.fds) && l.fds[fd] != nil {
+				l.fds[fd].onEvent(ev.Events)
+			}
+		}
+		if l.stopped.Load() {
+			l.closeAll()
+			return
+		}
+		if l.now.Sub(l.swept) >= sweepEvery {
+			l.swept = l.now
+			l.sweep()
+		}
+	}
+}
+
+func (l *evloop) drainWake() {
+	var b [8]byte
+	syscall.RawSyscall(syscall.SYS_READ, uintptr(l.wake), uintptr(unsafe.Pointer(&b[0])), 8)
+	l.mu.Lock()
+	in := l.inbox
+	l.inbox = nil
+	l.mu.Unlock()
+	for _, nc := range in {
+		l.addClient(nc)
+	}
+	if l.e.closing.Load() {
+		// Idle connections close at once; busy ones after their response.
+		for c := range l.clients {
+			if c.st == cIdle && c.r.Buffered() == 0 {
+				c.close()
+			}
+		}
+	}
+}
+
+// sweep fires deadlines and closes upstream connections that CloseIdle or
+// CloseAll asked to be closed, or that sat idle too long.
+func (l *evloop) sweep() {
+	for c := range l.clients {
+		if !c.deadline.IsZero() && l.now.After(c.deadline) {
+			c.timeout()
+		}
+	}
+	for u := range l.ups {
+		igen, agen, retired := u.t.ExtConns(0, 0)
+		switch {
+		case u.owner != nil:
+			if agen != u.allGen {
+				u.owner.upstreamClosed()
+			}
+		case agen != u.allGen || igen != u.idleGen || retired ||
+			l.now.Sub(u.idleSince) >= u.t.KeepaliveTimeout():
+			l.closeUp(u)
+		}
+	}
+}
+
+// closeAll closes every connection when the loop stops; requests still
+// running end as if their upstream failed.
+func (l *evloop) closeAll() {
+	for c := range l.clients {
+		c.abort()
+	}
+	for u := range l.ups {
+		l.closeUp(u)
+	}
+	l.mu.Lock()
+	in := l.inbox
+	l.inbox = nil
+	l.mu.Unlock()
+	for _, nc := range in {
+		syscall.Close(nc.fd)
+		l.e.clientGone()
+	}
+	syscall.Close(l.wake)
+	syscall.Close(l.ep)
+}
+
+// fdSource reads a non-blocking socket for a wire.Reader, nginx-style: it
+// reads only after epoll reported the socket readable, and a read that
+// returns less than asked means the socket is drained until the next event,
+// so no read is spent finding it empty. A hang-up seen in an event keeps it
+// readable so the end of the stream is read.
+type fdSource struct {
+	fd     int
+	ready  bool
+	hangup bool
+}
+
+func (s *fdSource) event(ev uint32) {
+	if ev&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+		s.ready = true
+	}
+	if ev&(syscall.EPOLLRDHUP|syscall.EPOLLHUP|syscall.EPOLLERR) != 0 {
+		s.hangup = true
+	}
+}
+
+func (s *fdSource) Read(p []byte) (int, error) {
+	if !s.ready {
+		return 0, wire.ErrWouldBlock
+	}
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, uintptr(s.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		switch e {
+		case 0:
+			if n == 0 {
+				return 0, io.EOF
+			}
+			if int(n) < len(p) && !s.hangup {
+				s.ready = false
+			}
+			return int(n), nil
+		case syscall.EAGAIN:
+			s.ready = false
+			return 0, wire.ErrWouldBlock
+		case syscall.EINTR:
+			continue
+		}
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: e}
+	}
+}
+
+// writeFD writes as much of p as the socket takes: n bytes, and whether
+// it stopped because the send buffer is full.
+func writeFD(fd int, p []byte) (n int, blocked bool, err error) {
+	for n < len(p) {
+		m, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
+		switch e {
+		case 0:
+			n += int(m)
+		case syscall.EAGAIN:
+			return n, true, nil
+		case syscall.EINTR:
+		default:
+			return n, false, &net.OpError{Op: "write", Net: "tcp", Err: e}
+		}
+	}
+	return n, false, nil
+}
+
+// outBuf is the io.Writer under a loop connection's bufio.Writer: what
+// the bufio.Writer flushes is written to the socket at once, and what the
+// socket does not take waits in pending for the next writable event.
+type outBuf struct {
+	fd      int
+	held    bool // the socket is not connected yet: hold everything
+	pending []byte
+	err     error
+}
+
+func (o *outBuf) Write(p []byte) (int, error) {
+	if o.err != nil {
+		return len(p), nil
+	}
+	if len(o.pending) > 0 || o.held {
+		o.pending = append(o.pending, p...)
+		return len(p), nil
+	}
+	n, _, err := writeFD(o.fd, p)
+	if err != nil {
+		o.err = err
+		return len(p), nil
+	}
+	if n < len(p) {
+		o.pending = append(o.pending, p[n:]...)
+	}
+	return len(p), nil
+}
+
+// flushPending writes what is pending; it reports whether all of it went.
+func (o *outBuf) flushPending() bool {
+	if o.err != nil || len(o.pending) == 0 {
+		return o.err == nil
+	}
+	n, _, err := writeFD(o.fd, o.pending)
+	if err != nil {
+		o.err = err
+		return false
+	}
+	rest := copy(o.pending, o.pending[n:])
+	o.pending = o.pending[:rest]
+	if rest == 0 && cap(o.pending) > 64<<10 {
+		o.pending = nil // a large response's backlog is not kept
+	}
+	return rest == 0
+}
+
+// LoopsSupported reports whether this system has the event loops (Linux).
+const LoopsSupported = true

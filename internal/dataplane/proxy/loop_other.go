@@ -1,0 +1,33 @@
+//go:build !linux
+
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+)
+
+// LoopsSupported reports whether this system has the event loops (Linux).
+const LoopsSupported = false
+
+// Loops is the event-loop engine, which needs Linux's epoll; elsewhere
+// every connection is served by the goroutine engine.
+type Loops struct{}
+
+// LoopOptions configure Loops.
+type LoopOptions struct {
+	Loops   int
+	Handoff func(nc net.Conn, h *Handoff)
+}
+
+// NewLoops reports that the event loops need Linux.
+func (p *Proxy) NewLoops(o LoopOptions) (*Loops, error) {
+	return nil, errors.New("event loops need Linux's epoll")
+}
+
+// Add refuses nc.
+func (e *Loops) Add(nc net.Conn) error { return errors.New("event loops need Linux's epoll") }
+
+// Shutdown does nothing.
+func (e *Loops) Shutdown(ctx context.Context) error { return nil }
