@@ -135,11 +135,15 @@ func TestHostRouting(t *testing.T) {
 	wild := newBackend(t, "wild", nil)
 	deeper := newBackend(t, "deeper", nil)
 	def := newBackend(t, "default", nil)
-	tbl := route.NewTable()
-	tbl.Add(newService("exact", upstream.RoundRobin, poolSpec{"blue", []*backend{exact}}), []string{"example.com"})
-	tbl.Add(newService("wild", upstream.RoundRobin, poolSpec{"blue", []*backend{wild}}), []string{"*.example.com"})
-	tbl.Add(newService("deeper", upstream.RoundRobin, poolSpec{"blue", []*backend{deeper}}), []string{"*.api.example.com"})
-	ps := startProxy(t, proxy.Options{Router: route.NewRouter(tbl)}, proxy.ConnInfo{})
+	newTable := func() *route.Table {
+		tbl := route.NewTable()
+		tbl.Add(newService("exact", upstream.RoundRobin, poolSpec{"blue", []*backend{exact}}), []string{"example.com"})
+		tbl.Add(newService("wild", upstream.RoundRobin, poolSpec{"blue", []*backend{wild}}), []string{"*.example.com"})
+		tbl.Add(newService("deeper", upstream.RoundRobin, poolSpec{"blue", []*backend{deeper}}), []string{"*.api.example.com"})
+		return tbl
+	}
+	router := route.NewRouter(newTable())
+	ps := startProxy(t, proxy.Options{Router: router}, proxy.ConnInfo{})
 	for host, want := range map[string]string{
 		"example.com":        "exact",
 		"EXAMPLE.com:80":     "exact",
@@ -158,8 +162,11 @@ func TestHostRouting(t *testing.T) {
 	if st != "HTTP/1.1 404 Not Found" || !strings.Contains(body, "no service") {
 		t.Errorf("unknown host: %q %q", st, body)
 	}
-	// With a default service, it goes there.
-	tbl.Add(newService("default", upstream.RoundRobin, poolSpec{"blue", []*backend{def}}), nil)
+	// With a default service, it goes there. A table is not changed once
+	// installed: a new one is swapped in, as a reload does.
+	withDefault := newTable()
+	withDefault.Add(newService("default", upstream.RoundRobin, poolSpec{"blue", []*backend{def}}), nil)
+	router.Swap(withDefault)
 	_, body = rawRequest(t, ps.addr, "GET / HTTP/1.1\r\nHost: other.org\r\nConnection: close\r\n\r\n")
 	if body != "default" {
 		t.Errorf("unknown host with default service → %q", body)

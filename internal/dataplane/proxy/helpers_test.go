@@ -2,10 +2,13 @@ package proxy_test
 
 import (
 	"bufio"
+	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -64,12 +67,41 @@ func newService(name string, balance upstream.Balance, pools ...poolSpec) *route
 	return svc
 }
 
-// proxyServer runs a Proxy's HTTP/1.1 engine on a 127.0.0.1 listener.
+// testEngine is the HTTP/1.1 engine startProxy serves plain connections
+// with; TestMain runs the package's tests once with each engine.
+var testEngine = engineLoops
+
+const (
+	engineLoops      = "loops"
+	engineGoroutines = "goroutines"
+)
+
+func TestMain(m *testing.M) {
+	code := 0
+	for _, e := range []string{engineLoops, engineGoroutines} {
+		if e == engineLoops && !proxy.LoopsSupported {
+			continue
+		}
+		testEngine = e
+		fmt.Printf("=== engine: %s (failures below this line are with this engine)\n", e)
+		if c := m.Run(); c != 0 {
+			code = c
+		}
+	}
+	os.Exit(code)
+}
+
+// proxyServer runs a Proxy's HTTP/1.1 engine on a 127.0.0.1 listener:
+// the event loops (which hand what they do not serve to the goroutine
+// engine) or the goroutine engine alone, as testEngine says. TLS and
+// redirecting listeners always use the goroutine engine, as listen.Server
+// does.
 type proxyServer struct {
-	p    *proxy.Proxy
-	ln   net.Listener
-	addr string
-	wg   sync.WaitGroup
+	p     *proxy.Proxy
+	ln    net.Listener
+	addr  string
+	wg    sync.WaitGroup
+	loops *proxy.Loops
 }
 
 func startProxy(t *testing.T, o proxy.Options, info proxy.ConnInfo) *proxyServer {
@@ -82,13 +114,41 @@ func startProxy(t *testing.T, o proxy.Options, info proxy.ConnInfo) *proxyServer
 		t.Fatal(err)
 	}
 	ps := &proxyServer{p: proxy.New(o), ln: ln, addr: ln.Addr().String()}
+	var conns sync.WaitGroup
+	var mu sync.Mutex
+	open := map[net.Conn]bool{}
+	serve := func(c net.Conn, h *proxy.Handoff) {
+		mu.Lock()
+		open[c] = true
+		mu.Unlock()
+		conns.Add(1)
+		go func() {
+			defer conns.Done()
+			if h != nil {
+				ps.p.ServeHandoff(c, h, info)
+			} else {
+				ps.p.ServeConn(c, info)
+			}
+			mu.Lock()
+			delete(open, c)
+			mu.Unlock()
+		}()
+	}
+	if testEngine == engineLoops && !info.TLS && !info.Redirect {
+		ps.loops, err = ps.p.NewLoops(proxy.LoopOptions{Handoff: serve})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	ps.wg.Add(1)
 	go func() {
 		defer ps.wg.Done()
-		var conns sync.WaitGroup
-		var mu sync.Mutex
-		open := map[net.Conn]bool{}
 		defer func() {
+			if ps.loops != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				ps.loops.Shutdown(ctx)
+				cancel()
+			}
 			mu.Lock()
 			for c := range open {
 				c.Close()
@@ -101,17 +161,14 @@ func startProxy(t *testing.T, o proxy.Options, info proxy.ConnInfo) *proxyServer
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			open[c] = true
-			mu.Unlock()
-			conns.Add(1)
-			go func() {
-				defer conns.Done()
-				ps.p.ServeConn(c, info)
-				mu.Lock()
-				delete(open, c)
-				mu.Unlock()
-			}()
+			if ps.loops != nil {
+				if err := ps.loops.Add(c); err != nil {
+					t.Errorf("event loops refused a connection: %v", err)
+					c.Close()
+				}
+				continue
+			}
+			serve(c, nil)
 		}
 	}()
 	t.Cleanup(ps.stop)
