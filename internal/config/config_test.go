@@ -315,6 +315,7 @@ func TestProblems(t *testing.T) {
 		{"target without host", strings.Replace(base, `"127.0.0.1:9001"`, `":9001"`, 1), 5, "services.web.pools.blue[0]", []string{"has no host", "127.0.0.1:9001"}},
 		{"target port", strings.Replace(base, `9001`, `70000`, 1), 5, "services.web.pools.blue[0]", []string{"from 1 to 65535"}},
 		{"bad cidr", base + "trusted_proxies: [10.0.0.0/8, 10.0.0.0/33]\n", 6, "trusted_proxies[1]", []string{"not an IP address or CIDR", "10.0.0.0/8"}},
+		{"bad engine", "listen: {http: \"127.0.0.1:8080\", engine: threads}\n" + base[33:], 1, "listen.engine", []string{`"threads" is not an engine`, "loops", "goroutines"}},
 		{"bad balance", base + "    balance: random\n", 6, "services.web.balance", []string{`"random" is not a balance policy`, "round_robin or least_conn"}},
 		{"duplicate target in pool", strings.Replace(base, `["127.0.0.1:9001"]`, `["127.0.0.1:9001", "127.0.0.1:9001"]`, 1), 5, "services.web.pools.blue[1]", []string{"listed twice", "remove one"}},
 		{"duplicate target across pools", base + "      green: {targets: [\"127.0.0.1:9002\", \"127.0.0.1:9001\"]}\n", 6, "services.web.pools.green.targets[1]", []string{"also in pool blue", "remove it from one"}},

@@ -108,6 +108,7 @@ func (p *parser) root(n *yaml.Node, c *Config) {
 			p.mapping(k, v, []field{
 				{"http", p.str(&c.Listen.HTTP)},
 				{"https", p.str(&c.Listen.HTTPS)},
+				{"engine", p.str(&c.Listen.Engine)},
 			})
 		}},
 		{"tls", func(k string, v *yaml.Node) {

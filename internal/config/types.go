@@ -41,6 +41,9 @@ type Listen struct {
 	HTTP string
 	// HTTPS is the TLS address ("" disables it); HTTP/2 is offered by ALPN.
 	HTTPS string
+	// Engine serves plain HTTP/1.1: "loops" (default: event loops, one per
+	// processor, on Linux) or "goroutines" (one goroutine per connection).
+	Engine string
 }
 
 // TLS says where the certificate for listen.https comes from.
@@ -106,6 +109,12 @@ type Docker struct {
 const (
 	RoundRobin = "round_robin"
 	LeastConn  = "least_conn"
+)
+
+// Engines of listen.engine.
+const (
+	EngineLoops      = "loops"
+	EngineGoroutines = "goroutines"
 )
 
 // Service is one routed application with its pools.

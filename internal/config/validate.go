@@ -104,6 +104,11 @@ func (ch *checker) listen() {
 			ch.add("listen.https", "is the same address as listen.http — give HTTPS its own port, e.g. 127.0.0.1:8443")
 		}
 	}
+	switch l.Engine {
+	case "", EngineLoops, EngineGoroutines:
+	default:
+		ch.addf("listen.engine", "%q is not an engine — use %s (event loops, the default) or %s (a goroutine per connection)", l.Engine, EngineLoops, EngineGoroutines)
+	}
 	if a := ch.c.Admin.TCP; a != "" && (a == l.HTTP || a == l.HTTPS) {
 		ch.add("admin.tcp", "is the same address as a public listener — give the admin API its own address, e.g. 127.0.0.1:9901")
 	}

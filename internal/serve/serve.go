@@ -123,7 +123,7 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 		UpstreamReadTimeout: cfg.Upstream.ReadTimeout,
 	})
 	lo := listen.Options{
-		HTTP: cfg.Listen.HTTP, HTTPS: cfg.Listen.HTTPS, Proxy: px,
+		HTTP: cfg.Listen.HTTP, HTTPS: cfg.Listen.HTTPS, Proxy: px, Engine: cfg.Listen.Engine,
 		HandshakeTimeout: cfg.Timeouts.ReadHeader, IdleTimeout: cfg.Timeouts.Idle, Logger: log,
 	}
 	if cfg.Listen.HTTPS != "" {
