@@ -1,20 +1,25 @@
 // Package proxy forwards requests to the active pool of the service their
-// Host routes to. It has two front ends that share everything behind them
-// (routing, pool accounting, balancing, retries, forwarding headers, the
-// upstream client and the access log):
+// Host routes to. It has three front ends that share everything behind them
+// (routing, pool accounting, balancing, retries, forwarding headers, response
+// framing, the proxy's own responses and the access log):
 //
-//   - ServeConn, a purpose-built HTTP/1.1 engine for plain and TLS
-//     connections: heads parsed in place by package wire, bodies relayed
-//     from buffer to buffer, one goroutine per client connection and no
-//     per-connection reader/writer goroutines towards upstreams;
+//   - Loops, event loops for plain HTTP/1.1 on Linux (one per processor,
+//     each with its own epoll set of client and upstream connections), which
+//     serve requests without a body or upgrade and hand any other to
+//     ServeHandoff;
+//   - ServeConn, a purpose-built HTTP/1.1 engine with a goroutine per client
+//     connection, for TLS connections, hand-offs and listen.engine:
+//     goroutines: heads parsed in place by package wire, bodies relayed from
+//     buffer to buffer, no per-connection goroutines towards upstreams;
 //   - ServeHTTP, an http.Handler for HTTP/2 clients (served by x/net/http2).
 //
 // Why not httputil.ReverseProxy: on the benchmark workload (bench/run) it
 // reaches 0.54x nginx's requests per second and 0.41x its requests per CPU
-// second, where this engine reaches 0.93x and 0.95x (1.09x and 1.16x with the
-// access log on); most of the difference is the Transport's per-connection
-// goroutines and channel hand-offs and the header maps allocated and cloned
-// per request. docs/benchmarks.md has the numbers and a profile.
+// second; the goroutine engine reached 0.93x and 0.95x, the event loops
+// 1.13x and 1.09x. Most of httputil's cost is the Transport's
+// per-connection goroutines and channel hand-offs and the header maps
+// allocated and cloned per request; why the loops beat the goroutine
+// engine is in Loops' documentation. docs/benchmarks.md has the numbers.
 package proxy
 
 import (
