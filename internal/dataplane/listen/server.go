@@ -127,6 +127,15 @@ func New(o Options) (*Server, error) {
 	return s, nil
 }
 
+// Loops is the number of event loops serving plain HTTP; 0 when the
+// goroutine engine serves it.
+func (s *Server) Loops() int {
+	if s.loops == nil {
+		return 0
+	}
+	return s.loops.Len()
+}
+
 // adopt serves, with the goroutine engine, a connection the event loops
 // handed over; it is tracked for Shutdown like any other.
 func (s *Server) adopt(nc net.Conn, h *proxy.Handoff) {

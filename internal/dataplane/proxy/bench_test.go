@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/cutover/cutover/internal/dataplane/accesslog"
-	"github.com/cutover/cutover/internal/dataplane/forward"
 	"github.com/cutover/cutover/internal/dataplane/proxy"
 	"github.com/cutover/cutover/internal/dataplane/route"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
@@ -85,22 +84,8 @@ func benchProxy(b *testing.B, al *accesslog.Logger) {
 	svc.Activate("blue")
 	tbl := route.NewTable()
 	tbl.Add(svc, nil)
-	px := proxy.New(proxy.Options{Router: route.NewRouter(tbl), Trusted: forward.NewTrusted(nil), AccessLog: al})
-
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go px.ServeConn(c, proxy.ConnInfo{})
-		}
-	}()
+	ps := startProxy(b, proxy.Options{Router: route.NewRouter(tbl), AccessLog: al}, proxy.ConnInfo{})
+	ln := ps.ln
 	req := []byte("GET /index.html?q=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
 	b.ReportAllocs()
 	b.SetParallelism(8)

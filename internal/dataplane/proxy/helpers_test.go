@@ -104,7 +104,7 @@ type proxyServer struct {
 	loops *proxy.Loops
 }
 
-func startProxy(t *testing.T, o proxy.Options, info proxy.ConnInfo) *proxyServer {
+func startProxy(t testing.TB, o proxy.Options, info proxy.ConnInfo) *proxyServer {
 	t.Helper()
 	if o.Trusted == nil {
 		o.Trusted = forward.NewTrusted(nil)

@@ -52,6 +52,9 @@ type Loops struct {
 	clients atomic.Int64
 	idle    chan struct{}
 	wg      sync.WaitGroup
+
+	shutOnce sync.Once
+	shutErr  error
 }
 
 // LoopOptions configure Loops.
@@ -94,6 +97,9 @@ func (p *Proxy) NewLoops(o LoopOptions) (*Loops, error) {
 	return e, nil
 }
 
+// Len is the number of event loops.
+func (e *Loops) Len() int { return len(e.loops) }
+
 // Add gives an accepted TCP connection to a loop. The loops take a
 // duplicate of its socket and close nc; on error nc is left to the caller.
 func (e *Loops) Add(nc net.Conn) error {
@@ -133,8 +139,13 @@ func (e *Loops) Add(nc net.Conn) error {
 
 // Shutdown closes idle client connections at once and the others after
 // their response, until ctx ends; then it closes what is left and stops the
-// loops.
+// loops. Later calls return the first one's result.
 func (e *Loops) Shutdown(ctx context.Context) error {
+	e.shutOnce.Do(func() { e.shutErr = e.shutdown(ctx) })
+	return e.shutErr
+}
+
+func (e *Loops) shutdown(ctx context.Context) error {
 	e.closing.Store(true)
 	for _, l := range e.loops {
 		l.wakeup()
@@ -148,8 +159,7 @@ func (e *Loops) Shutdown(ctx context.Context) error {
 			continue
 		case <-ctx.Done():
 		}
-		n := e.clients.Load()
-		if n > 0 {
+		if n := e.clients.Load(); n > 0 {
 			err = fmt.Errorf("shutdown: closed %d connections with requests in flight: %w", n, ctx.Err())
 		}
 		break

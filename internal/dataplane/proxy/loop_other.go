@@ -26,6 +26,9 @@ func (p *Proxy) NewLoops(o LoopOptions) (*Loops, error) {
 	return nil, errors.New("event loops need Linux's epoll")
 }
 
+// Len is 0: there are no loops.
+func (e *Loops) Len() int { return 0 }
+
 // Add refuses nc.
 func (e *Loops) Add(nc net.Conn) error { return errors.New("event loops need Linux's epoll") }
 

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cutover/cutover/internal/dataplane/forward"
 	"github.com/cutover/cutover/internal/dataplane/proxy"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
@@ -205,35 +204,13 @@ func TestLoopsShutdownClosesIdleAndFinishesBusy(t *testing.T) {
 		}
 		io.WriteString(w, "done")
 	})
-	p := proxy.New(proxy.Options{Router: tableWith(newService("web", upstream.RoundRobin, poolSpec{"blue", []*backend{b}})), Trusted: forward.NewTrusted(nil)})
-	loops, err := p.NewLoops(proxy.LoopOptions{Loops: 2, Handoff: func(nc net.Conn, h *proxy.Handoff) {
-		go p.ServeHandoff(nc, h, proxy.ConnInfo{})
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			if err := loops.Add(c); err != nil {
-				c.Close()
-			}
-		}
-	}()
-	idle, err := net.Dial("tcp", ln.Addr().String())
+	ps := startProxy(t, proxy.Options{Router: tableWith(newService("web", upstream.RoundRobin, poolSpec{"blue", []*backend{b}}))}, proxy.ConnInfo{})
+	idle, err := net.Dial("tcp", ps.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer idle.Close()
-	busy, err := net.Dial("tcp", ln.Addr().String())
+	busy, err := net.Dial("tcp", ps.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,8 +219,18 @@ func TestLoopsShutdownClosesIdleAndFinishesBusy(t *testing.T) {
 	<-started
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := loops.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown: %v", err)
+	done := make(chan error, 1)
+	go func() { done <- ps.loops.Shutdown(ctx) }()
+	// The idle connection closes at once, while the busy one's request is
+	// still running (its target takes 300 ms).
+	idle.SetDeadline(time.Now().Add(5 * time.Second))
+	if n, err := idle.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("idle connection after Shutdown: read %d, %v; want EOF", n, err)
+	}
+	select {
+	case <-done:
+		t.Error("the idle connection was closed only when Shutdown had finished, not at once")
+	default:
 	}
 	busy.SetDeadline(time.Now().Add(5 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(busy), nil)
@@ -254,8 +241,7 @@ func TestLoopsShutdownClosesIdleAndFinishesBusy(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != "done" || !resp.Close {
 		t.Errorf("in-flight response: %d %q close=%v; want 200 \"done\" with Connection: close", resp.StatusCode, body, resp.Close)
 	}
-	idle.SetDeadline(time.Now().Add(5 * time.Second))
-	if n, err := idle.Read(make([]byte, 1)); err != io.EOF {
-		t.Errorf("idle connection after Shutdown: read %d, %v; want EOF", n, err)
+	if err := <-done; err != nil {
+		t.Fatalf("Shutdown: %v", err)
 	}
 }
