@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/cutover/cutover/internal/dataplane/forward"
 	"github.com/cutover/cutover/internal/dataplane/wire"
 )
 
@@ -29,15 +30,21 @@ func (c *clientConn) local(start time.Time, status int, body string) (keep bool)
 // localError answers a request that could not be parsed and is followed by
 // closing the connection.
 func (c *clientConn) localError(start time.Time, status int, reason string) {
-	body := strconv.Itoa(status) + " " + statusText(status) + ": " + reason + "\n"
-	c.writeLocal(status, body, nil, false)
-	// The exchange of a request that was never parsed holds nothing else.
-	c.x.reset()
-	c.x.req, c.x.client, c.x.start = &c.req, &c.client, start
-	c.x.status = status
-	c.x.bytesSent = int64(len(body))
+	writeLocalError(c.w, &c.x, &c.req, &c.client, start, status, reason)
 	c.flush(start)
 	c.logRequest()
+}
+
+// writeLocalError writes the answer to a request that could not be read,
+// closing the connection, and sets x up to log it. Both engines use it.
+func writeLocalError(w *bufio.Writer, x *exchange, req *wire.Request, client *forward.Client, start time.Time, status int, reason string) {
+	body := strconv.Itoa(status) + " " + statusText(status) + ": " + reason + "\n"
+	writeLocal(w, req, status, body, nil, false)
+	// The exchange of a request that was never parsed holds nothing else.
+	x.reset()
+	x.req, x.client, x.start = req, client, start
+	x.status = status
+	x.bytesSent = int64(len(body))
 }
 
 func (c *clientConn) writeLocal(status int, body string, extra []string, keep bool) {

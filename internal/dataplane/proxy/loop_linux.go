@@ -350,8 +350,7 @@ func (l *evloop) sweep() {
 			if agen != u.allGen {
 				u.owner.upstreamClosed()
 			}
-		case agen != u.allGen || igen != u.idleGen || retired ||
-			l.now.Sub(u.idleSince) >= u.t.KeepaliveTimeout():
+		case u.stale(igen, agen, retired, l.now):
 			l.closeUp(u)
 		}
 	}

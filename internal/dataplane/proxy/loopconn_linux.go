@@ -429,11 +429,7 @@ func (c *lclient) timeout() {
 		// A head that did not arrive in time: 408, as the goroutine engine
 		// answers it.
 		c.req.Method, c.req.URI, c.req.Host = nil, nil, nil
-		body := "408 Request Timeout: the request head did not arrive in time\n"
-		writeLocal(c.w, &c.req, 408, body, nil, false)
-		c.x.reset()
-		c.x.req, c.x.client, c.x.start = &c.req, &c.client, c.l.now
-		c.x.status, c.x.bytesSent = 408, int64(len(body))
+		writeLocalError(c.w, &c.x, &c.req, &c.client, c.l.now, 408, "the request head did not arrive in time")
 		c.w.Flush()
 		c.logRequest()
 		c.close()
@@ -521,9 +517,7 @@ func (l *evloop) upstreamConn(t *upstream.Target, ap netip.AddrPort, idempotent 
 		list = list[:len(list)-1]
 		l.idle[t] = list
 		t.ExtConns(0, -1)
-		if u.idleGen != igen || u.allGen != agen || retired ||
-			l.now.Sub(u.idleSince) >= t.KeepaliveTimeout() ||
-			(!idempotent && !peerOpen(u.fd)) {
+		if u.stale(igen, agen, retired, l.now) || (!idempotent && !peerOpen(u.fd)) {
 			l.closeUp(u)
 			continue
 		}
@@ -537,6 +531,15 @@ func (l *evloop) upstreamConn(t *upstream.Target, ap netip.AddrPort, idempotent 
 		return nil, &upstream.DialError{Err: upstream.ErrTargetClosed}
 	}
 	return l.dial(t, ap, agen)
+}
+
+// stale reports whether an idle connection must be closed rather than
+// reused: CloseIdle or CloseAll was called since it was parked or opened
+// (the target's generations moved on), the target retired, or it sat idle
+// longer than the keep-alive timeout.
+func (u *lup) stale(idleGen, allGen uint64, retired bool, now time.Time) bool {
+	return u.idleGen != idleGen || u.allGen != allGen || retired ||
+		now.Sub(u.idleSince) >= u.t.KeepaliveTimeout()
 }
 
 func (l *evloop) dial(t *upstream.Target, ap netip.AddrPort, agen uint64) (*lup, error) {
