@@ -16,7 +16,7 @@
 // Why not httputil.ReverseProxy: on the benchmark workload (bench/run) it
 // reaches 0.54x nginx's requests per second and 0.41x its requests per CPU
 // second; the goroutine engine reached 0.93x and 0.95x, the event loops
-// 1.13x and 1.09x. Most of httputil's cost is the Transport's
+// 1.11x and 1.15x. Most of httputil's cost is the Transport's
 // per-connection goroutines and channel hand-offs and the header maps
 // allocated and cloned per request; why the loops beat the goroutine
 // engine is in Loops' documentation. docs/benchmarks.md has the numbers.
