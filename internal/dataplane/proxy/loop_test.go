@@ -27,10 +27,9 @@ func loopsOnly(t *testing.T) {
 	}
 }
 
-// readResponses reads n responses from one connection.
-func readResponses(t *testing.T, c net.Conn, n int) []string {
+// readResponses reads n responses from br.
+func readResponses(t *testing.T, br *bufio.Reader, n int) []string {
 	t.Helper()
-	br := bufio.NewReader(c)
 	var bodies []string
 	for range n {
 		resp, err := http.ReadResponse(br, nil)
@@ -63,14 +62,15 @@ func TestLoopsPipelinedAndHandedOffMidConnection(t *testing.T) {
 	// POST, which the loop hands to the goroutine engine with what it read;
 	// then a GET the goroutine engine serves on the same connection.
 	io.WriteString(c, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\nHEAD /3 HTTP/1.1\r\nHost: x\r\n\r\n")
-	got := readResponses(t, c, 2)
+	// One reader for the whole connection: responses arrive back to back.
+	br := bufio.NewReader(c)
+	got := readResponses(t, br, 2)
 	want := []string{"200 OK GET /1 ", "200 OK GET /2 "}
 	for i := range want {
 		if got[i] != want[i] {
 			t.Errorf("pipelined response %d = %q, want %q", i+1, got[i], want[i])
 		}
 	}
-	br := bufio.NewReader(c)
 	head, err := http.ReadResponse(br, &http.Request{Method: "HEAD"})
 	if err != nil || head.StatusCode != 200 {
 		t.Fatalf("HEAD: %v %v", head, err)
