@@ -146,7 +146,7 @@ func (c *clientConn) serveOne() bool {
 		}
 		// No request line was read: log the failure without request fields.
 		c.req.Method, c.req.URI, c.req.Host = nil, nil, nil
-		c.localError(time.Now(), st, err.Error())
+		c.localError(time.Now(), st, headErrorReason(err))
 		return false
 	}
 	start := time.Now()
@@ -162,7 +162,7 @@ func (c *clientConn) serveOne() bool {
 
 func (c *clientConn) serveRequest(head []byte, start time.Time) (keep bool) {
 	if err := wire.ParseRequest(head, &c.req); err != nil {
-		c.localError(start, wire.StatusFor(err), err.Error())
+		c.localError(start, wire.StatusFor(err), headErrorReason(err))
 		return false
 	}
 	req := &c.req
@@ -222,18 +222,6 @@ func (c *clientConn) serveRequest(head []byte, start time.Time) (keep bool) {
 		return false
 	}
 	return c.relayResponse(start)
-}
-
-// failureStatus maps a failed exchange to the client's status and a short
-// body saying which failure it was.
-func failureStatus(err error) (int, string) {
-	switch {
-	case errors.Is(err, errNoTarget):
-		return 503, "503 Service Unavailable: the active pool has no targets\n"
-	case isTimeout(err):
-		return 504, "504 Gateway Timeout: the target did not answer in time\n"
-	}
-	return 502, "502 Bad Gateway: no target could be reached\n"
 }
 
 // relayResponse writes x.resp and its body to the client.

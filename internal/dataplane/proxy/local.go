@@ -3,11 +3,13 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/cutover/cutover/internal/dataplane/forward"
+	"github.com/cutover/cutover/internal/dataplane/upstream"
 	"github.com/cutover/cutover/internal/dataplane/wire"
 )
 
@@ -33,6 +35,43 @@ func (c *clientConn) localError(start time.Time, status int, reason string) {
 	writeLocalError(c.w, &c.x, &c.req, &c.client, start, status, reason)
 	c.flush(start)
 	c.logRequest()
+}
+
+// reasonHeadTimeout is the 408 body's reason on both engines.
+const reasonHeadTimeout = "the request head did not arrive in time"
+
+// headErrorReason says for the client why its request head was refused.
+// Only the parser's own reasons are shown: the text of a socket error
+// names the proxy's addresses and means nothing to the client.
+func headErrorReason(err error) string {
+	var we *wire.Error
+	switch {
+	case isTimeout(err):
+		return reasonHeadTimeout
+	case errors.As(err, &we):
+		return we.Reason
+	case errors.Is(err, wire.ErrHeadTooLarge), errors.Is(err, wire.ErrBareLF):
+		return err.Error()
+	}
+	return "the request head could not be read"
+}
+
+// failureStatus maps a failed exchange to the client's status and a short
+// body saying which failure it was. Both engines and HTTP/2 use it.
+func failureStatus(err error) (int, string) {
+	var de *upstream.DialError
+	var we *wire.Error
+	switch {
+	case errors.Is(err, errNoTarget):
+		return 503, "503 Service Unavailable: the active pool has no targets\n"
+	case isTimeout(err):
+		return 504, "504 Gateway Timeout: the target did not answer in time\n"
+	case errors.As(err, &de), errors.Is(err, errAllTried):
+		return 502, "502 Bad Gateway: no target could be reached\n"
+	case errors.As(err, &we), errors.Is(err, wire.ErrHeadTooLarge), errors.Is(err, wire.ErrBareLF):
+		return 502, "502 Bad Gateway: the target sent a malformed response\n"
+	}
+	return 502, "502 Bad Gateway: the connection to the target failed before a complete response\n"
 }
 
 // writeLocalError writes the answer to a request that could not be read,

@@ -429,7 +429,7 @@ func (c *lclient) timeout() {
 		// A head that did not arrive in time: 408, as the goroutine engine
 		// answers it.
 		c.req.Method, c.req.URI, c.req.Host = nil, nil, nil
-		writeLocalError(c.w, &c.x, &c.req, &c.client, c.l.now, 408, "the request head did not arrive in time")
+		writeLocalError(c.w, &c.x, &c.req, &c.client, c.l.now, 408, reasonHeadTimeout)
 		c.w.Flush()
 		c.logRequest()
 		c.close()
