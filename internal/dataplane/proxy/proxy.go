@@ -30,7 +30,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cutover/cutover/internal/dataplane/accesslog"
@@ -262,14 +261,6 @@ func (p *Proxy) try(ctx context.Context, x *exchange, t *upstream.Target) (stale
 	if err != nil {
 		return false, err
 	}
-	if uc.Reused && !x.req.Idempotent() && !alive(uc.Conn) {
-		// A request that must not be sent twice goes only on a connection
-		// that is still open; a closed idle one is replaced by a new one.
-		t.Discard(uc)
-		if uc, err = t.Get(ctx); err != nil {
-			return false, err
-		}
-	}
 	x.uc = uc
 	x.cur = t
 	uc.ReadDL.Extend(x.start, p.o.ResponseTimeout, uc.SetReadDeadline)
@@ -374,7 +365,7 @@ func (p *Proxy) logExchange(e *accesslog.Entry, x *exchange, proto string) {
 func (x *exchange) finish(reusable bool) {
 	if x.uc != nil {
 		t := x.uc.Target()
-		if reusable && x.uc.R.Buffered() == 0 {
+		if reusable {
 			t.Put(x.uc)
 		} else {
 			t.Discard(x.uc)
@@ -389,33 +380,4 @@ func (x *exchange) finish(reusable bool) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// alive reports whether an idle connection is still open, by peeking at it
-// without blocking: a closed connection reads EOF at once.
-func alive(c net.Conn) bool {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	open := true
-	var buf [1]byte
-	rc.Read(func(fd uintptr) bool {
-		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		switch {
-		case err == syscall.EAGAIN || err == syscall.EWOULDBLOCK:
-			open = true
-		case n == 0 || err != nil:
-			open = false
-		default:
-			// Unsolicited bytes on an idle connection: not usable either.
-			open = false
-		}
-		return true
-	})
-	return open
 }

@@ -37,7 +37,9 @@ type Conn struct {
 	wn   int
 	werr error
 
-	readFn, writeFn func(fd uintptr) bool
+	peekQuiet bool
+
+	readFn, writeFn, peekFn func(fd uintptr) bool
 }
 
 // Wrap returns c as a *Conn when it is a TCP connection, and c otherwise.
@@ -53,6 +55,7 @@ func Wrap(c net.Conn) net.Conn {
 	s := &Conn{TCPConn: tc, rc: rc}
 	s.readFn = s.doRead
 	s.writeFn = s.doWrite
+	s.peekFn = s.doPeek
 	return s
 }
 
@@ -128,4 +131,54 @@ func (c *Conn) doWrite(fd uintptr) bool {
 		return true
 	}
 	return true
+}
+
+// Quiet reports whether nothing is waiting to be read on the connection and
+// it is still open, without blocking and without consuming anything. An
+// idle keep-alive connection to a target must be quiet: bytes on it are a
+// response nobody asked for (a second response, the late body of a HEAD or
+// 304, the tail of a body longer than its Content-Length), and handing them
+// to the next request would give one client another's response.
+func (c *Conn) Quiet() bool {
+	c.peekQuiet = false
+	if err := c.rc.Read(c.peekFn); err != nil {
+		return false
+	}
+	return c.peekQuiet
+}
+
+func (c *Conn) doPeek(fd uintptr) bool {
+	var b [1]byte
+	for {
+		_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case syscall.EAGAIN:
+			c.peekQuiet = true // open, nothing to read
+		case syscall.EINTR:
+			continue
+		}
+		// A byte (unsolicited data), 0 (end of stream) or an error: not quiet.
+		return true
+	}
+}
+
+// Quiet reports whether c has nothing waiting to be read and is still open;
+// see Conn.Quiet. A connection that is not a *Conn is peeked at through its
+// syscall.RawConn when it has one, and is taken as quiet otherwise.
+func Quiet(c net.Conn) bool {
+	if sc, ok := c.(*Conn); ok {
+		return sc.Quiet()
+	}
+	s, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := s.SyscallConn()
+	if err != nil {
+		return false
+	}
+	w := &Conn{rc: rc}
+	w.peekFn = w.doPeek
+	return w.Quiet()
 }

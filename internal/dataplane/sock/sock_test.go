@@ -129,3 +129,42 @@ func TestNoAllocations(t *testing.T) {
 		t.Fatalf("%v allocations per write+read, want 0", allocs)
 	}
 }
+
+// TestQuiet: an open connection with nothing to read is quiet; one with a
+// byte waiting, or one the peer closed, is not; peeking consumes nothing.
+func TestQuiet(t *testing.T) {
+	c, srv := pair(t)
+	if !c.Quiet() {
+		t.Fatal("an open connection with nothing to read is not quiet")
+	}
+	if _, err := srv.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if c.Quiet() {
+		t.Fatal("a connection with a byte waiting is quiet")
+	}
+	buf := make([]byte, 4)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "x" {
+		t.Fatalf("read after Quiet: %q, %v; the peek must not consume", buf[:n], err)
+	}
+	if !c.Quiet() {
+		t.Fatal("not quiet once the byte was read")
+	}
+	srv.Close()
+	if c.Quiet() {
+		t.Fatal("a connection the peer closed is quiet")
+	}
+	// An unwrapped connection is peeked at through its RawConn.
+	c2, srv2 := pair(t)
+	srv2.Write([]byte("y"))
+	if Quiet(c2.TCPConn) {
+		t.Fatal("Quiet on a plain *net.TCPConn missed a waiting byte")
+	}
+}
+
+func TestQuietAllocatesNothing(t *testing.T) {
+	c, _ := pair(t)
+	if n := testing.AllocsPerRun(100, func() { c.Quiet() }); n != 0 {
+		t.Fatalf("Quiet allocates %v times per call", n)
+	}
+}

@@ -86,8 +86,16 @@ func (t *Target) Get(ctx context.Context) (*Conn, error) {
 		t.conns.idle = t.conns.idle[:n-1]
 		if now.Sub(c.idleSince) < t.opts.KeepaliveTimeout {
 			t.mu.Unlock()
-			c.Reused = true
-			return c, nil
+			// Checked again on the way out: bytes that arrived while the
+			// connection sat idle (a late second response) belong to no
+			// request, and the target may have closed it.
+			if sock.Quiet(c.Conn) {
+				c.Reused = true
+				return c, nil
+			}
+			t.Discard(c)
+			t.mu.Lock()
+			continue
 		}
 		delete(t.conns.all, c)
 		c.Conn.Close()
@@ -128,9 +136,17 @@ func (t *Target) dial(ctx context.Context) (*Conn, error) {
 }
 
 // Put returns a connection whose last response was read completely, for
-// reuse by the next request. A connection that CloseAll closed while its
-// request ran is not kept: the next request would get a dead connection.
+// reuse by the next request. It is kept only when nothing more has arrived
+// on it: bytes beyond the response (in the reader's buffer or still in the
+// socket) mean the target broke the framing, and the next request would
+// read them as its response. A connection that CloseAll closed while its
+// request ran is not kept either: the next request would get a dead
+// connection.
 func (t *Target) Put(c *Conn) {
+	if c.R.Buffered() > 0 || !sock.Quiet(c.Conn) {
+		t.Discard(c)
+		return
+	}
 	c.idleSince = time.Now()
 	t.mu.Lock()
 	_, open := t.conns.all[c]
