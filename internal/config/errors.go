@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // Problem is one thing wrong with a configuration, located so a person can
@@ -34,11 +35,28 @@ func (p Problem) String() string {
 		fmt.Fprintf(&b, "line %d: ", p.Line)
 	}
 	if p.Key != "" {
-		b.WriteString(p.Key)
+		b.WriteString(shortKey(p.Key))
 		b.WriteString(": ")
 	}
 	b.WriteString(p.Msg)
 	return b.String()
+}
+
+// maxKeyShown bounds how much of a key a message shows: enough to find it,
+// not a whole file pasted into a key by mistake.
+const maxKeyShown = 120
+
+// shortKey is key as a message shows it: cut at maxKeyShown bytes (on a
+// character boundary), saying how long it is.
+func shortKey(key string) string {
+	if len(key) <= maxKeyShown {
+		return key
+	}
+	cut := maxKeyShown
+	for cut > 0 && !utf8.RuneStart(key[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (a key of %d bytes)", key[:cut], len(key))
 }
 
 // Errors is every problem found in a configuration. Load and Parse return it

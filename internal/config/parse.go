@@ -673,16 +673,31 @@ func normalize(c *Config) {
 
 // suggest returns the known name closest to name, if it is close enough to
 // be a likely typo.
+//
+// The distance is at least the difference in length, so names whose length
+// is already too far off are not compared: the distance costs time and
+// memory in the product of the lengths, and a key pasted by mistake may be
+// megabytes long.
 func suggest(name string, known []string) string {
 	best, bestD := "", 0
 	lower := strings.ToLower(name)
 	for _, k := range known {
+		if abs(len(lower)-len(k)) > max(1, len(k)/3) {
+			continue
+		}
 		d := editDistance(lower, k)
 		if d <= max(1, len(k)/3) && (best == "" || d < bestD) {
 			best, bestD = k, d
 		}
 	}
 	return best
+}
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }
 
 // editDistance is the optimal string alignment distance: insertions,
