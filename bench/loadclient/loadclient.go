@@ -208,7 +208,7 @@ func (w *worker) loop(ctx context.Context) []Record {
 				if ctx.Err() != nil {
 					break // the run ended while dialling: not the proxy's failure
 				}
-				recs = append(recs, Record{Sent: sent, Err: ErrConnect})
+				recs = append(recs, Record{Sent: sent, Done: time.Since(w.start), Err: ErrConnect})
 				select {
 				case <-ctx.Done():
 				case <-time.After(w.opts.ConnectPause):

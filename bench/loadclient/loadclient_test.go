@@ -242,6 +242,13 @@ func TestRunCountsConnectErrors(t *testing.T) {
 	if s.ErrorKinds[ErrConnect] == 0 || s.ErrorKinds[ErrConnect] != s.Requests {
 		t.Fatalf("summary = %+v; want only connect errors", s)
 	}
+	// A failed connect ends when the dial returned, not at the run's start:
+	// latency and failure-window reports read Done.
+	for i, rec := range res.Records {
+		if rec.Done < rec.Sent || rec.Done == 0 {
+			t.Fatalf("record %d: Sent %v, Done %v; want Done at or after Sent", i, rec.Sent, rec.Done)
+		}
+	}
 	// The pause keeps a refused port from becoming a busy loop.
 	if s.Requests > 10 {
 		t.Errorf("%d connect attempts in 100ms with a 20ms pause; want at most 10", s.Requests)
