@@ -79,6 +79,9 @@ type HealthResponse struct {
 //	}]}
 type StatusResponse struct {
 	Services []ServiceStatus `json:"services"`
+	// StateError says why the state cannot be written; while it is set
+	// deploys, rollbacks and reloads are refused (absent when all is well).
+	StateError string `json:"state_error,omitempty"`
 }
 
 // ReloadResponse is the body of a successful POST /v1/reload.
@@ -119,7 +122,7 @@ func statusFor(kind controlplane.ErrorKind) int {
 		return http.StatusConflict
 	case controlplane.KindUnhealthy:
 		return http.StatusUnprocessableEntity
-	case controlplane.KindCanceled:
+	case controlplane.KindCanceled, controlplane.KindState:
 		return http.StatusServiceUnavailable
 	case KindUnauthorized:
 		return http.StatusUnauthorized

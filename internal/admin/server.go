@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -28,6 +29,8 @@ type Manager interface {
 	Status(service string) ([]controlplane.ServiceStatus, error)
 	Deploy(ctx context.Context, req controlplane.DeployRequest, progress func(controlplane.Event)) (*controlplane.DeployResult, error)
 	Rollback(ctx context.Context, req controlplane.RollbackRequest, progress func(controlplane.Event)) (*controlplane.DeployResult, error)
+	// StateProblem says why the state cannot be written ("" when it can).
+	StateProblem() string
 }
 
 // Options configure a Server.
@@ -46,6 +49,13 @@ type Options struct {
 	Reload func(ctx context.Context) error
 	// Logger receives admin requests that change something (default: discard).
 	Logger *slog.Logger
+	// SocketRetry, when set, keeps cutover serving when the socket cannot
+	// be made because its folder is not writable (permissions, read-only
+	// or full disk, a stale socket file that cannot be removed): Listen
+	// logs why and succeeds, the TCP listener (if any) serves, and Serve
+	// tries the socket again at this interval until it works. Without it
+	// Listen fails.
+	SocketRetry time.Duration
 }
 
 // Server timeouts. There is no write timeout: deploy streams last as long as
@@ -68,6 +78,10 @@ type Server struct {
 	tcp    net.Listener
 	unixHS *http.Server
 	tcpHS  *http.Server
+	// socketPending: the socket could not be made yet (see SocketRetry).
+	socketPending bool
+	// done is closed by Close and Shutdown, ending the socket retries.
+	done chan struct{}
 
 	closeOnce sync.Once
 }
@@ -86,19 +100,27 @@ func Listen(o Options) (*Server, error) {
 	if o.TCP != "" && o.Token == "" {
 		return nil, fmt.Errorf("admin.tcp is set (%s) but admin.token is not: a TCP admin listener without a token would let anyone who reaches %s deploy — set admin.token (e.g. from ${CUTOVER_ADMIN_TOKEN}), or remove admin.tcp and use the Unix socket", o.TCP, o.TCP)
 	}
-	s := &Server{o: o, log: o.Logger}
+	s := &Server{o: o, log: o.Logger, done: make(chan struct{})}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	ln, err := listenUnix(o.Socket)
-	if err != nil {
+	switch {
+	case err == nil:
+		s.unix = ln
+	case o.SocketRetry > 0 && unwritable(err):
+		s.socketPending = true
+		s.log.Error("admin socket cannot be made; serving traffic without it and trying again",
+			"socket", o.Socket, "error", err, "retry_every", o.SocketRetry)
+	default:
 		return nil, err
 	}
-	s.unix = ln
 	if o.TCP != "" {
 		tl, err := net.Listen("tcp", o.TCP)
 		if err != nil {
-			ln.Close()
+			if ln != nil {
+				ln.Close()
+			}
 			return nil, fmt.Errorf("admin.tcp %s: %w", o.TCP, err)
 		}
 		s.tcp = tl
@@ -119,6 +141,37 @@ func newHTTPServer(h http.Handler, log *slog.Logger) *http.Server {
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+}
+
+// unwritable reports whether err says a file could not be made or removed
+// because the disk or folder does not allow it.
+func unwritable(err error) bool {
+	return errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// retrySocket tries to make the socket every SocketRetry until it works,
+// then serves on it; it returns nil when the server is closed first.
+func (s *Server) retrySocket() error {
+	tick := time.NewTicker(s.o.SocketRetry)
+	defer tick.Stop()
+	last := ""
+	for {
+		select {
+		case <-s.done:
+			return nil
+		case <-tick.C:
+		}
+		ln, err := listenUnix(s.o.Socket)
+		if err != nil {
+			if msg := err.Error(); msg != last {
+				last = msg
+				s.log.Error("admin socket still cannot be made", "socket", s.o.Socket, "error", err)
+			}
+			continue
+		}
+		s.log.Info("admin socket made; the admin API answers on it", "socket", s.o.Socket)
+		return s.unixHS.Serve(ln)
 	}
 }
 
@@ -200,7 +253,11 @@ func (s *Server) TCPAddr() string {
 func (s *Server) Serve() error {
 	errc := make(chan error, 2)
 	n := 1
-	go func() { errc <- s.unixHS.Serve(s.unix) }()
+	if s.socketPending {
+		go func() { errc <- s.retrySocket() }()
+	} else {
+		go func() { errc <- s.unixHS.Serve(s.unix) }()
+	}
 	if s.tcpHS != nil {
 		n++
 		go func() { errc <- s.tcpHS.Serve(s.tcp) }()
@@ -220,6 +277,7 @@ func (s *Server) Serve() error {
 func (s *Server) Shutdown(ctx context.Context) error {
 	var err error
 	s.closeOnce.Do(func() {
+		close(s.done)
 		var wg sync.WaitGroup
 		errs := make([]error, 2)
 		for i, hs := range []*http.Server{s.unixHS, s.tcpHS} {
@@ -242,6 +300,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (s *Server) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
+		close(s.done)
 		err = s.unixHS.Close()
 		if s.tcpHS != nil {
 			err = errors.Join(err, s.tcpHS.Close())
@@ -292,7 +351,7 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		writeError(w, asError(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, StatusResponse{Services: list})
+	writeJSON(w, http.StatusOK, StatusResponse{Services: list, StateError: s.o.Manager.StateProblem()})
 }
 
 func (s *Server) reload(w http.ResponseWriter, r *http.Request) {

@@ -52,6 +52,9 @@ func newStatusCmd(s Streams) *cobra.Command {
 }
 
 func printStatus(out io.Writer, st *admin.StatusResponse, now time.Time) {
+	if st.StateError != "" {
+		fmt.Fprintf(out, "WARNING: the state cannot be written: %s\n\n", st.StateError)
+	}
 	for i, svc := range st.Services {
 		if i > 0 {
 			fmt.Fprintln(out)

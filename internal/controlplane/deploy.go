@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cutover/cutover/internal/config"
+	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
 
@@ -25,10 +26,11 @@ import (
 // progress (may be nil) receives each step as it happens, on the calling
 // goroutine.
 //
-// A deploy that fails or is refused leaves live traffic untouched. Targets
-// the request set stay set even when the pool then fails its health checks:
-// they are what the operator asked for, status shows why they fail, and a
-// retry with the same command checks them again.
+// The state is written before the switch, so a restart serves what was
+// switched to; when it cannot be written the deploy is refused. A deploy
+// that fails or is refused changes nothing: live traffic stays, and targets
+// the request gave are dropped (they are checked in a candidate pool that
+// takes the pool's place only at the switch).
 //
 // Only one deploy or rollback per service runs at a time; another one is
 // refused at once with an error of KindBusy naming the one in progress.
@@ -75,33 +77,37 @@ func (m *Manager) Deploy(ctx context.Context, req DeployRequest, progress func(E
 		return nil, errorf(KindNotFound, "service %q has no pool %q — the pools are: %s; to create it, give its targets: cutover deploy %s --target HOST:PORT ...",
 			s.name, req.Pool, strings.Join(poolNames(s), ", "), req.Pool)
 	}
+	if err := m.checkWritable(); err != nil {
+		m.mu.Unlock()
+		return nil, stateRefusal(OpDeploy, s, req.Pool, err)
+	}
 	op := &Operation{Kind: OpDeploy, Service: s.name, Pool: req.Pool, Started: time.Now()}
 	m.ops[s.name] = op
 	defer m.endOp(s.name)
 
-	created := false
+	// New targets go into a candidate pool that nothing routes to and
+	// the registry does not hold: it is health-checked there and takes
+	// the pool's place only at the switch, so a refused or failed
+	// deploy leaves the pool as it was.
+	var cand *pool
 	if len(specs) > 0 {
-		if !exists {
-			bal, _ := upstream.ParseBalance(s.cfg.Load().Balance)
-			p = m.newPool(s, req.Pool, bal)
-			created = true
+		bal, _ := upstream.ParseBalance(s.cfg.Load().Balance)
+		cand = m.makePool(s, req.Pool, bal)
+		if exists {
+			cand.inConfig, cand.docker, cand.cfgTargets = p.inConfig, p.docker, p.cfgTargets
 		}
-		p.runtime = specs
-		removed := m.setPoolTargets(p, specs, upstream.Unknown)
-		m.retireTargets(removed, s.cfg.Load().DrainTimeout)
+		cand.runtime = specs
+		m.setPoolTargets(cand, specs, upstream.Unknown)
+		p = cand
 	}
 	m.mu.Unlock()
-
-	if len(specs) > 0 {
-		if err := m.saveState(); err != nil {
-			m.log.Error("state file not written", "error", err)
-			return nil, &Error{Kind: KindInternal, Message: fmt.Sprintf("targets of pool %q set, but %v — live traffic was not switched", req.Pool, err)}
-		}
+	if cand != nil {
+		defer m.discardCandidate(cand)
 		what := "set targets of pool"
-		if created {
+		if !exists {
 			what = "created pool"
 		}
-		progress(m.event(s.name, req.Pool, PhaseTargets, fmt.Sprintf("%s %q: %s", what, req.Pool, strings.Join(req.Targets, ", "))))
+		progress(m.event(s.name, req.Pool, PhaseTargets, fmt.Sprintf("%s %q: %s (they take its place at the switch)", what, req.Pool, strings.Join(req.Targets, ", "))))
 	}
 	m.log.Info("deploy started", "service", s.name, "pool", req.Pool, "timeout", timeout)
 
@@ -110,7 +116,18 @@ func (m *Manager) Deploy(ctx context.Context, req DeployRequest, progress func(E
 		m.log.Warn("deploy refused", "service", s.name, "pool", req.Pool, "error", err.Error())
 		return nil, err
 	}
-	return m.switchTo(ctx, s, p, OpDeploy, time.Since(start), progress)
+	return m.switchTo(ctx, s, p, cand != nil, OpDeploy, time.Since(start), progress)
+}
+
+// stateRefusal is the error of an operation refused because the state
+// cannot be written.
+func stateRefusal(kind string, s *service, pool string, err error) *Error {
+	live := "none"
+	if a := s.rs.Active(); a != nil {
+		live = a.Name()
+	}
+	return errorf(KindState, "%s of service %q to pool %q refused: %v — live traffic stays on %q; make the state writable, then retry",
+		kind, s.name, pool, err, live)
 }
 
 // Rollback switches a service back to its previous pool. When every target
@@ -143,6 +160,10 @@ func (m *Manager) Rollback(ctx context.Context, req RollbackRequest, progress fu
 		m.mu.Unlock()
 		return nil, errorf(KindRefused, "the previous pool %q of service %q has no targets — deploy a pool with targets instead", prev, s.name)
 	}
+	if err := m.checkWritable(); err != nil {
+		m.mu.Unlock()
+		return nil, stateRefusal(OpRollback, s, prev, err)
+	}
 	op := &Operation{Kind: OpRollback, Service: s.name, Pool: prev, Started: time.Now()}
 	m.ops[s.name] = op
 	defer m.endOp(s.name)
@@ -160,7 +181,7 @@ func (m *Manager) Rollback(ctx context.Context, req RollbackRequest, progress fu
 		}
 		took = time.Since(start)
 	}
-	return m.switchTo(ctx, s, p, OpRollback, took, progress)
+	return m.switchTo(ctx, s, p, false, OpRollback, took, progress)
 }
 
 // opTimeout is a request's health-wait timeout, or the default.
@@ -379,12 +400,35 @@ func describeProgress(tp TargetProgress, ready, total int) string {
 	return fmt.Sprintf("%s %s — %d of %d targets ready", name, what, ready, total)
 }
 
-// switchTo makes p active, persists the state and drains the pool that was
-// active.
-func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, kind string, took time.Duration, progress func(Event)) (*DeployResult, error) {
+// switchTo makes p active and drains the pool that was active. The state
+// is written first: when it cannot be, nothing switches and the operation
+// is refused. A candidate p (deploy --target) takes the place of the pool
+// of its name in the same step.
+func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate bool, kind string, took time.Duration, progress func(Event)) (*DeployResult, error) {
 	name := p.up.Name()
-	old, ok := s.rs.Activate(name)
+	var old *upstream.Pool
+	ok := false
+	err := m.commit(func(st *state.State) {
+		ss := st.Services[s.name]
+		if ss.Active != name && ss.Active != "" {
+			ss.Previous = ss.Active
+		}
+		ss.Active = name
+		if candidate {
+			ss.SetTargets(name, p.runtime)
+		}
+		st.Services[s.name] = ss
+	}, func() {
+		if candidate {
+			m.installCandidateLocked(s, p)
+		}
+		old, ok = s.rs.Activate(name)
+	})
 	switchedAt := time.Now()
+	if err != nil {
+		m.log.Error(kind+" refused: the state cannot be written", "service", s.name, "pool", name, "error", err)
+		return nil, stateRefusal(kind, s, name, err)
+	}
 	if !ok {
 		// The pool left between the health wait and now; reloads are
 		// refused during a deploy, so this is a bug.
@@ -396,17 +440,10 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, kind string
 	}
 	if old == nil || old == p.up {
 		res.Message = fmt.Sprintf("service %q now served by pool %q", s.name, name)
-		if err := m.saveState(); err != nil {
-			res.Warnings = append(res.Warnings, err.Error())
-		}
 		return res, nil
 	}
 	res.From = old.Name()
 	res.InFlightAtSwitch = old.InFlight()
-	if err := m.saveState(); err != nil {
-		m.log.Error("state file not written after the switch; a restart would serve the previous pool", "service", s.name, "error", err)
-		res.Warnings = append(res.Warnings, fmt.Sprintf("%v — the switch happened, but a restart would serve pool %q again", err, old.Name()))
-	}
 	progress(m.event(s.name, name, PhaseSwitch, fmt.Sprintf("switched service %q from %q to %q (%d requests in flight on %q)",
 		s.name, old.Name(), name, res.InFlightAtSwitch, old.Name())))
 

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -69,8 +70,13 @@ type Manager struct {
 	statePath string // "" when state_dir is not set: nothing is persisted
 	prober    *health.Prober
 
-	// stateMu serialises state file writes; it is taken before mu.
+	// stateMu serialises changes (write the state, then apply it); it is
+	// taken before mu.
 	stateMu sync.Mutex
+	// stateProblem is why the state cannot be written now ("" when it
+	// can); changes are refused while it is set and the next write that
+	// works clears it.
+	stateProblem atomic.Pointer[string]
 
 	mu       sync.Mutex
 	cfg      *config.Config
@@ -113,6 +119,8 @@ type pool struct {
 	// changed is broadcast after every probe of the pool's targets and
 	// every change of its target set.
 	changed signal
+	// installed: a deploy's candidate pool took its place in the registry.
+	installed bool
 }
 
 type runningChecker struct {
@@ -154,13 +162,22 @@ func New(cfg *config.Config, o Options) (*Manager, error) {
 	}
 	var st *state.State
 	if cfg.StateDir != "" {
-		if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-			return nil, fmt.Errorf("create state_dir %s: %w — create it or set state_dir to a writable folder", cfg.StateDir, err)
-		}
+		// Traffic does not depend on a writable disk: a state_dir that
+		// cannot be created or written is reported, the last state that
+		// can be read serves, and changes are refused until it can be
+		// written (see checkWritable).
 		m.statePath = state.Path(cfg.StateDir)
+		if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+			m.setStateProblem(fmt.Errorf("create state_dir %s: %w", cfg.StateDir, err))
+		}
 		var err error
 		if st, err = state.Load(m.statePath); err != nil {
 			return nil, err
+		}
+		if m.StateProblem() == "" {
+			if err := state.CheckWritable(cfg.StateDir); err != nil {
+				m.setStateProblem(err)
+			}
 		}
 	}
 	table := route.NewTable()
@@ -251,10 +268,43 @@ func inFile(path string) string {
 }
 
 func (m *Manager) newPool(s *service, name string, bal upstream.Balance) *pool {
-	p := &pool{up: upstream.NewPool(name, bal), svc: s, checkers: map[*upstream.Target]*runningChecker{}}
+	p := m.makePool(s, name, bal)
 	s.rs.AddPool(p.up)
 	s.pools[name] = p
 	return p
+}
+
+// makePool makes a pool of s that is not registered (a deploy's candidate).
+func (m *Manager) makePool(s *service, name string, bal upstream.Balance) *pool {
+	return &pool{up: upstream.NewPool(name, bal), svc: s, checkers: map[*upstream.Target]*runningChecker{}}
+}
+
+// installCandidateLocked puts a candidate pool in the place of the pool of
+// its name (which is not active), or adds it. The pool it replaces stops
+// being checked and its targets are retired. m.mu must be held.
+func (m *Manager) installCandidateLocked(s *service, cand *pool) {
+	name := cand.up.Name()
+	if old, ok := s.pools[name]; ok {
+		m.stopCheckers(old)
+		m.retireTargets(old.up.Targets(), s.cfg.Load().DrainTimeout, old.up)
+	}
+	s.rs.PutPool(cand.up)
+	s.pools[name] = cand
+	cand.installed = true
+}
+
+// discardCandidate drops a candidate pool that did not take its pool's
+// place (nothing was ever routed to it).
+func (m *Manager) discardCandidate(cand *pool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if cand.installed {
+		return
+	}
+	m.stopCheckers(cand)
+	for _, t := range cand.up.Targets() {
+		t.Retire()
+	}
 }
 
 // setPoolTargets replaces a pool's targets and keeps one checker per
@@ -546,16 +596,31 @@ func targetStatus(t *upstream.Target) TargetStatus {
 	return ts
 }
 
-// saveState writes the state file from the current runtime. Writes are
-// serialised and each takes its snapshot after the previous write, so the
-// file always ends up with the latest state.
-func (m *Manager) saveState() error {
-	if m.statePath == "" {
-		return nil
-	}
+// commit makes one change of the control plane: the state as it will be
+// after the change (the current state changed by edit) is written first,
+// and only once it is on disk does apply change the runtime, with m.mu
+// held. When the state cannot be written nothing is applied and the error
+// says why; a restart therefore always serves what was last applied.
+// Changes are serialised, so each write starts from the state the previous
+// one applied.
+func (m *Manager) commit(edit func(*state.State), apply func()) error {
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
 	m.mu.Lock()
+	st := m.stateLocked()
+	m.mu.Unlock()
+	edit(st)
+	if err := m.writeState(st); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	apply()
+	m.mu.Unlock()
+	return nil
+}
+
+// stateLocked is the state of the current runtime. m.mu must be held.
+func (m *Manager) stateLocked() *state.State {
 	st := state.New()
 	for _, s := range m.services {
 		active := s.rs.Active()
@@ -565,22 +630,56 @@ func (m *Manager) saveState() error {
 		ss := state.Service{Active: active.Name(), Previous: s.rs.Previous()}
 		for _, up := range s.rs.Pools() {
 			p := s.pools[up.Name()]
-			if p.runtime == nil {
-				continue
+			if p.runtime != nil {
+				ss.SetTargets(up.Name(), p.runtime)
 			}
-			if ss.Targets == nil {
-				ss.Targets = map[string][]state.Target{}
-			}
-			ts := make([]state.Target, 0, len(p.runtime))
-			for _, r := range p.runtime {
-				ts = append(ts, state.Target{Addr: r.Addr, Label: r.Label})
-			}
-			ss.Targets[up.Name()] = ts
 		}
 		st.Services[s.name] = ss
 	}
-	m.mu.Unlock()
-	return state.Save(m.statePath, st)
+	return st
+}
+
+// writeState writes st, keeping stateProblem up to date.
+func (m *Manager) writeState(st *state.State) error {
+	if m.statePath == "" {
+		return nil
+	}
+	if err := state.Save(m.statePath, st); err != nil {
+		m.setStateProblem(err)
+		return err
+	}
+	if m.stateProblem.Swap(nil) != nil {
+		m.log.Info("state file written again; changes are accepted", "state_file", m.statePath)
+	}
+	return nil
+}
+
+// checkWritable refuses a change early, before a health wait, when the
+// state cannot be written (the write at the switch checks again).
+func (m *Manager) checkWritable() error {
+	if m.statePath == "" {
+		return nil
+	}
+	if err := state.CheckWritable(filepath.Dir(m.statePath)); err != nil {
+		m.setStateProblem(err)
+		return err
+	}
+	return nil
+}
+
+func (m *Manager) setStateProblem(err error) {
+	msg := fmt.Sprintf("%v — cutover keeps serving the last state it read, and refuses deploys, rollbacks and reloads until the state can be written (fix state_dir: free space, permissions, read-only mount)", err)
+	if old := m.stateProblem.Swap(&msg); old == nil || *old != msg {
+		m.log.Error("state cannot be written", "state_file", m.statePath, "error", err)
+	}
+}
+
+// StateProblem says why the state cannot be written ("" when it can).
+func (m *Manager) StateProblem() string {
+	if p := m.stateProblem.Load(); p != nil {
+		return *p
+	}
+	return ""
 }
 
 // StatePath is the state file's path ("" when nothing is persisted).

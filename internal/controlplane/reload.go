@@ -1,11 +1,11 @@
 package controlplane
 
 import (
-	"fmt"
 	"slices"
 	"strings"
 
 	"github.com/cutover/cutover/internal/config"
+	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/dataplane/route"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
@@ -27,6 +27,11 @@ import (
 // longer has a service's active pool, and while a deploy or rollback runs.
 // state_dir, admin and listener settings are not applied here.
 func (m *Manager) Reload(cfg *config.Config) error {
+	// The state the reload leads to is written before it is applied (see
+	// commit); m.mu stays held across the write so no deploy can start
+	// between the checks and the change.
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -59,6 +64,10 @@ func (m *Manager) Reload(cfg *config.Config) error {
 			return errorf(KindRefused, "reload refused: the new configuration%s has no pool %q in services.%s.pools, but it is the active pool of service %q — deploy another pool first (cutover deploy %s -s %s), then reload; the running configuration keeps serving",
 				inFile(cfg.Path), active.Name(), sc.Name, sc.Name, otherPool(sc, active.Name()), sc.Name)
 		}
+	}
+	if err := m.writeState(m.reloadedStateLocked(cfg)); err != nil {
+		m.mu.Unlock()
+		return errorf(KindState, "reload refused, the running configuration keeps serving: %v", err)
 	}
 	if cfg.StateDir != m.cfg.StateDir {
 		m.log.Warn("state_dir changed in the configuration; it applies after a restart", "running", m.cfg.StateDir, "new", cfg.StateDir)
@@ -101,10 +110,39 @@ func (m *Manager) Reload(cfg *config.Config) error {
 	m.mu.Unlock()
 
 	m.log.Info("configuration reloaded", "file", cfg.Path, "services", len(next), "added", added, "removed", removed)
-	if err := m.saveState(); err != nil {
-		return fmt.Errorf("configuration reloaded, but %w", err)
-	}
 	return nil
+}
+
+// reloadedStateLocked is the state as it will be once cfg is applied:
+// services that leave are dropped, and so are the run-time targets of
+// pools whose targets the file changed or that left the file (see
+// updateServiceLocked). m.mu must be held.
+func (m *Manager) reloadedStateLocked(cfg *config.Config) *state.State {
+	st := m.stateLocked()
+	for _, s := range m.services {
+		ss, ok := st.Services[s.name]
+		if !ok {
+			continue
+		}
+		sc, stays := cfg.Service(s.name)
+		if !stays {
+			delete(st.Services, s.name)
+			continue
+		}
+		for name, p := range s.pools {
+			pc, inFile := sc.Pool(name)
+			gone := !inFile && p.inConfig
+			changed := inFile && (!p.inConfig || p.docker != pc.FromDocker() || !slices.Equal(p.cfgTargets, pc.Targets))
+			if gone || changed {
+				delete(ss.Targets, name)
+			}
+			if gone && ss.Previous == name {
+				ss.Previous = ""
+			}
+		}
+		st.Services[s.name] = ss
+	}
+	return st
 }
 
 // updateServiceLocked applies a service's new configuration to its

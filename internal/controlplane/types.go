@@ -110,8 +110,7 @@ type DeployResult struct {
 	// TimeToDrain is from the switch until From had no request in flight
 	// (or the drain timeout passed).
 	TimeToDrain Duration `json:"time_to_drain"`
-	// Warnings are problems that did not stop the switch (e.g. the state
-	// file could not be written).
+	// Warnings are problems that did not stop the switch.
 	Warnings []string `json:"warnings,omitempty"`
 }
 
@@ -206,6 +205,7 @@ const (
 	KindRefused   ErrorKind = "refused"   // valid, but not allowed in the current state
 	KindUnhealthy ErrorKind = "unhealthy" // the pool did not become healthy in time
 	KindCanceled  ErrorKind = "canceled"  // the caller went away before the switch
+	KindState     ErrorKind = "state"     // the state cannot be written, so nothing may change
 	KindInternal  ErrorKind = "internal"
 )
 

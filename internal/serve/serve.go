@@ -155,7 +155,7 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	}
 	ao := admin.Options{
 		Socket: cfg.Admin.Socket, TCP: cfg.Admin.TCP, Token: cfg.Admin.Token,
-		Manager: in.mgr, Logger: log,
+		Manager: in.mgr, Logger: log, SocketRetry: socketRetry,
 	}
 	if o.Config == nil {
 		ao.Reload = func(context.Context) error { return in.Reload() }
@@ -171,8 +171,15 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	log.Info("cutover serving",
 		"http", addrString(in.lis.HTTPAddr()), "https", addrString(in.lis.HTTPSAddr()),
 		"admin", cfg.Admin.Socket, "config", o.ConfigPath, "services", len(cfg.Services))
+	if p := in.mgr.StateProblem(); p != "" {
+		log.Error("serving, but the state cannot be written: changes are refused", "state_dir", cfg.StateDir, "problem", p)
+	}
 	return in, nil
 }
+
+// socketRetry is how often a serving cutover tries again to make an admin
+// socket its state_dir did not let it make.
+const socketRetry = 2 * time.Second
 
 func addrString(a net.Addr) string {
 	if a == nil {

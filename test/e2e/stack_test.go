@@ -119,6 +119,7 @@ type stack struct {
 	client    *admin.Client
 	m         *controlplane.Manager
 	backends  map[string][]*appBackend // by pool
+	stateDir  string
 }
 
 type stackOptions struct {
@@ -133,7 +134,7 @@ func startStack(t *testing.T, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	st := &stack{backends: map[string][]*appBackend{}}
+	st := &stack{backends: map[string][]*appBackend{}, stateDir: dir}
 	cfg := config.Default()
 	cfg.StateDir = dir
 	cfg.Admin.Socket = filepath.Join(dir, "admin.sock")

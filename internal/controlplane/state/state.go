@@ -18,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+
+	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
 
 // FileName is the state file's name inside state_dir.
@@ -176,6 +178,33 @@ func syncDir(dir string) error {
 	defer d.Close()
 	if err := d.Sync(); err != nil {
 		return fmt.Errorf("sync state folder %s: %w", dir, err)
+	}
+	return nil
+}
+
+// SetTargets records a pool's run-time targets.
+func (s *Service) SetTargets(pool string, specs []upstream.TargetSpec) {
+	if s.Targets == nil {
+		s.Targets = map[string][]Target{}
+	}
+	ts := make([]Target, 0, len(specs))
+	for _, r := range specs {
+		ts = append(ts, Target{Addr: r.Addr, Label: r.Label})
+	}
+	s.Targets[pool] = ts
+}
+
+// CheckWritable reports whether a file can be created in dir (and removed
+// again), the way Save creates its temporary file.
+func CheckWritable(dir string) error {
+	f, err := os.CreateTemp(dir, "."+FileName+".*.probe")
+	if err != nil {
+		return fmt.Errorf("state_dir %s is not writable: %w", dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return fmt.Errorf("state_dir %s is not writable: %w", dir, err)
 	}
 	return nil
 }

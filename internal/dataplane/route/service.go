@@ -99,6 +99,23 @@ func (s *Service) AddPool(p *upstream.Pool) *upstream.Pool {
 	return p
 }
 
+// PutPool adds p, or puts it in the place of the inactive pool of its name
+// (keeping that pool's position in the order). It reports false, changing
+// nothing, when the pool of that name is active.
+func (s *Service) PutPool(p *upstream.Pool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, ok := s.pools[p.Name()]
+	if ok && s.active.Load() == old {
+		return false
+	}
+	if !ok {
+		s.order = append(s.order, p.Name())
+	}
+	s.pools[p.Name()] = p
+	return true
+}
+
 // RemovePool removes an inactive pool and returns it.
 func (s *Service) RemovePool(name string) (*upstream.Pool, bool) {
 	s.mu.Lock()

@@ -1,0 +1,125 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cutover/cutover/bench/loadclient"
+	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/controlplane"
+	"github.com/cutover/cutover/internal/testutil/rofs"
+)
+
+// underLoad runs a strict keep-alive load against the stack while steps
+// run, and returns what it recorded.
+func underLoad(t *testing.T, st *stack, clients int, steps func()) *loadclient.Result {
+	t.Helper()
+	loadCtx, stopLoad := context.WithCancel(context.Background())
+	defer stopLoad()
+	done := make(chan *loadclient.Result, 1)
+	go func() {
+		res, err := loadclient.Run(loadCtx, loadclient.Options{
+			Addr: st.proxyAddr, Connections: clients, Duration: 60 * time.Second,
+			Host: "app.example", BackendHeader: "X-Backend", Timeout: requestTimeout,
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- res
+	}()
+	steps()
+	stopLoad()
+	res := <-done
+	if res == nil {
+		t.FailNow()
+	}
+	return res
+}
+
+// servedOnlyBy checks that every response answered within [from, to) came
+// from pool, and returns how many it checked.
+func servedOnlyBy(t *testing.T, st *stack, res *loadclient.Result, from, to time.Time, pool, what string) int {
+	t.Helper()
+	n := 0
+	for _, r := range res.Records {
+		sent, done := res.Start.Add(r.Sent), res.Start.Add(r.Done)
+		if r.Failed() || sent.Before(from) || done.After(to) {
+			continue
+		}
+		n++
+		if got := st.poolOf(r.Backend); got != pool {
+			t.Errorf("%s: a response came from %s (%s), want only %s", what, r.Backend, got, pool)
+			return n
+		}
+	}
+	return n
+}
+
+// Refused changes move no traffic and fail no request: a deploy and a
+// rollback refused because the state cannot be written, and a deploy
+// refused because its new targets are dead, each under load (issue 9,
+// items 3 and 4).
+func TestRefusedChangesUnderLoad(t *testing.T) {
+	st := startStack(t, stackOptions{drainTimeout: 5 * time.Second})
+	ctx := context.Background()
+	timeout := controlplane.Duration(2 * time.Second)
+	type check struct {
+		what, live string
+		from, to   time.Time
+	}
+	var checks []check
+	refused := func(what, live string, kind controlplane.ErrorKind, run func() error) {
+		t.Helper()
+		began := time.Now()
+		err := run()
+		var ce *admin.Error
+		if !errors.As(err, &ce) || ce.Kind != kind {
+			t.Fatalf("%s: %v, want %s", what, err, kind)
+		}
+		// The load keeps going a little after the refusal.
+		time.Sleep(100 * time.Millisecond)
+		if ss, _ := st.m.Status("web"); ss[0].Active != live {
+			t.Fatalf("%s: active %q after the refusal, want %q", what, ss[0].Active, live)
+		}
+		checks = append(checks, check{what, live, began, time.Now()})
+	}
+	res := underLoad(t, st, 16, func() {
+		time.Sleep(200 * time.Millisecond)
+		undo := rofs.Make(t, st.stateDir)
+		refused("deploy with an unwritable state", "blue", controlplane.KindState, func() error {
+			_, err := st.client.Deploy(ctx, admin.DeployRequest{Pool: "green", Timeout: timeout}, nil)
+			return err
+		})
+		undo()
+		refused("deploy to dead targets", "blue", controlplane.KindUnhealthy, func() error {
+			_, err := st.client.Deploy(ctx, admin.DeployRequest{Pool: "green", Targets: []string{"127.0.0.1:1"}, Timeout: timeout}, nil)
+			return err
+		})
+		if _, err := st.client.Deploy(ctx, admin.DeployRequest{Pool: "green", Timeout: timeout}, nil); err != nil {
+			t.Fatalf("deploy of green's own targets after the refusals: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+		undo = rofs.Make(t, st.stateDir)
+		refused("rollback with an unwritable state", "green", controlplane.KindState, func() error {
+			_, err := st.client.Rollback(ctx, admin.RollbackRequest{Timeout: timeout}, nil)
+			return err
+		})
+		undo()
+		if _, err := st.client.Rollback(ctx, admin.RollbackRequest{Timeout: timeout}, nil); err != nil {
+			t.Fatalf("rollback once writable: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	})
+	sum := res.Summarize()
+	if sum.Failed != 0 {
+		t.Errorf("%d of %d requests failed (%d non-2xx, socket errors %v)", sum.Failed, sum.Requests, sum.Non2xx, sum.ErrorKinds)
+	}
+	for _, c := range checks {
+		if n := servedOnlyBy(t, st, res, c.from, c.to, c.live, c.what); n == 0 {
+			t.Errorf("%s: no response checked", c.what)
+		}
+	}
+	t.Logf("requests %d, failed %d, per backend %v", sum.Requests, sum.Failed, sum.ByBackend)
+}
