@@ -2,14 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
 	"net"
-	"strconv"
 	"time"
 
-	"github.com/cutover/cutover/internal/dataplane/accesslog"
 	"github.com/cutover/cutover/internal/dataplane/forward"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 	"github.com/cutover/cutover/internal/dataplane/wire"
@@ -57,7 +56,6 @@ type clientConn struct {
 	req    wire.Request
 	body   wire.Body
 	x      exchange
-	log    accesslog.Entry
 	// headerDeadline is c.setHeaderDeadline as a value made once, so
 	// passing it per request does not allocate.
 	headerDeadline func()
@@ -167,11 +165,7 @@ func (c *clientConn) serveRequest(head []byte, start time.Time) (keep bool) {
 	}
 	req := &c.req
 	x := &c.x
-	x.reset()
-	x.req = req
-	x.client = &c.client
-	x.start = start
-	x.scanHeaders(c.p.ids)
+	c.p.startExchange(x, req, &c.client, start, protoName(req.Minor))
 	switch {
 	case req.Chunked:
 		c.body.Reset(c.r, wire.FrameChunked, 0)
@@ -190,28 +184,21 @@ func (c *clientConn) serveRequest(head []byte, start time.Time) (keep bool) {
 	if c.info.Redirect {
 		return c.redirect(start)
 	}
-	tbl := c.p.o.Router.Table()
-	svc := tbl.Lookup(req.Host)
-	if svc == nil {
-		return c.local(start, 404, "no service for this host\n")
+	if status, body := c.p.begin(x); status != 0 {
+		return c.local(start, status, body)
 	}
-	x.svc = svc
-	pool := svc.Acquire()
-	if pool == nil {
-		return c.local(start, 503, "service has no active pool\n")
-	}
-	x.pool = pool
-	defer pool.End()
-
 	if req.ExpectContinue && x.body != nil {
 		// Answer 100 Continue here, as nginx does, so the body can be
 		// streamed to the target without waiting on it.
 		c.w.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 		if err := c.flush(start); err != nil {
+			x.clientGone()
+			c.p.end(x)
 			return false
 		}
 	}
 	if err := c.p.roundTrip(context.Background(), x); err != nil {
+		x.fail(failureOf(err))
 		var cbe *clientBodyError
 		if errors.As(err, &cbe) {
 			c.local(start, 400, "could not read the request body\n")
@@ -235,6 +222,7 @@ func (c *clientConn) relayResponse(start time.Time) (keep bool) {
 	if resp.Status == 101 {
 		if !req.Upgrade {
 			x.finish(false)
+			x.fail(FailUpstream)
 			c.local(start, 502, "502 Bad Gateway: unexpected 101 from the target\n")
 			return false
 		}
@@ -243,7 +231,7 @@ func (c *clientConn) relayResponse(start time.Time) (keep bool) {
 
 	in, out, keep := responseFraming(req, resp, keep, c.draining())
 	writeResponseHead(w, resp, out, keep, req.Minor)
-	x.status = resp.Status
+	x.answered(resp.Status)
 
 	uc := x.uc
 	x.rbody.Reset(uc.R, in, resp.ContentLength)
@@ -267,8 +255,12 @@ func (c *clientConn) relayResponse(start time.Time) (keep bool) {
 			// The target failed mid-body: the client can only learn it by
 			// the connection closing before the body's end.
 			x.finish(false)
+			x.fail(FailUpstreamBody)
+			if isTimeout(err) {
+				x.failure = FailTimeout
+			}
 			c.w.Flush()
-			c.logRequest()
+			c.p.end(x)
 			return false
 		}
 		if out == wire.FrameChunked {
@@ -285,70 +277,14 @@ func (c *clientConn) relayResponse(start time.Time) (keep bool) {
 		clientErr = c.flush(start)
 	}
 	x.finish(clientErr == nil && x.rbody.Done() && in != wire.FrameClose && !resp.Close)
-	c.logRequest()
+	if clientErr != nil {
+		x.clientGone()
+	}
+	c.p.end(x)
 	if clientErr != nil {
 		return false
 	}
 	return keep && c.bodyConsumed()
-}
-
-// responseFraming decides how a response body is read from the target (in)
-// and framed to the client (out), and whether the client connection stays
-// open; keep is whether it would otherwise.
-func responseFraming(req *wire.Request, resp *wire.Response, keep, draining bool) (in, out wire.Framing, keepOpen bool) {
-	switch {
-	case !resp.BodyAllowed(req.IsHead()):
-	case resp.Chunked:
-		in, out = wire.FrameChunked, wire.FrameChunked
-	case resp.ContentLength >= 0:
-		in, out = wire.FrameLength, wire.FrameLength
-	default:
-		in, out = wire.FrameClose, wire.FrameChunked
-	}
-	if out == wire.FrameChunked && req.Minor == 0 {
-		// HTTP/1.0 has no chunked coding: end the body by closing.
-		out = wire.FrameClose
-		keep = false
-	}
-	if draining {
-		keep = false
-	}
-	return in, out, keep
-}
-
-// writeResponseHead writes the head sent to the client: the target's status
-// and fields minus hop-by-hop ones, with the body framing out.
-func writeResponseHead(w *bufio.Writer, resp *wire.Response, out wire.Framing, keep bool, minor int) {
-	w.WriteString("HTTP/1.1 ")
-	writeStatus(w, resp.Status, resp.Reason)
-	for i := range resp.Headers {
-		h := &resp.Headers[i]
-		if h.Kind.HopByHop() || resp.Listed(h.Name) {
-			continue
-		}
-		if h.Kind == wire.KindContentLength && out != wire.FrameNone {
-			continue // written below with the framing
-		}
-		w.Write(h.Name)
-		w.WriteString(": ")
-		w.Write(h.Value)
-		w.WriteString("\r\n")
-	}
-	switch out {
-	case wire.FrameLength:
-		w.WriteString("Content-Length: ")
-		w.Write(strconv.AppendInt(w.AvailableBuffer(), resp.ContentLength, 10))
-		w.WriteString("\r\n")
-	case wire.FrameChunked:
-		w.WriteString("Transfer-Encoding: chunked\r\n")
-	}
-	if !keep {
-		w.WriteString("Connection: close\r\n\r\n")
-	} else if minor == 0 {
-		w.WriteString("Connection: keep-alive\r\n\r\n")
-	} else {
-		w.WriteString("\r\n")
-	}
 }
 
 // bodyConsumed reports whether the request body was read to its end, so the
@@ -366,100 +302,57 @@ func (c *clientConn) flush(start time.Time) error {
 	return c.w.Flush()
 }
 
-// writeStatus writes "CODE REASON\r\n".
-func writeStatus(w *bufio.Writer, code int, reason []byte) {
-	w.Write(strconv.AppendInt(w.AvailableBuffer(), int64(code), 10))
-	w.WriteByte(' ')
-	if len(reason) > 0 {
-		w.Write(reason)
-	} else {
-		w.WriteString(statusText(code))
+// local answers the current request from the proxy itself (no upstream)
+// and reports whether the connection stays open: only when the request had
+// no body left unread.
+func (c *clientConn) local(start time.Time, status int, body string) (keep bool) {
+	keep = !c.req.Close && c.bodyConsumed() && !c.draining()
+	c.writeLocal(status, body, nil, keep)
+	c.x.answeredLocally(status, len(body))
+	if c.x.uc != nil {
+		c.x.finish(false)
 	}
-	w.WriteString("\r\n")
+	err := c.flush(start)
+	c.p.end(&c.x)
+	return keep && err == nil
 }
 
-// writeRequestHead writes the head sent upstream: the client's request
-// line and fields, minus hop-by-hop fields, plus the forwarding fields and
-// the body framing.
-func (p *Proxy) writeRequestHead(w *bufio.Writer, x *exchange) {
-	r := x.req
-	w.Write(r.Method)
-	w.WriteByte(' ')
-	w.Write(r.URI)
-	w.WriteString(" HTTP/1.1\r\nHost: ")
-	host := r.Host
+// localError answers a request that could not be parsed and is followed by
+// closing the connection.
+func (c *clientConn) localError(start time.Time, status int, reason string) {
+	writeLocalError(c.w, &c.x, &c.req, &c.client, start, status, reason)
+	c.flush(start)
+	c.p.end(&c.x)
+}
+
+func (c *clientConn) writeLocal(status int, body string, extra []string, keep bool) {
+	writeLocal(c.w, &c.req, status, body, extra, keep)
+}
+
+// redirect answers with a 308 to the same host, path and query on HTTPS,
+// as the seed's nginx `return 308 https://$host$request_uri` does; 308
+// keeps the method and body, unlike 301.
+func (c *clientConn) redirect(start time.Time) bool {
+	var loc bytes.Buffer
+	loc.WriteString("https://")
+	host := c.req.Host
+	if i := bytes.LastIndexByte(host, ':'); i >= 0 && !bytes.HasSuffix(host, []byte("]")) {
+		host = host[:i]
+	}
 	if len(host) == 0 {
-		host = []byte(x.cur.Addr())
+		return c.local(start, 400, "400 Bad Request: a redirect to HTTPS needs a Host\n")
 	}
-	w.Write(host)
-	w.WriteString("\r\n")
-	for i := range r.Headers {
-		h := &r.Headers[i]
-		switch h.Kind {
-		case wire.KindHost, wire.KindContentLength, wire.KindExpect,
-			wire.KindXForwardedFor, wire.KindXRealIP, wire.KindXForwardedProto,
-			wire.KindXForwardedHost, wire.KindXRequestID, wire.KindUnderscored:
-			continue
-		case wire.KindUpgrade:
-			if r.Upgrade {
-				w.WriteString("Connection: Upgrade\r\nUpgrade: ")
-				w.Write(h.Value)
-				w.WriteString("\r\n")
-			}
-			continue
-		}
-		if h.Kind.HopByHop() || r.Listed(h.Name) {
-			continue
-		}
-		w.Write(h.Name)
-		w.WriteString(": ")
-		w.Write(h.Value)
-		w.WriteString("\r\n")
+	loc.Write(host)
+	if port := c.info.HTTPSPort; port != "" && port != "443" {
+		loc.WriteByte(':')
+		loc.WriteString(port)
 	}
-	cl := x.client
-	x.scratch = cl.AppendXFF(x.scratch[:0], x.inXFF)
-	w.WriteString("X-Forwarded-For: ")
-	w.Write(x.scratch)
-	w.WriteString("\r\nX-Real-IP: ")
-	if ip := cl.RealIP(x.inXFF, p.o.Trusted); ip != nil {
-		w.Write(ip)
-	} else {
-		w.WriteString(cl.IP)
-	}
-	w.WriteString("\r\nX-Forwarded-Proto: ")
-	if cl.Trusted && len(x.inProto) > 0 {
-		w.Write(x.inProto)
-	} else {
-		w.WriteString(cl.Proto())
-	}
-	w.WriteString("\r\nX-Forwarded-Host: ")
-	if cl.Trusted && len(x.inHost) > 0 {
-		w.Write(x.inHost)
-	} else {
-		w.Write(host)
-	}
-	w.WriteString("\r\nX-Request-Id: ")
-	w.Write(x.reqID)
-	w.WriteString("\r\n")
-	switch x.reqFraming {
-	case wire.FrameLength:
-		w.WriteString("Content-Length: ")
-		w.Write(strconv.AppendInt(w.AvailableBuffer(), x.reqLength, 10))
-		w.WriteString("\r\n")
-	case wire.FrameChunked:
-		w.WriteString("Transfer-Encoding: chunked\r\n")
-	}
-	w.WriteString("\r\n")
-}
-
-// logRequest writes the access log entry of the current request.
-func (c *clientConn) logRequest() {
-	c.p.logExchange(&c.log, &c.x, protoName(c.req.Minor))
-}
-
-func protoName(minor int) string {
-	if minor == 0 {
-		return "HTTP/1.0"
-	}
-	return "HTTP/1.1"
+	loc.Write(c.req.URI)
+	keep := !c.req.Close && c.bodyConsumed()
+	body := "308 Permanent Redirect\n"
+	c.writeLocal(308, body, []string{"Location", loc.String()}, keep)
+	c.x.answeredLocally(308, len(body))
+	err := c.flush(start)
+	c.p.end(&c.x)
+	return keep && err == nil
 }

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/cutover/cutover/internal/dataplane/accesslog"
 	"github.com/cutover/cutover/internal/dataplane/forward"
 	"github.com/cutover/cutover/internal/dataplane/wire"
 )
@@ -20,7 +19,6 @@ type h2State struct {
 	x      exchange
 	client forward.Client
 	body   readerBody
-	log    accesslog.Entry
 	buf    []byte
 }
 
@@ -55,11 +53,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	st.client = forward.NewClient(remoteAddr(r.RemoteAddr), r.TLS != nil, p.o.Trusted)
 
 	x := &st.x
-	x.reset()
-	x.req = req
-	x.client = &st.client
-	x.start = start
-	x.scanHeaders(p.ids)
+	p.startExchange(x, req, &st.client, start, r.Proto)
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		st.body.reset(r.Body)
 		x.body = &st.body
@@ -71,23 +65,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			req.Chunked = true
 		}
 	}
-	defer func() { p.logExchange(&st.log, x, r.Proto) }()
+	// end runs on every way out, the handler's abort panic included.
+	defer p.end(x)
 
-	svc := p.o.Router.Table().Lookup(req.Host)
-	if svc == nil {
-		p.h2Local(w, x, 404, "no service for this host\n")
+	if status, body := p.begin(x); status != 0 {
+		p.h2Local(w, x, status, body)
 		return
 	}
-	x.svc = svc
-	pool := svc.Acquire()
-	if pool == nil {
-		p.h2Local(w, x, 503, "service has no active pool\n")
-		return
-	}
-	x.pool = pool
-	defer pool.End()
-
 	if err := p.roundTrip(r.Context(), x); err != nil {
+		if r.Context().Err() != nil {
+			// The client reset the stream: nobody is left to answer.
+			x.clientGone()
+			return
+		}
+		x.fail(failureOf(err))
 		var cbe *clientBodyError
 		if errors.As(err, &cbe) {
 			p.h2Local(w, x, 400, "could not read the request body\n")
@@ -105,6 +96,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	resp := &x.resp
 	if resp.Status == 101 {
 		x.finish(false)
+		x.fail(FailUpstream)
 		p.h2Local(w, x, 502, "502 Bad Gateway: protocol upgrades need HTTP/1.1\n")
 		return
 	}
@@ -120,7 +112,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Add(string(f.Name), string(f.Value))
 	}
 	w.WriteHeader(resp.Status)
-	x.status = resp.Status
+	x.answered(resp.Status)
 
 	in := wire.FrameNone
 	switch {
@@ -148,6 +140,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil {
 			x.finish(false)
+			if r.Context().Err() != nil {
+				// The client reset the stream, which closed the upstream
+				// connection under the read.
+				x.clientGone()
+				return
+			}
+			x.fail(FailUpstreamBody)
+			if isTimeout(err) {
+				x.failure = FailTimeout
+			}
 			// Abort the stream so the client sees the body is incomplete.
 			panic(http.ErrAbortHandler)
 		}
@@ -158,6 +160,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 	}
+	if clientErr != nil {
+		x.clientGone()
+	}
 	x.finish(clientErr == nil && x.rbody.Done() && in != wire.FrameClose && !resp.Close)
 }
 
@@ -166,8 +171,7 @@ func (p *Proxy) h2Local(w http.ResponseWriter, x *exchange, code int, body strin
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(code)
 	io.WriteString(w, body)
-	x.status = code
-	x.bytesSent = int64(len(body))
+	x.answeredLocally(code, len(body))
 }
 
 // bytes copies s into the state's arena and returns the copy. The arena is

@@ -12,7 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cutover/cutover/internal/dataplane/accesslog"
 	"github.com/cutover/cutover/internal/dataplane/forward"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 	"github.com/cutover/cutover/internal/dataplane/wire"
@@ -39,7 +38,6 @@ type lclient struct {
 	client forward.Client
 	req    wire.Request
 	x      exchange
-	log    accesslog.Entry
 	st     cstate
 	closed bool
 
@@ -149,24 +147,14 @@ func (c *lclient) startRequest(head []byte, start time.Time) {
 		c.handoff(head, start)
 		return
 	}
-	svc := p.o.Router.Table().Lookup(req.Host)
-	if svc == nil {
-		c.handoff(head, start)
-		return
-	}
 	x := &c.x
-	x.reset()
-	x.req = req
-	x.client = &c.client
-	x.start = start
-	x.scanHeaders(p.ids)
-	x.svc = svc
-	pool := svc.Acquire()
-	if pool == nil {
+	p.startExchange(x, req, &c.client, start, protoName(req.Minor))
+	if status, _ := p.begin(x); status != 0 {
+		// The goroutine engine answers what the proxy answers itself; no
+		// pool was acquired.
 		c.handoff(head, start)
 		return
 	}
-	x.pool = pool
 	c.head = head
 	c.attempts = 0
 	c.lastErr = errAllTried
@@ -197,7 +185,8 @@ func (c *lclient) attempt() {
 		}
 		t.Begin()
 		c.attempts++
-		u, err := c.l.upstreamConn(t, ap, x.req.Idempotent())
+		x.attempts++
+		u, err := c.l.upstreamConn(t, ap)
 		if err != nil {
 			c.lastErr = err
 			if x.attemptFailed(t, err, false) {
@@ -244,7 +233,7 @@ func (c *lclient) upstreamClosed() {
 	case cUpstream:
 		c.upstreamFailed(net.ErrClosed)
 	case cRelay:
-		c.bodyFailed()
+		c.bodyFailed(FailUpstreamBody)
 	}
 }
 
@@ -286,14 +275,14 @@ func (c *lclient) readResponseHead() {
 	if x.resp.Status == 101 {
 		c.l.closeUp(u)
 		c.up = nil
-		x.target.End(true)
+		x.fail(FailUpstream)
 		c.localAndClose(502, "502 Bad Gateway: unexpected 101 from the target\n")
 		return
 	}
 	req := &c.req
 	c.in, c.outF, c.keep = responseFraming(req, &x.resp, !req.Close, c.l.e.draining())
 	writeResponseHead(c.w, &x.resp, c.outF, c.keep, req.Minor)
-	x.status = x.resp.Status
+	x.answered(x.resp.Status)
 	x.rbody.Reset(u.r, c.in, x.resp.ContentLength)
 	c.st = cRelay
 	c.relay()
@@ -314,7 +303,7 @@ func (c *lclient) relay() {
 			// responses (SSE) arrive as produced.
 			c.w.Flush()
 			if c.out.err != nil {
-				c.bodyFailed()
+				c.bodyFailed(FailClientGone)
 				return
 			}
 			c.deadline = c.l.now.Add(c.l.p.o.UpstreamReadTimeout)
@@ -330,7 +319,7 @@ func (c *lclient) relay() {
 		if err != nil {
 			// The target failed mid-body: the client can only learn it by
 			// the connection closing before the body's end.
-			c.bodyFailed()
+			c.bodyFailed(FailUpstreamBody)
 			return
 		}
 		if c.outF == wire.FrameChunked {
@@ -340,7 +329,7 @@ func (c *lclient) relay() {
 		}
 		x.bytesSent += int64(len(b))
 		if c.out.err != nil {
-			c.bodyFailed()
+			c.bodyFailed(FailClientGone)
 			return
 		}
 	}
@@ -353,7 +342,7 @@ func (c *lclient) endBody() {
 	}
 	c.w.Flush()
 	if c.out.err != nil {
-		c.bodyFailed()
+		c.bodyFailed(FailClientGone)
 		return
 	}
 	if len(c.out.pending) > 0 {
@@ -371,9 +360,7 @@ func (c *lclient) complete() {
 	reusable := x.rbody.Done() && c.in != wire.FrameClose && !x.resp.Close && u.r.Buffered() == 0
 	c.l.release(u, reusable)
 	c.up = nil
-	x.target.End(true)
-	x.pool.End()
-	c.logRequest()
+	c.l.p.end(x)
 	keep := c.l.e.end() && c.keep
 	if !keep {
 		c.close()
@@ -384,21 +371,25 @@ func (c *lclient) complete() {
 	c.serveHeads()
 }
 
-// bodyFailed ends a request whose response was cut by the target or the
-// client, and closes the client connection.
-func (c *lclient) bodyFailed() {
+// bodyFailed ends a request whose response was cut, by the target or the
+// client as f says, and closes the client connection.
+func (c *lclient) bodyFailed(f Failure) {
 	x := &c.x
 	c.l.closeUp(c.up)
 	c.up = nil
-	x.target.End(true)
-	x.pool.End()
+	if f == FailClientGone {
+		x.clientGone()
+	} else {
+		x.fail(f)
+	}
 	c.w.Flush()
-	c.logRequest()
+	c.l.p.end(x)
 	c.close()
 }
 
 // fail answers a request no target answered with 502, 503 or 504.
 func (c *lclient) fail(err error) {
+	c.x.fail(failureOf(err))
 	st, msg := failureStatus(err)
 	c.localAndClose(st, msg)
 }
@@ -408,13 +399,9 @@ func (c *lclient) fail(err error) {
 func (c *lclient) localAndClose(status int, body string) {
 	x := &c.x
 	writeLocal(c.w, &c.req, status, body, nil, false)
-	x.status = status
-	x.bytesSent = int64(len(body))
-	if x.pool != nil {
-		x.pool.End()
-	}
+	x.answeredLocally(status, len(body))
 	c.w.Flush()
-	c.logRequest()
+	c.l.p.end(x)
 	c.close()
 }
 
@@ -431,12 +418,17 @@ func (c *lclient) timeout() {
 		c.req.Method, c.req.URI, c.req.Host = nil, nil, nil
 		writeLocalError(c.w, &c.x, &c.req, &c.client, c.l.now, 408, reasonHeadTimeout)
 		c.w.Flush()
-		c.logRequest()
+		c.l.p.end(&c.x)
 		c.close()
 	case cUpstream:
 		c.upstreamFailed(os.ErrDeadlineExceeded)
 	case cRelay, cFinishing:
-		c.bodyFailed()
+		if len(c.out.pending) > 0 {
+			// The client stopped reading.
+			c.bodyFailed(FailClientGone)
+		} else {
+			c.bodyFailed(FailTimeout)
+		}
 	}
 }
 
@@ -444,20 +436,19 @@ func (c *lclient) timeout() {
 func (c *lclient) abort() {
 	switch c.st {
 	case cUpstream:
+		// The client went away while its request waited on a target:
+		// nginx's 499, and no mark against the target.
 		c.l.closeUp(c.up)
 		c.up = nil
 		c.x.cur.End(false)
-		c.x.pool.End()
+		c.x.clientGone()
+		c.l.p.end(&c.x)
 		c.close()
 	case cRelay, cFinishing:
-		c.bodyFailed()
+		c.bodyFailed(FailClientGone)
 	default:
 		c.close()
 	}
-}
-
-func (c *lclient) logRequest() {
-	c.l.p.logExchange(&c.log, &c.x, protoName(c.req.Minor))
 }
 
 // close closes the client connection; the caller has ended its request.
@@ -509,7 +500,7 @@ type lup struct {
 }
 
 // upstreamConn returns an idle connection to t, or connects a new one.
-func (l *evloop) upstreamConn(t *upstream.Target, ap netip.AddrPort, idempotent bool) (*lup, error) {
+func (l *evloop) upstreamConn(t *upstream.Target, ap netip.AddrPort) (*lup, error) {
 	igen, agen, retired := t.ExtConns(0, 0)
 	list := l.idle[t]
 	for len(list) > 0 {
@@ -517,7 +508,10 @@ func (l *evloop) upstreamConn(t *upstream.Target, ap netip.AddrPort, idempotent 
 		list = list[:len(list)-1]
 		l.idle[t] = list
 		t.ExtConns(0, -1)
-		if u.stale(igen, agen, retired, l.now) || (!idempotent && !peerOpen(u.fd)) {
+		// Peeked at on the way out, as every engine does: bytes that
+		// arrived while it sat idle belong to no request, even when the
+		// loop has not yet seen their readiness event.
+		if u.stale(igen, agen, retired, l.now) || !peerOpen(u.fd) {
 			l.closeUp(u)
 			continue
 		}

@@ -55,6 +55,10 @@ type Options struct {
 
 	ResponseTimeout     time.Duration // upstream: request sent → response head
 	UpstreamReadTimeout time.Duration // upstream: between two reads of a body
+
+	// Observers are told of every finished request (see Outcome), on
+	// every engine, after its accounting and before its access log line.
+	Observers []Observer
 }
 
 func (o *Options) defaults() {
@@ -99,105 +103,10 @@ const maxAttempts = 8
 var (
 	errNoTarget = errors.New("the pool has no targets")
 	errAllTried = errors.New("no target of the pool could be reached")
+	// errClientGone ends an exchange whose client went away before the
+	// response: nobody is left to answer.
+	errClientGone = errors.New("the client went away")
 )
-
-// exchange is one request's trip through the proxy. The HTTP/1.1 engine
-// keeps one per client connection and reuses it for every request.
-type exchange struct {
-	req    *wire.Request
-	client *forward.Client
-	body   bodySource // request body; nil when none
-	// reqFraming and reqLength are the request body's framing upstream.
-	reqFraming wire.Framing
-	reqLength  int64
-
-	svc    *route.Service
-	pool   *upstream.Pool
-	target *upstream.Target
-	// cur is the target of the attempt under way.
-	cur   *upstream.Target
-	uc    *upstream.Conn
-	resp  wire.Response
-	rbody wire.Body
-
-	tried    [maxAttempts]*upstream.Target
-	ntried   int
-	bodySent bool // some of the request body was consumed
-	gotByte  bool // some of a response arrived
-
-	// Incoming forwarding headers and IDs, found once per request.
-	inXFF, inProto, inHost, reqID, referer, agent []byte
-	scratch                                       []byte
-	idBuf                                         [32]byte
-
-	start     time.Time
-	status    int
-	bytesSent int64
-}
-
-func (x *exchange) reset() {
-	scratch := x.scratch[:0]
-	resp := x.resp
-	*x = exchange{}
-	x.scratch = scratch
-	x.resp.Headers = resp.Headers[:0]
-}
-
-// markByte records that response bytes arrived; a method value of it is
-// the head reader's callback.
-func (x *exchange) markByte() { x.gotByte = true }
-
-// bodySource yields a request body in pieces; *wire.Body is one.
-type bodySource interface {
-	Next(max int) ([]byte, error)
-	Done() bool
-}
-
-// scanHeaders finds the incoming headers the proxy reads, in one pass, and
-// gives the request an ID when it came without one.
-func (x *exchange) scanHeaders(ids *forward.IDs) {
-	for i := range x.req.Headers {
-		h := &x.req.Headers[i]
-		switch h.Kind {
-		case wire.KindXForwardedFor:
-			if x.inXFF == nil {
-				x.inXFF = h.Value
-			} else {
-				// Several X-Forwarded-For fields are one list (RFC 9110 5.3).
-				joined := append(append(append([]byte(nil), x.inXFF...), ", "...), h.Value...)
-				x.inXFF = joined
-			}
-		case wire.KindXForwardedProto:
-			x.inProto = h.Value
-		case wire.KindXForwardedHost:
-			x.inHost = h.Value
-		case wire.KindXRequestID:
-			if validRequestID(h.Value) {
-				x.reqID = h.Value
-			}
-		case wire.KindReferer:
-			x.referer = h.Value
-		case wire.KindUserAgent:
-			x.agent = h.Value
-		}
-	}
-	if x.reqID == nil {
-		x.reqID = ids.Append(x.idBuf[:0])
-	}
-}
-
-// validRequestID accepts IDs that are safe to log and pass on.
-func validRequestID(v []byte) bool {
-	if len(v) == 0 || len(v) > 128 {
-		return false
-	}
-	for _, c := range v {
-		if c <= ' ' || c >= 0x7f || c == '"' {
-			return false
-		}
-	}
-	return true
-}
 
 // roundTrip sends the request to a target of x.pool and reads the response
 // head, trying other targets when that is safe: always when the connection
@@ -215,10 +124,17 @@ func (p *Proxy) roundTrip(ctx context.Context, x *exchange) error {
 			return lastErr
 		}
 		t.Begin()
+		x.attempts++
 		stale, err := p.try(ctx, x, t)
 		if err == nil {
 			x.target = t
 			return nil
+		}
+		if ctx.Err() != nil {
+			// The client reset its stream: the failure is its own doing,
+			// not the target's, and nobody waits for another try.
+			t.End(false)
+			return errClientGone
 		}
 		lastErr = err
 		if !x.attemptFailed(t, err, stale) {
@@ -234,6 +150,15 @@ func (p *Proxy) roundTrip(ctx context.Context, x *exchange) error {
 // Both engines decide retries here.
 func (x *exchange) attemptFailed(t *upstream.Target, err error, stale bool) (retry bool) {
 	t.End(false)
+	var cbe *clientBodyError
+	if errors.As(err, &cbe) {
+		// The client's body broke off: nothing to hold against the
+		// target, and the request cannot be sent again.
+		return false
+	}
+	if !stale {
+		x.noteAttemptFailure(t, err)
+	}
 	var de *upstream.DialError
 	isDial := errors.As(err, &de)
 	if isDial && !errors.Is(err, upstream.ErrTargetClosed) {
@@ -303,6 +228,7 @@ func (p *Proxy) writeRequest(x *exchange) error {
 			if err != nil {
 				return &clientBodyError{err}
 			}
+			x.bytesIn += int64(len(b))
 			if x.reqFraming == wire.FrameChunked {
 				wire.WriteChunk(w, b)
 			} else {
@@ -322,60 +248,6 @@ type clientBodyError struct{ err error }
 
 func (e *clientBodyError) Error() string { return "reading request body: " + e.err.Error() }
 func (e *clientBodyError) Unwrap() error { return e.err }
-
-// logExchange writes the access log entry of a finished exchange, reusing
-// the caller's entry e so that logging allocates nothing.
-func (p *Proxy) logExchange(e *accesslog.Entry, x *exchange, proto string) {
-	l := p.o.AccessLog
-	if l == nil {
-		return
-	}
-	*e = accesslog.Entry{
-		Start:      x.start,
-		RemoteAddr: x.client.IP,
-		Method:     x.req.Method,
-		URI:        x.req.URI,
-		Proto:      proto,
-		Host:       x.req.Host,
-		Referer:    x.referer,
-		UserAgent:  x.agent,
-		RequestID:  x.reqID,
-		Status:     x.status,
-		BytesSent:  x.bytesSent,
-		Duration:   time.Since(x.start),
-	}
-	if ip := x.client.RealIP(x.inXFF, p.o.Trusted); ip != nil {
-		e.RemoteAddr = string(ip)
-	}
-	if x.svc != nil {
-		e.Service = x.svc.Name()
-	}
-	if x.pool != nil {
-		e.Pool = x.pool.Name()
-	}
-	if x.target != nil {
-		e.Target = x.target.Addr()
-		e.UpstreamStatus = x.resp.Status
-	}
-	l.Log(e)
-}
-
-// finish returns the upstream connection for reuse or closes it, and ends
-// the target's accounting.
-func (x *exchange) finish(reusable bool) {
-	if x.uc != nil {
-		t := x.uc.Target()
-		if reusable {
-			t.Put(x.uc)
-		} else {
-			t.Discard(x.uc)
-		}
-		x.uc = nil
-	}
-	if x.target != nil {
-		x.target.End(true)
-	}
-}
 
 func isTimeout(err error) bool {
 	var ne net.Error

@@ -35,9 +35,11 @@ func (c *clientConn) upgrade(start time.Time) bool {
 		w.WriteString("\r\n")
 	}
 	w.WriteString("\r\n")
-	x.status = 101
+	x.answered(101)
 	if err := c.flush(start); err != nil {
 		x.finish(false)
+		x.clientGone()
+		c.p.end(x)
 		return false
 	}
 	uc := x.uc
@@ -63,7 +65,7 @@ func (c *clientConn) upgrade(start time.Time) bool {
 	wg.Wait()
 	x.bytesSent = n
 	x.finish(false)
-	c.logRequest()
+	c.p.end(x)
 	return false
 }
 
