@@ -11,6 +11,7 @@
 //	POST /v1/deploy   DeployRequest   → NDJSON stream of StreamLine
 //	POST /v1/rollback RollbackRequest → NDJSON stream of StreamLine
 //	POST /v1/reload              → ReloadResponse (re-reads the configuration file)
+//	GET  /v1/history[?service=S] → HistoryResponse (operations, newest first)
 //
 // Deploy and rollback answer with one JSON object per line
 // (application/x-ndjson), flushed as the operation goes: zero or more
@@ -30,6 +31,7 @@ import (
 	"net/http"
 
 	"github.com/cutover/cutover/internal/controlplane"
+	"github.com/cutover/cutover/internal/controlplane/history"
 )
 
 // APIVersion is the path prefix of this version of the API.
@@ -53,6 +55,8 @@ type (
 	ServiceStatus = controlplane.ServiceStatus
 	// Error is an API error: {"kind": "busy", "message": "...", "failing": [...]}.
 	Error = controlplane.Error
+	// HistoryEntry is one operation in a HistoryResponse.
+	HistoryEntry = history.Entry
 )
 
 // KindUnauthorized is the error kind of a TCP request without the right
@@ -82,6 +86,22 @@ type StatusResponse struct {
 	// StateError says why the state cannot be written; while it is set
 	// deploys, rollbacks and reloads are refused (absent when all is well).
 	StateError string `json:"state_error,omitempty"`
+}
+
+// HistoryResponse is the body of GET /v1/history: the last operations
+// (at most history.Limit), newest first:
+//
+//	{"entries": [{
+//	  "id": 12, "kind": "deploy", "service": "web", "from": "blue", "to": "green",
+//	  "started": "...", "ended": "...", "result": "succeeded", "reason": "service \"web\" switched ...",
+//	  "time_to_healthy_ms": 1503.2, "in_flight_at_switch": 4, "drained": 4, "closed_at_timeout": 0,
+//	  "drain_ms": 38.1, "targets": [{"addr": "127.0.0.1:9011", "ready": true}]
+//	}]}
+//
+// kind is deploy, rollback, release or reload; result is running,
+// succeeded, failed, refused or timed_out.
+type HistoryResponse struct {
+	Entries []HistoryEntry `json:"entries"`
 }
 
 // ReloadResponse is the body of a successful POST /v1/reload.

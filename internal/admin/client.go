@@ -191,6 +191,20 @@ func (c *Client) Status(ctx context.Context, service string) (*StatusResponse, e
 	return &st, nil
 }
 
+// History returns the recorded operations of service ("" for every
+// service), newest first.
+func (c *Client) History(ctx context.Context, service string) (*HistoryResponse, error) {
+	path := "/v1/history"
+	if service != "" {
+		path += "?service=" + url.QueryEscape(service)
+	}
+	var h HistoryResponse
+	if err := c.getJSON(ctx, http.MethodGet, path, nil, &h); err != nil {
+		return nil, err
+	}
+	return &h, nil
+}
+
 // Reload asks the running cutover to re-read its configuration file.
 func (c *Client) Reload(ctx context.Context) (*ReloadResponse, error) {
 	var r ReloadResponse

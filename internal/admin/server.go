@@ -31,6 +31,7 @@ type Manager interface {
 	Rollback(ctx context.Context, req controlplane.RollbackRequest, progress func(controlplane.Event)) (*controlplane.DeployResult, error)
 	// StateProblem says why the state cannot be written ("" when it can).
 	StateProblem() string
+	History(service string) []HistoryEntry
 }
 
 // Options configure a Server.
@@ -316,9 +317,10 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/deploy", s.deploy)
 	mux.HandleFunc("POST /v1/rollback", s.rollback)
 	mux.HandleFunc("POST /v1/reload", s.reload)
+	mux.HandleFunc("GET /v1/history", s.history)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &Error{Kind: controlplane.KindNotFound,
-			Message: fmt.Sprintf("no admin route %s %s — the routes are GET /v1/health, GET /v1/status, POST /v1/deploy, POST /v1/rollback, POST /v1/reload", r.Method, r.URL.Path)})
+			Message: fmt.Sprintf("no admin route %s %s — the routes are GET /v1/health, GET /v1/status, GET /v1/history, POST /v1/deploy, POST /v1/rollback, POST /v1/reload", r.Method, r.URL.Path)})
 	})
 	return mux
 }
@@ -352,6 +354,11 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, StatusResponse{Services: list, StateError: s.o.Manager.StateProblem()})
+}
+
+func (s *Server) history(w http.ResponseWriter, r *http.Request) {
+	shortDeadline(w)
+	writeJSON(w, http.StatusOK, HistoryResponse{Entries: s.o.Manager.History(r.URL.Query().Get("service"))})
 }
 
 func (s *Server) reload(w http.ResponseWriter, r *http.Request) {

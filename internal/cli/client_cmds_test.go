@@ -236,3 +236,57 @@ func TestCLIUsageErrors(t *testing.T) {
 		t.Fatalf("rollback with an argument: exit %d, %v", code, err)
 	}
 }
+
+func TestCLIHistory(t *testing.T) {
+	cs := startCLIServer(t)
+	sock := "--socket=" + cs.socket
+	if out, _, _, _ := runCLI(t, "history", sock); !strings.Contains(out, "no operations recorded yet") {
+		t.Fatalf("history before any operation:\n%s", out)
+	}
+	if _, _, code, err := runCLI(t, "deploy", "green", sock, "--timeout", "10s"); code != 0 {
+		t.Fatal(err)
+	}
+	cs.blue.status.Store(http.StatusServiceUnavailable)
+	if _, _, code, _ := runCLI(t, "deploy", "blue", sock, "--timeout", "300ms"); code != 1 {
+		t.Fatalf("deploy to an unhealthy blue: exit %d, want 1", code)
+	}
+	if _, _, code, _ := runCLI(t, "rollback", "-s", "nope", sock); code != 1 {
+		t.Fatalf("rollback of an unknown service: exit %d, want 1", code)
+	}
+
+	out, _, code, err := runCLI(t, "history", sock)
+	if code != 0 {
+		t.Fatal(err)
+	}
+	t.Logf("cutover history:\n%s", out)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("history has %d lines, want 3:\n%s", len(lines), out)
+	}
+	wants := [][]string{ // newest first
+		{"3 ", "rollback", "nope", "refused", `no service "nope"`},
+		{"2 ", "deploy", "web", "green → blue", "timed_out", "not healthy within 300ms"},
+		{"1 ", "deploy", "web", "blue → green", "succeeded", "healthy after", "0 in flight at the switch, 0 drained in"},
+	}
+	for i, ws := range wants {
+		for _, w := range ws {
+			if !strings.Contains(lines[i], w) {
+				t.Errorf("history line %d lacks %q: %s", i+1, w, lines[i])
+			}
+		}
+	}
+
+	out, _, code, err = runCLI(t, "history", "-s", "web", "--json", sock)
+	if code != 0 {
+		t.Fatal(err)
+	}
+	var h admin.HistoryResponse
+	if err := json.Unmarshal([]byte(out), &h); err != nil {
+		t.Fatalf("history --json is not JSON: %v\n%s", err, out)
+	}
+	if len(h.Entries) != 2 || h.Entries[0].Result != "timed_out" || h.Entries[1].Result != "succeeded" ||
+		h.Entries[1].TimeToHealthyMS <= 0 || len(h.Entries[1].Targets) != 1 || h.Entries[1].Targets[0].Addr != cs.green.addr() ||
+		len(h.Entries[0].Targets) != 1 || !strings.Contains(h.Entries[0].Targets[0].Error, "503") {
+		t.Fatalf("history --json -s web: %s", out)
+	}
+}

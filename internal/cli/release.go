@@ -208,7 +208,7 @@ func (r *releaser) run(ctx context.Context) error {
 		remaining = time.Second
 	}
 	r.step("deploy %s: cutover health checks, then the switch", r.idle)
-	res, err := r.api.Deploy(ctx, admin.DeployRequest{Service: r.service, Pool: r.idle, Timeout: controlplane.Duration(remaining)}, func(ev admin.Event) {
+	res, err := r.api.Deploy(ctx, admin.DeployRequest{Service: r.service, Pool: r.idle, Timeout: controlplane.Duration(remaining), Origin: controlplane.OriginRelease}, func(ev admin.Event) {
 		r.step("  %s", ev.Message)
 	})
 	if err != nil {

@@ -34,6 +34,7 @@ func NewRoot(s Streams) *cobra.Command {
 		newRollbackCmd(s),
 		newReloadCmd(s),
 		newReleaseCmd(s),
+		newHistoryCmd(s),
 	)
 	return root
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
 
-// Deploy switches a service to a pool: it sets the pool's targets when the
+// deploy (see Deploy, which records it) switches a service to a pool: it sets the pool's targets when the
 // request gives some, health-checks every target of the pool afresh until
 // each has passed health.healthy consecutive probes, makes the pool active
 // in one atomic step, writes the state file, and drains the pool that was
@@ -36,7 +36,7 @@ import (
 // refused at once with an error of KindBusy naming the one in progress.
 // Cancelling ctx aborts the health wait (nothing switched); once the switch
 // has happened the drain runs to its end regardless.
-func (m *Manager) Deploy(ctx context.Context, req DeployRequest, progress func(Event)) (*DeployResult, error) {
+func (m *Manager) deploy(ctx context.Context, req DeployRequest, progress func(Event)) (*DeployResult, error) {
 	if progress == nil {
 		progress = func(Event) {}
 	}
@@ -130,12 +130,13 @@ func stateRefusal(kind string, s *service, pool string, err error) *Error {
 		kind, s.name, pool, err, live)
 }
 
-// Rollback switches a service back to its previous pool. When every target
+// rollback (see Rollback, which records it) switches a service back to
+// its previous pool. When every target
 // of that pool is up and its checks have kept passing, the switch is
 // immediate; otherwise the pool is health-checked afresh first, as for a
 // deploy. Then the pool that was active is drained, as for a deploy, and
 // becomes the previous pool: a second rollback returns to it.
-func (m *Manager) Rollback(ctx context.Context, req RollbackRequest, progress func(Event)) (*DeployResult, error) {
+func (m *Manager) rollback(ctx context.Context, req RollbackRequest, progress func(Event)) (*DeployResult, error) {
 	if progress == nil {
 		progress = func(Event) {}
 	}

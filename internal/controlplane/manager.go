@@ -25,6 +25,7 @@ import (
 
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane/health"
+	"github.com/cutover/cutover/internal/controlplane/history"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/dataplane/route"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
@@ -69,6 +70,7 @@ type Manager struct {
 	router    *route.Router
 	statePath string // "" when state_dir is not set: nothing is persisted
 	prober    *health.Prober
+	hist      *history.Log
 
 	// stateMu serialises changes (write the state, then apply it); it is
 	// taken before mu.
@@ -180,6 +182,14 @@ func New(cfg *config.Config, o Options) (*Manager, error) {
 			}
 		}
 	}
+	hist, warning, err := history.Open(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	if warning != nil {
+		m.log.Warn("history", "warning", warning.Error())
+	}
+	m.hist = hist
 	table := route.NewTable()
 	for i := range cfg.Services {
 		sc := &cfg.Services[i]
@@ -566,6 +576,9 @@ func (m *Manager) serviceStatusLocked(s *service) ServiceStatus {
 	}
 	if op := m.ops[s.name]; op != nil {
 		cp := *op
+		if prev := s.pools[ss.Previous]; cp.Phase == PhaseDrain && prev != nil {
+			cp.DrainLeft = prev.up.InFlight()
+		}
 		ss.Operation = &cp
 	}
 	for _, up := range s.rs.Pools() {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/cutover/cutover/internal/config"
+	"github.com/cutover/cutover/internal/controlplane/history"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
@@ -110,8 +111,8 @@ func TestStateWrittenAtomically(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, e := range entries {
-		if e.Name() != state.FileName {
-			t.Errorf("state_dir holds %s besides the state file", e.Name())
+		if e.Name() != state.FileName && e.Name() != history.FileName {
+			t.Errorf("state_dir holds %s besides the state and history files", e.Name())
 		}
 	}
 	st, err := state.Load(state.Path(dir))

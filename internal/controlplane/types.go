@@ -56,7 +56,13 @@ type DeployRequest struct {
 	Targets []string `json:"targets,omitempty"`
 	// Timeout bounds the wait for every target to be healthy (default 60s).
 	Timeout Duration `json:"timeout,omitempty"`
+	// Origin names what asked for the deploy, for the history: "" (a
+	// deploy) or OriginRelease.
+	Origin string `json:"origin,omitempty"`
 }
+
+// OriginRelease marks a deploy made by `cutover release`.
+const OriginRelease = "release"
 
 // RollbackRequest asks to switch a service back to its previous pool.
 type RollbackRequest struct {
@@ -76,6 +82,15 @@ type Operation struct {
 	Service string    `json:"service"`
 	Pool    string    `json:"pool"` // the pool being switched to
 	Started time.Time `json:"started"`
+	// Progress: the phase it is in (PhaseTargets, PhaseHealth, PhaseSwitch,
+	// PhaseDrain; "" before the first step) and its last message; Ready of
+	// Total targets of Pool have passed the health gate; DrainLeft requests
+	// are still running on the pool being drained (phase drain).
+	Phase     string `json:"phase,omitempty"`
+	Message   string `json:"message,omitempty"`
+	Ready     int    `json:"ready"`
+	Total     int    `json:"total"`
+	DrainLeft int64  `json:"drain_left"`
 }
 
 func (o *Operation) String() string {
@@ -176,6 +191,17 @@ type PoolStatus struct {
 	InFlight int64          `json:"in_flight"`
 	Served   uint64         `json:"served"`
 	Targets  []TargetStatus `json:"targets"`
+	*RequestStats
+}
+
+// RequestStats are a pool's or target's requests over a recent window,
+// measured by the data plane; absent (the fields are omitted) when it does
+// not measure them.
+type RequestStats struct {
+	RPS       float64 `json:"rps"`        // requests per second
+	ErrorRate float64 `json:"error_rate"` // failed share of requests, 0..1
+	P50MS     float64 `json:"p50_ms"`     // median duration, milliseconds
+	P99MS     float64 `json:"p99_ms"`
 }
 
 // TargetStatus is the state of one target.
@@ -191,6 +217,7 @@ type TargetStatus struct {
 	InFlight          int64      `json:"in_flight"`
 	Served            uint64     `json:"served"`
 	Failures          uint64     `json:"failures"`
+	*RequestStats
 }
 
 // ErrorKind classifies an error of the control plane, so the admin API can

@@ -218,6 +218,10 @@ func (in *Instance) Config() *config.Config { return in.cfg }
 func (in *Instance) Reload() error {
 	in.reloadMu.Lock()
 	defer in.reloadMu.Unlock()
+	return in.mgr.RecordReload(in.reload)
+}
+
+func (in *Instance) reload() error {
 	if in.o.Config != nil {
 		return errors.New("this instance runs a built-in configuration; there is no file to reload")
 	}

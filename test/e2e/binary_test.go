@@ -266,6 +266,17 @@ func TestBinaryDeployKill9Restart(t *testing.T) {
 	if got := bs.get(t); got != "blue-1" {
 		t.Fatalf("after rollback: %q", got)
 	}
+	// The deploy from before the kill -9 is still in the history, under
+	// the rollback made after it.
+	out, _, code = bs.cli(t, "history", "--json")
+	var h admin.HistoryResponse
+	if code != 0 || json.Unmarshal([]byte(out), &h) != nil {
+		t.Fatalf("history --json: exit %d\n%s", code, out)
+	}
+	if len(h.Entries) != 2 || h.Entries[0].Kind != "rollback" || h.Entries[0].To != "blue" || h.Entries[0].Result != "succeeded" ||
+		h.Entries[1].Kind != "deploy" || h.Entries[1].From != "blue" || h.Entries[1].To != "green" || h.Entries[1].Result != "succeeded" {
+		t.Fatalf("history after kill -9 and restart:\n%s", out)
+	}
 }
 
 func TestBinaryDeployUnhealthyRefusedUnderLoad(t *testing.T) {

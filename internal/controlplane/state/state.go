@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/cutover/cutover/internal/atomicfile"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
 
@@ -111,42 +112,16 @@ func parse(data []byte) (*State, error) {
 	return &st, nil
 }
 
-// Save writes st to path atomically: the content goes to a temporary file
-// in the same folder, which is synced and renamed over path, and the folder
-// is synced so the rename itself survives a crash.
+// Save writes st to path atomically (see package atomicfile).
 func Save(path string, st *State) error {
 	data, err := Marshal(st)
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+FileName+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("write state file %s: %w", path, err)
+	if err := atomicfile.Write(path, data); err != nil {
+		return fmt.Errorf("state file: %w", err)
 	}
-	done := false
-	defer func() {
-		if !done {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("write state file %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("write state file %s: sync: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write state file %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		done = true
-		return fmt.Errorf("write state file %s: %w", path, err)
-	}
-	done = true
-	return syncDir(dir)
+	return nil
 }
 
 // Marshal encodes st as the file holds it: indented JSON (object keys
@@ -168,18 +143,6 @@ func Marshal(st *State) ([]byte, error) {
 		return nil, fmt.Errorf("encode state: %w", err)
 	}
 	return append(data, '\n'), nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync state folder %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync state folder %s: %w", dir, err)
-	}
-	return nil
 }
 
 // SetTargets records a pool's run-time targets.
