@@ -12,12 +12,12 @@ import (
 // Write replaces path with data: the content goes to a temporary file in
 // the same folder (so the rename cannot cross file systems), which is
 // synced and renamed over path, and the folder is synced so the rename
-// itself survives a crash. The file gets mode 0600. Errors name path.
-func Write(path string, data []byte) error {
+// itself survives a crash. The file gets mode perm. Errors name path.
+func Write(path string, data []byte, perm os.FileMode) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return fmt.Errorf("write %s: %w — make its folder writable by the user running cutover", path, err)
 	}
 	done := false
 	defer func() {
@@ -26,6 +26,9 @@ func Write(path string, data []byte) error {
 			os.Remove(tmp.Name())
 		}
 	}()
+	if err := tmp.Chmod(perm); err != nil {
+		return fmt.Errorf("write %s: set mode %o: %w", path, perm, err)
+	}
 	if _, err := tmp.Write(data); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}

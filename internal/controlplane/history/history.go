@@ -287,7 +287,7 @@ func (l *Log) write() error {
 	if err != nil {
 		return fmt.Errorf("encode history: %w", err)
 	}
-	if err := atomicfile.Write(l.path, append(data, '\n')); err != nil {
+	if err := atomicfile.Write(l.path, append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("history file: %w", err)
 	}
 	return nil

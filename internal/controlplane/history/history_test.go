@@ -2,6 +2,7 @@ package history
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -74,16 +75,27 @@ func TestBeginEndAndReopen(t *testing.T) {
 }
 
 func TestKeepsTheLastLimit(t *testing.T) {
-	dir := t.TempDir()
-	l := mustOpen(t, dir)
+	// In memory: Begin drops the oldest (no fsync per entry, so it is quick).
+	l := mustOpen(t, "")
 	for i := range Limit + 25 {
-		id, err := l.Begin(Entry{Kind: KindDeploy, Service: "web", To: fmt.Sprint(i)})
-		if err != nil {
-			t.Fatal(err)
-		}
+		id, _ := l.Begin(Entry{Kind: KindDeploy, Service: "web", To: fmt.Sprint(i)})
 		l.End(id, Entry{Kind: KindDeploy, Service: "web", To: fmt.Sprint(i), Result: ResultSucceeded})
 	}
-	for name, log := range map[string]*Log{"running": l, "reopened": mustOpen(t, dir)} {
+	// On disk: a file holding more than Limit (written by hand) is cut to
+	// the newest Limit on reading, and the next write keeps Limit.
+	dir := t.TempDir()
+	f := file{Version: Version, NextID: Limit + 25}
+	for i := range Limit + 24 {
+		f.Entries = append(f.Entries, Entry{ID: uint64(i + 1), Kind: KindDeploy, Service: "web", To: fmt.Sprint(i), Result: ResultSucceeded})
+	}
+	data, _ := json.Marshal(&f)
+	if err := os.WriteFile(Path(dir), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := mustOpen(t, dir)
+	id, _ := d.Begin(Entry{Kind: KindDeploy, Service: "web", To: fmt.Sprint(Limit + 24)})
+	d.End(id, Entry{Kind: KindDeploy, Service: "web", To: fmt.Sprint(Limit + 24), Result: ResultSucceeded})
+	for name, log := range map[string]*Log{"memory": l, "file": d, "reopened": mustOpen(t, dir)} {
 		got := log.List("")
 		if len(got) != Limit {
 			t.Fatalf("%s: %d entries, want %d", name, len(got), Limit)

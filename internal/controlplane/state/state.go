@@ -118,7 +118,7 @@ func Save(path string, st *State) error {
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.Write(path, data); err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return fmt.Errorf("state file: %w", err)
 	}
 	return nil

@@ -19,6 +19,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/cutover/cutover/internal/atomicfile"
 )
 
 // Self-signed pair's location under the state directory.
@@ -98,10 +100,10 @@ func selfSigned(o CertOptions, log *slog.Logger) (*tls.Certificate, error) {
 	// Key first: a crash between the two writes leaves a new key with the
 	// old certificate, which the next start detects as a mismatch and
 	// replaces.
-	if err := writeFileAtomic(keyPath, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyPath, keyPEM, 0o600); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(certPath, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certPath, certPEM, 0o644); err != nil {
 		return nil, err
 	}
 	log.Info("generated self-signed tls certificate; clients must be told to trust it (e.g. curl --cacert)",
@@ -210,46 +212,4 @@ func generateSelfSigned(hosts []string) (cert *tls.Certificate, certPEM, keyPEM 
 	certPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pkcs8})
 	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, certPEM, keyPEM, nil
-}
-
-// writeFileAtomic replaces path with data so that a reader (or a crash)
-// sees the old file or the new one, never a partial one: temporary file in
-// the same directory, fsync, rename, fsync the directory.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir, name := filepath.Split(path)
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %q: %w; make its directory writable by the user running cutover", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("write %q: set mode %o: %w", path, perm, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %q: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("write %q: fsync: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %q: close: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %q: rename into place: %w", path, err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("write %q: open directory to fsync: %w", path, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("write %q: fsync directory: %w", path, err)
-	}
-	return nil
 }
