@@ -93,13 +93,46 @@ func (m *Manager) recorded(kind, service string, to func(*service) string, progr
 	}
 	m.mu.Unlock()
 	id := m.beginEntry(e)
+	// The targets the health gate checked, as it last saw each: a deploy
+	// with --target checks a candidate pool that is gone when it is
+	// refused, so they are taken from its progress.
+	var gated []history.Target
 	res, err := run(func(ev Event) {
 		m.noteProgress(ev)
+		if tp := ev.Target; tp != nil {
+			gated = noteTarget(gated, tp)
+		}
 		progress(ev)
 	})
 	m.outcome(&e, res, err)
+	if len(gated) > 0 {
+		e.Targets = gated
+	} else {
+		e.Targets = m.targetsOf(e.Service, e.To)
+	}
+	var ce *Error
+	if errors.As(err, &ce) {
+		for _, f := range ce.Failing {
+			e.Targets = noteTarget(e.Targets, &f)
+		}
+	}
 	m.endEntry(id, e)
 	return res, err
+}
+
+// noteTarget sets tp's entry in ts (adding it when new).
+func noteTarget(ts []history.Target, tp *TargetProgress) []history.Target {
+	ht := history.Target{Addr: tp.Addr, Label: tp.Label, Ready: tp.Ready}
+	if !tp.Ready {
+		ht.Error = describeFailure(*tp)
+	}
+	for i := range ts {
+		if ts[i].Addr == tp.Addr {
+			ts[i] = ht
+			return ts
+		}
+	}
+	return append(ts, ht)
 }
 
 func (m *Manager) beginEntry(e history.Entry) uint64 {
@@ -133,7 +166,6 @@ func (m *Manager) noteProgress(ev Event) {
 
 // outcome fills e from a finished deploy or rollback.
 func (m *Manager) outcome(e *history.Entry, res *DeployResult, err error) {
-	var failing map[string]string
 	if err != nil {
 		e.Result, e.Reason = history.ResultFailed, err.Error()
 		var ce *Error
@@ -144,10 +176,6 @@ func (m *Manager) outcome(e *history.Entry, res *DeployResult, err error) {
 				e.Result = history.ResultTimedOut
 			case KindBusy, KindRefused, KindNotFound, KindInvalid:
 				e.Result = history.ResultRefused
-			}
-			failing = map[string]string{}
-			for _, f := range ce.Failing {
-				failing[f.Addr] = describeFailure(f)
 			}
 		}
 	} else {
@@ -161,12 +189,11 @@ func (m *Manager) outcome(e *history.Entry, res *DeployResult, err error) {
 		e.DrainMS = ms(time.Duration(res.TimeToDrain))
 		e.Warnings = res.Warnings
 	}
-	e.Targets = m.targetsOf(e.Service, e.To, failing)
 }
 
 // targetsOf lists the targets of a service's pool as the history keeps
-// them; failing gives the error of each target that failed its gate.
-func (m *Manager) targetsOf(name, pool string, failing map[string]string) []history.Target {
+// them.
+func (m *Manager) targetsOf(name, pool string) []history.Target {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var s *service
@@ -181,11 +208,7 @@ func (m *Manager) targetsOf(name, pool string, failing map[string]string) []hist
 	needed := s.settings().Thresholds.Healthy
 	var out []history.Target
 	for _, t := range s.pools[pool].up.Targets() {
-		ht := history.Target{Addr: t.Addr(), Label: labelIfDifferent(t.Status()), Ready: targetReady(t, needed)}
-		if msg, ok := failing[t.Addr()]; ok {
-			ht.Ready, ht.Error = false, msg
-		}
-		out = append(out, ht)
+		out = append(out, history.Target{Addr: t.Addr(), Label: labelIfDifferent(t.Status()), Ready: targetReady(t, needed)})
 	}
 	return out
 }
