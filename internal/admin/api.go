@@ -29,6 +29,7 @@ package admin
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/cutover/cutover/internal/controlplane"
 	"github.com/cutover/cutover/internal/controlplane/history"
@@ -86,6 +87,11 @@ type StatusResponse struct {
 	// StateError says why the state cannot be written; while it is set
 	// deploys, rollbacks and reloads are refused (absent when all is well).
 	StateError string `json:"state_error,omitempty"`
+	// Certificates are the HTTPS certificates served, one per file pair
+	// and per ACME host (absent without listen.https):
+	//   {"host": "example.com", "source": "acme", "state": "valid",
+	//    "not_after": "...", "days_left": 59.5, "last_error": "", "warning": ""}
+	Certificates []CertificateStatus `json:"certificates,omitempty"`
 }
 
 // HistoryResponse is the body of GET /v1/history: the last operations
@@ -102,6 +108,20 @@ type StatusResponse struct {
 // succeeded, failed, refused or timed_out.
 type HistoryResponse struct {
 	Entries []HistoryEntry `json:"entries"`
+}
+
+// CertificateStatus is one served certificate in a StatusResponse. State
+// is "valid", "pending" (no certificate from the CA yet, being obtained),
+// "failing" (none yet and the last attempt failed), "renewal_failing" or
+// "expired"; Warning says what needs attention.
+type CertificateStatus struct {
+	Host      string     `json:"host"`
+	Source    string     `json:"source"` // "acme", "file" or "self-signed"
+	State     string     `json:"state"`
+	NotAfter  *time.Time `json:"not_after,omitempty"`
+	DaysLeft  float64    `json:"days_left"`
+	LastError string     `json:"last_error,omitempty"`
+	Warning   string     `json:"warning,omitempty"`
 }
 
 // ReloadResponse is the body of a successful POST /v1/reload.

@@ -45,6 +45,9 @@ type Options struct {
 	Token string
 	// Manager answers status, deploy and rollback.
 	Manager Manager
+	// Certificates reports the HTTPS certificates for GET /v1/status (nil:
+	// none are listed).
+	Certificates func() []CertificateStatus
 	// Reload re-reads the configuration and applies it (see FileReloader);
 	// nil makes POST /v1/reload answer that reloading is not available.
 	Reload func(ctx context.Context) error
@@ -353,7 +356,11 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		writeError(w, asError(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, StatusResponse{Services: list, StateError: s.o.Manager.StateProblem()})
+	resp := StatusResponse{Services: list, StateError: s.o.Manager.StateProblem()}
+	if s.o.Certificates != nil {
+		resp.Certificates = s.o.Certificates()
+	}
+	writeJSON(w, http.StatusOK, resp)
 }
 
 func (s *Server) history(w http.ResponseWriter, r *http.Request) {

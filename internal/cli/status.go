@@ -99,4 +99,28 @@ func printStatus(out io.Writer, st *admin.StatusResponse, now time.Time) {
 		}
 		tw.Flush()
 	}
+	printCertificates(out, st.Certificates)
+}
+
+// printCertificates lists the HTTPS certificates, warnings last on each line.
+func printCertificates(out io.Writer, certs []admin.CertificateStatus) {
+	if len(certs) == 0 {
+		return
+	}
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CERTIFICATE	SOURCE	STATE	EXPIRES	DAYS LEFT	WARNING")
+	for _, c := range certs {
+		expires, days := "-", "-"
+		if c.NotAfter != nil {
+			expires = c.NotAfter.Format(time.RFC3339)
+			days = fmt.Sprintf("%.1f", c.DaysLeft)
+		}
+		warn := c.Warning
+		if warn != "" {
+			warn = "WARNING: " + warn
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Host, c.Source, c.State, expires, days, warn)
+	}
+	tw.Flush()
 }

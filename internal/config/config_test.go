@@ -288,6 +288,9 @@ services:
       blue: ["127.0.0.1:9001"]
 `
 
+// httpsBase is base with both listeners (line 1), for the tls.acme cases.
+var httpsBase = `listen: {http: "127.0.0.1:8080", https: "127.0.0.1:8443"}` + "\n" + base[33:]
+
 func TestProblems(t *testing.T) {
 	cases := []struct {
 		name string
@@ -331,7 +334,7 @@ func TestProblems(t *testing.T) {
 		{"host with port", base + "    hosts: [\"example.com:8080\"]\n", 6, "services.web.hosts[0]", []string{"has a port", "remove :8080"}},
 		{"https without tls", "listen: {https: \"127.0.0.1:8443\"}\n" + base[33:], 1, "listen.https", []string{"no tls section", "self_signed"}},
 		{"tls files and self_signed", base + "tls: {cert: a.pem, key: b.pem, self_signed: true}\n", 6, "tls.self_signed", []string{"not both"}},
-		{"tls neither", base + "tls: {hosts: [example.com]}\n", 6, "tls", []string{"neither cert and key nor self_signed"}},
+		{"tls neither", base + "tls: {hosts: [example.com]}\n", 6, "tls", []string{"neither cert and key", "self_signed"}},
 		{"tls cert without key", base + "tls: {cert: a.pem}\n", 6, "tls.key", []string{"missing while tls.cert is set"}},
 		{"self_signed without hosts", base + "tls:\n  self_signed: true\n", 6, "tls.hosts", []string{"self_signed needs the names", "tls.hosts"}},
 		{"admin tcp without token", base + "admin: {tcp: \"127.0.0.1:9901\"}\n", 6, "admin.tcp", []string{"without admin.token", "admin.token:"}},
@@ -362,6 +365,20 @@ func TestProblems(t *testing.T) {
 		{"yaml scanner error", base + "  bad: a: b\n", 6, "", []string{"invalid YAML", "fix the YAML syntax at this line"}},
 		{"tab indentation", base + "\tweb2: {}\n", 6, "", []string{"invalid YAML", "spaces"}},
 		{"empty file", "# nothing here\n", 1, "", []string{"no settings", "listen: and services:"}},
+		{"certificates not a list", base + "tls: {certificates: a.pem}\n", 6, "tls.certificates", []string{"must be a list of certificate pairs"}},
+		{"certificates key missing", base + "tls:\n  certificates:\n    - {cert: a.pem, key: a.key}\n    - {cert: b.pem}\n", 9, "tls.certificates[1].cert", []string{"has no key beside it", "key: FILE"}},
+		{"certificates unknown key", base + "tls:\n  certificates:\n    - {cert: a.pem, kee: a.key}\n", 8, "tls.certificates[0].kee", []string{`did you mean "key"`}},
+		{"certificates and self_signed", base + "tls: {certificates: [{cert: a.pem, key: a.key}], self_signed: true, hosts: [a]}\n", 6, "tls.self_signed", []string{"not both"}},
+		{"acme without https", base + "tls: {acme: {email: ops@example.com, hosts: [example.com]}}\n", 6, "tls.acme", []string{"needs listen.https", "https:"}},
+		{"acme http-01 without http", "listen: {https: \"127.0.0.1:8443\"}\n" + base[33:] + "tls:\n  acme:\n    hosts: [example.com]\n", 7, "tls.acme.challenge", []string{"listen.http is not set", "tls-alpn-01"}},
+		{"acme bad challenge", httpsBase + "tls:\n  acme:\n    hosts: [example.com]\n    challenge: dns-01\n", 9, "tls.acme.challenge", []string{`"dns-01" is not a challenge`, "http-01", "tls-alpn-01"}},
+		{"acme wildcard host", httpsBase + "tls:\n  acme:\n    hosts: [\"*.example.com\"]\n", 8, "tls.acme.hosts[0]", []string{"wildcard", "dns-01", "tls.certificates"}},
+		{"acme ip host", httpsBase + "tls:\n  acme:\n    hosts: [127.0.0.1]\n", 8, "tls.acme.hosts[0]", []string{"IP address", "DNS name"}},
+		{"acme duplicate host", httpsBase + "tls:\n  acme:\n    hosts: [a.example.com, a.example.com]\n", 8, "tls.acme.hosts[1]", []string{"listed twice", "remove one"}},
+		{"acme no hosts to default to", httpsBase + "tls:\n  acme: {email: ops@example.com}\n", 7, "tls.acme.hosts", []string{"no service has an exact host", "tls.acme.hosts: [example.com]"}},
+		{"acme directory not https", httpsBase + "tls:\n  acme:\n    hosts: [example.com]\n    directory: http://ca.example/dir\n", 9, "tls.acme.directory", []string{"not an https:// URL", "letsencrypt"}},
+		{"acme bad email", httpsBase + "tls:\n  acme:\n    hosts: [example.com]\n    email: ops\n", 9, "tls.acme.email", []string{"not an email address"}},
+		{"acme unknown key", httpsBase + "tls:\n  acme:\n    hosts: [example.com]\n    challange: http-01\n", 9, "tls.acme.challange", []string{`did you mean "challenge"`}},
 		{"long socket", base + "admin: {socket: /" + strings.Repeat("s", 120) + "}\n", 6, "admin.socket", []string{"at most 107"}},
 	}
 	for _, tc := range cases {
@@ -464,6 +481,60 @@ func TestLoad(t *testing.T) {
 	_, err = Load(filepath.Join(dir, "missing.yaml"), nil)
 	if !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Load of a missing file = %v, want ErrNotExist", err)
+	}
+}
+
+func TestTLSCertificatesAndACME(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "cutover.yaml")
+	text := `listen: {http: "127.0.0.1:8080", https: "127.0.0.1:8443"}
+services:
+  web:
+    hosts: [Example.com, "*.example.com", www.example.com]
+    pools: {blue: ["127.0.0.1:9001"]}
+  api:
+    hosts: [api.example.com, www.example.com.test, 10.0.0.1]
+    pools: {blue: ["127.0.0.1:9002"]}
+tls:
+  cert: default.pem
+  key: default.key
+  certificates:
+    - {cert: certs/a.pem, key: /etc/a.key}
+  acme:
+    email: ops@example.com
+    ca_roots: pebble.pem
+`
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path, env(nil))
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	want := []CertPair{{Cert: filepath.Join(dir, "certs/a.pem"), Key: "/etc/a.key"}}
+	if !reflect.DeepEqual(c.TLS.Certificates, want) || c.TLS.Cert != filepath.Join(dir, "default.pem") {
+		t.Errorf("certificates = %+v, cert %q", c.TLS.Certificates, c.TLS.Cert)
+	}
+	a := c.TLS.ACME
+	if a == nil || a.Directory != DefaultACMEDirectory || a.Challenge != ChallengeHTTP01 ||
+		a.CARoots != filepath.Join(dir, "pebble.pem") || a.Email != "ops@example.com" {
+		t.Fatalf("acme = %+v", a)
+	}
+	// Wildcards and IP addresses cannot be had by http-01/tls-alpn-01;
+	// the rest in file order, once each.
+	if got := c.ACMEHosts(); !reflect.DeepEqual(got, []string{"example.com", "www.example.com", "api.example.com", "www.example.com.test"}) {
+		t.Errorf("ACMEHosts = %q", got)
+	}
+
+	c2, err := Parse([]byte(httpsBase+"tls:\n  acme:\n    hosts: [A.example.com]\n    challenge: tls-alpn-01\n"), "", env(nil))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if got := c2.ACMEHosts(); !reflect.DeepEqual(got, []string{"a.example.com"}) || c2.TLS.ACME.Challenge != ChallengeTLSALPN01 {
+		t.Errorf("explicit hosts = %q, challenge %q", got, c2.TLS.ACME.Challenge)
+	}
+	if Default().ACMEHosts() != nil {
+		t.Error("ACMEHosts without tls.acme is not nil")
 	}
 }
 

@@ -13,6 +13,9 @@ const (
 	// AdminSocketName is the admin socket's file name inside the state dir
 	// when admin.socket is not set.
 	AdminSocketName = "admin.sock"
+	// DefaultACMEDirectory is Let's Encrypt's production directory, the
+	// default of tls.acme.directory.
+	DefaultACMEDirectory = "https://acme-v02.api.letsencrypt.org/directory"
 )
 
 // Values of log.access that are not file paths.

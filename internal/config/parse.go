@@ -115,8 +115,20 @@ func (p *parser) root(n *yaml.Node, c *Config) {
 			p.mapping(k, v, []field{
 				{"cert", p.str(&c.TLS.Cert)},
 				{"key", p.str(&c.TLS.Key)},
+				{"certificates", p.certPairs(&c.TLS.Certificates)},
 				{"self_signed", p.boolean(&c.TLS.SelfSigned)},
 				{"hosts", p.strList(&c.TLS.Hosts)},
+				{"acme", func(k string, v *yaml.Node) {
+					a := &ACME{}
+					p.mapping(k, v, []field{
+						{"email", p.str(&a.Email)},
+						{"directory", p.str(&a.Directory)},
+						{"ca_roots", p.str(&a.CARoots)},
+						{"hosts", p.strList(&a.Hosts)},
+						{"challenge", p.str(&a.Challenge)},
+					})
+					c.TLS.ACME = a
+				}},
 			})
 		}},
 		{"state_dir", p.str(&c.StateDir)},
@@ -401,6 +413,35 @@ func (p *parser) list(canon, display string, n *yaml.Node) []string {
 	return out
 }
 
+// certPairs reads tls.certificates: a list of {cert: FILE, key: FILE}.
+func (p *parser) certPairs(dst *[]CertPair) func(string, *yaml.Node) {
+	return func(key string, v *yaml.Node) {
+		v = resolve(v)
+		if isNull(v) {
+			return
+		}
+		if v.Kind != yaml.SequenceNode {
+			p.wrongType(key, v, "a list of certificate pairs", "[{cert: site.pem, key: site.key}]")
+			return
+		}
+		out := make([]CertPair, len(v.Content))
+		for i, e := range v.Content {
+			e = resolve(e)
+			ek := fmt.Sprintf("%s[%d]", key, i)
+			p.pos[ek] = position{key: ek, line: p.line(e)}
+			if e.Kind != yaml.MappingNode {
+				p.wrongType(ek, e, "a mapping", "{cert: site.pem, key: site.key}")
+				continue
+			}
+			p.mapping(ek, e, []field{
+				{"cert", p.str(&out[i].Cert)},
+				{"key", p.str(&out[i].Key)},
+			})
+		}
+		*dst = out
+	}
+}
+
 // prefixes reads trusted_proxies: CIDRs, or bare IPs meaning just that address.
 func (p *parser) prefixes(dst *[]netip.Prefix) func(string, *yaml.Node) {
 	return func(key string, v *yaml.Node) {
@@ -646,6 +687,13 @@ func resolvePaths(c *Config, path string) error {
 	}
 	c.TLS.Cert = rel(c.TLS.Cert)
 	c.TLS.Key = rel(c.TLS.Key)
+	for i := range c.TLS.Certificates {
+		pr := &c.TLS.Certificates[i]
+		pr.Cert, pr.Key = rel(pr.Cert), rel(pr.Key)
+	}
+	if a := c.TLS.ACME; a != nil {
+		a.CARoots = rel(a.CARoots)
+	}
 	c.StateDir = rel(c.StateDir)
 	if c.Admin.Socket == "" {
 		c.Admin.Socket = filepath.Join(c.StateDir, AdminSocketName)
@@ -667,6 +715,17 @@ func normalize(c *Config) {
 		s := &c.Services[i]
 		for j, h := range s.Hosts {
 			s.Hosts[j] = strings.ToLower(h)
+		}
+	}
+	if a := c.TLS.ACME; a != nil {
+		for i, h := range a.Hosts {
+			a.Hosts[i] = strings.ToLower(h)
+		}
+		if a.Directory == "" {
+			a.Directory = DefaultACMEDirectory
+		}
+		if a.Challenge == "" {
+			a.Challenge = ChallengeHTTP01
 		}
 	}
 }

@@ -9,6 +9,7 @@ package config
 
 import (
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -46,13 +47,50 @@ type Listen struct {
 	Engine string
 }
 
-// TLS says where the certificate for listen.https comes from.
+// TLS says where the certificates for listen.https come from. Handshakes
+// pick one by SNI: an ACME certificate for an ACME host, else the file or
+// self-signed pair whose names match (exact, then wildcard), else the
+// first pair (the default).
 type TLS struct {
 	Cert, Key string // PEM files; re-read on SIGHUP
+	// Certificates are more PEM pairs, chosen by SNI from their names and
+	// re-read on SIGHUP. Cert/Key, when set, come first.
+	Certificates []CertPair
 	// SelfSigned generates a certificate for Hosts once and keeps it in StateDir.
 	SelfSigned bool
 	Hosts      []string
+	// ACME obtains and renews certificates from an ACME CA (nil: off).
+	ACME *ACME
 }
+
+// CertPair is one certificate chain and its private key, as PEM files.
+type CertPair struct {
+	Cert, Key string
+}
+
+// ACME configures certificates from an ACME CA such as Let's Encrypt.
+type ACME struct {
+	// Email is the account's contact address (optional, but the CA warns
+	// it about expiring certificates).
+	Email string
+	// Directory is the CA's directory URL (default DefaultACMEDirectory).
+	Directory string
+	// CARoots is a PEM file of roots to trust for the directory's HTTPS,
+	// for private CAs and tests ("" means the system roots).
+	CARoots string
+	// Hosts get a certificate each (default: every exact host of every
+	// service, in file order).
+	Hosts []string
+	// Challenge is ChallengeHTTP01 (default; answered on listen.http) or
+	// ChallengeTLSALPN01 (answered on listen.https).
+	Challenge string
+}
+
+// ACME challenge types of tls.acme.challenge.
+const (
+	ChallengeHTTP01    = "http-01"
+	ChallengeTLSALPN01 = "tls-alpn-01"
+)
 
 // Admin configures the admin API listeners.
 type Admin struct {
@@ -182,4 +220,32 @@ func (s *Service) Pool(name string) (*Pool, bool) {
 		}
 	}
 	return nil, false
+}
+
+// ACMEHosts are the names tls.acme gets certificates for: tls.acme.hosts
+// when set, else every exact (non-wildcard) host of every service, in file
+// order and without duplicates. Nil when tls.acme is off.
+func (c *Config) ACMEHosts() []string {
+	a := c.TLS.ACME
+	if a == nil {
+		return nil
+	}
+	if a.Hosts != nil {
+		return a.Hosts
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, s := range c.Services {
+		for _, h := range s.Hosts {
+			if strings.HasPrefix(h, "*.") || seen[h] {
+				continue
+			}
+			if _, err := netip.ParseAddr(h); err == nil {
+				continue
+			}
+			seen[h] = true
+			out = append(out, h)
+		}
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -117,18 +118,21 @@ func (ch *checker) listen() {
 func (ch *checker) tls() {
 	t := ch.c.TLS
 	files := t.Cert != "" || t.Key != ""
+	others := len(t.Certificates) > 0 || t.ACME != nil
 	switch {
 	case files && t.SelfSigned:
 		ch.add("tls.self_signed", "is set together with tls.cert/tls.key — use either the certificate files or self_signed: true, not both")
+	case t.SelfSigned && len(t.Certificates) > 0:
+		ch.add("tls.self_signed", "is set together with tls.certificates — use either the certificate files or self_signed: true, not both")
 	case t.Cert != "" && t.Key == "":
 		ch.add("tls.key", "is missing while tls.cert is set — add tls.key: FILE, the certificate's private key")
 	case t.Key != "" && t.Cert == "":
 		ch.add("tls.cert", "is missing while tls.key is set — add tls.cert: FILE, the certificate (chain)")
-	case !files && !t.SelfSigned:
+	case !files && !t.SelfSigned && !others:
 		if ch.present("tls") || len(t.Hosts) > 0 {
-			ch.report("tls", true, "sets neither cert and key nor self_signed — add tls.cert and tls.key, or self_signed: true with hosts")
+			ch.report("tls", true, "sets neither cert and key, certificates, acme nor self_signed — add tls.cert and tls.key, tls.acme: {email: you@example.com}, or self_signed: true with hosts")
 		} else if ch.c.Listen.HTTPS != "" {
-			ch.add("listen.https", "needs a certificate, but there is no tls section — add tls: {cert: FILE, key: FILE} or tls: {self_signed: true, hosts: [example.com]}")
+			ch.add("listen.https", "needs a certificate, but there is no tls section — add tls: {cert: FILE, key: FILE}, tls: {acme: {email: you@example.com}} or tls: {self_signed: true, hosts: [example.com]}")
 		}
 	}
 	if t.SelfSigned && !files && len(t.Hosts) == 0 {
@@ -138,6 +142,76 @@ func (ch *checker) tls() {
 		if msg := hostProblem(h, true); msg != "" {
 			ch.add(fmt.Sprintf("tls.hosts[%d]", i), msg)
 		}
+	}
+	for i, pr := range t.Certificates {
+		k := fmt.Sprintf("tls.certificates[%d]", i)
+		switch {
+		case pr.Cert == "" && pr.Key == "":
+			ch.add(k, "names neither cert nor key — write {cert: FILE, key: FILE}, or remove the entry")
+		case pr.Cert == "":
+			ch.add(k+".key", "has no cert beside it — add cert: FILE, the certificate (chain) for this key")
+		case pr.Key == "":
+			ch.add(k+".cert", "has no key beside it — add key: FILE, the certificate's private key")
+		}
+	}
+	if t.ACME != nil {
+		ch.acme()
+	}
+}
+
+// acme checks tls.acme.
+func (ch *checker) acme() {
+	a := ch.c.TLS.ACME
+	l := ch.c.Listen
+	if l.HTTPS == "" {
+		ch.add("tls.acme", "needs listen.https, where the certificates are served — add e.g. listen: {https: \":443\"}")
+	}
+	switch a.Challenge {
+	case "", ChallengeHTTP01:
+		if l.HTTP == "" {
+			ch.add("tls.acme.challenge", "is http-01, which the CA checks on port 80 through listen.http, but listen.http is not set — add listen: {http: \":80\"}, or use challenge: tls-alpn-01 (checked on port 443)")
+		}
+	case ChallengeTLSALPN01:
+	default:
+		ch.addf("tls.acme.challenge", "%q is not a challenge cutover answers — use %s (on listen.http, port 80) or %s (on listen.https, port 443)", a.Challenge, ChallengeHTTP01, ChallengeTLSALPN01)
+	}
+	if a.Directory != "" {
+		if u, err := url.Parse(a.Directory); err != nil || u.Scheme != "https" || u.Host == "" {
+			ch.addf("tls.acme.directory", "%q is not an https:// URL — give the CA's directory URL, e.g. %s (the default)", a.Directory, DefaultACMEDirectory)
+		}
+	}
+	if a.Email != "" && (!strings.Contains(a.Email, "@") || strings.ContainsAny(a.Email, " \t<>")) {
+		ch.addf("tls.acme.email", "%q is not an email address — write e.g. ops@example.com, or leave it out", a.Email)
+	}
+	if a.Hosts == nil {
+		if len(ch.c.ACMEHosts()) == 0 {
+			ch.add("tls.acme.hosts", "is not set and no service has an exact host to default to — add tls.acme.hosts: [example.com], or hosts: to a service")
+		}
+		return
+	}
+	if len(a.Hosts) == 0 {
+		ch.add("tls.acme.hosts", "is empty — list the names to get certificates for, e.g. [example.com], or leave it out for every service host")
+	}
+	seen := map[string]int{}
+	for i, h := range a.Hosts {
+		k := fmt.Sprintf("tls.acme.hosts[%d]", i)
+		if msg := hostProblem(h, true); msg != "" {
+			ch.add(k, msg)
+			continue
+		}
+		if strings.HasPrefix(h, "*.") {
+			ch.addf(k, "%q is a wildcard, which needs the dns-01 challenge that cutover does not answer — list the names (e.g. www%s), or use a wildcard certificate from a file in tls.certificates", h, h[1:])
+			continue
+		}
+		if _, err := netip.ParseAddr(h); err == nil {
+			ch.addf(k, "%q is an IP address — ACME certificates here are for host names; list a DNS name that points at this server", h)
+			continue
+		}
+		if first, dup := seen[h]; dup {
+			ch.addf(k, "%q is listed twice (first at tls.acme.hosts[%d]) — remove one", h, first)
+			continue
+		}
+		seen[h] = i
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -42,6 +43,9 @@ type Options struct {
 	Stdout io.Writer
 	// Stderr receives diagnostics when Logger is nil.
 	Stderr io.Writer
+	// ACMERenewCheck is how often ACME certificates are checked for
+	// renewal (0: the library's default, 10 minutes); tests shorten it.
+	ACMERenewCheck time.Duration
 }
 
 // Instance is a running proxy.
@@ -131,16 +135,21 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 		HandshakeTimeout: cfg.Timeouts.ReadHeader, IdleTimeout: cfg.Timeouts.Idle, Logger: log,
 	}
 	if cfg.Listen.HTTPS != "" {
-		if in.certs, err = listen.NewCertSource(listen.CertOptions{
-			CertFile: cfg.TLS.Cert, KeyFile: cfg.TLS.Key, SelfSigned: cfg.TLS.SelfSigned,
-			Hosts: cfg.TLS.Hosts, StateDir: cfg.StateDir, Logger: log,
-		}); err != nil {
+		if in.certs, err = listen.NewCertSource(certOptions(cfg, o.ACMERenewCheck, log)); err != nil {
 			return nil, err
 		}
 		lo.TLS = in.certs.TLSConfig()
+		lo.HTTPChallenge = in.certs.HTTPChallenge
 	}
 	if in.lis, err = listen.New(lo); err != nil {
 		return nil, err
+	}
+	if in.certs != nil {
+		// After the listeners are bound: the ACME challenges are answered
+		// on them.
+		if err = in.certs.StartACME(ctx, addrString(in.lis.HTTPAddr()), addrString(in.lis.HTTPSAddr())); err != nil {
+			return nil, err
+		}
 	}
 	if n := in.lis.Loops(); n > 0 {
 		// Each loop waits in epoll_wait as a system call, which keeps its
@@ -159,6 +168,9 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	}
 	if o.Config == nil {
 		ao.Reload = func(context.Context) error { return in.Reload() }
+	}
+	if in.certs != nil {
+		ao.Certificates = in.certificateStatus
 	}
 	if in.adm, err = admin.Listen(ao); err != nil {
 		return nil, err
@@ -180,6 +192,52 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 // socketRetry is how often a serving cutover tries again to make an admin
 // socket its state_dir did not let it make.
 const socketRetry = 2 * time.Second
+
+// certOptions turns the tls section into the listener's certificate options.
+func certOptions(cfg *config.Config, renewCheck time.Duration, log *slog.Logger) listen.CertOptions {
+	co := listen.CertOptions{
+		CertFile: cfg.TLS.Cert, KeyFile: cfg.TLS.Key, Pairs: filePairs(cfg), SelfSigned: cfg.TLS.SelfSigned,
+		Hosts: cfg.TLS.Hosts, StateDir: cfg.StateDir, Logger: log,
+	}
+	if a := cfg.TLS.ACME; a != nil {
+		co.ACME = &listen.ACMEOptions{
+			Email: a.Email, Directory: a.Directory, CARoots: a.CARoots,
+			Hosts: cfg.ACMEHosts(), Challenge: a.Challenge, RenewCheckInterval: renewCheck,
+		}
+	}
+	return co
+}
+
+func filePairs(cfg *config.Config) []listen.CertPair {
+	var out []listen.CertPair
+	for _, p := range cfg.TLS.Certificates {
+		out = append(out, listen.CertPair{CertFile: p.Cert, KeyFile: p.Key})
+	}
+	return out
+}
+
+// certificateStatus is the admin API's view of the served certificates.
+func (in *Instance) certificateStatus() []admin.CertificateStatus {
+	now := time.Now()
+	list := in.certs.Status()
+	out := make([]admin.CertificateStatus, len(list))
+	for i, c := range list {
+		out[i] = admin.CertificateStatus{
+			Host: c.Host, Source: c.Source, State: c.State, DaysLeft: c.DaysLeft(now),
+			LastError: c.LastError, Warning: c.Warning,
+		}
+		if !c.NotAfter.IsZero() {
+			na := c.NotAfter
+			out[i].NotAfter = &na
+		}
+	}
+	return out
+}
+
+// Certificates is the HTTPS certificates' source (nil without
+// listen.https): Status for `cutover status`, DaysToExpiry for the
+// per-host expiry gauge.
+func (in *Instance) Certificates() *listen.CertSource { return in.certs }
 
 func addrString(a net.Addr) string {
 	if a == nil {
@@ -230,6 +288,10 @@ func (in *Instance) reload() error {
 		in.log.Error("reload refused; the running configuration keeps serving", "config", in.o.ConfigPath, "err", err)
 		return err
 	}
+	if !slices.Equal(cfg.ACMEHosts(), in.cfg.ACMEHosts()) {
+		in.log.Warn("the ACME hosts changed in the file; certificates for the new list are obtained at the next restart",
+			"config", in.o.ConfigPath, "running", in.cfg.ACMEHosts(), "file", cfg.ACMEHosts())
+	}
 	if cfg.Listen != in.cfg.Listen || cfg.Admin != in.cfg.Admin {
 		in.log.Warn("listener or admin addresses changed in the file; they take effect at the next restart",
 			"config", in.o.ConfigPath)
@@ -247,7 +309,7 @@ func (in *Instance) reload() error {
 		}
 	}
 	if in.certs != nil {
-		if err := in.certs.Reload(); err != nil {
+		if err := in.certs.ReloadFiles(cfg.TLS.Cert, cfg.TLS.Key, filePairs(cfg)); err != nil {
 			in.log.Error("TLS certificate reload failed; the old certificate stays", "err", err)
 			return err
 		}
@@ -270,6 +332,9 @@ func (in *Instance) Shutdown(ctx context.Context) error {
 func (in *Instance) closeAll() {
 	if in.adm != nil {
 		in.adm.Close()
+	}
+	if in.certs != nil {
+		in.certs.Close()
 	}
 	in.docker.Close()
 	if in.mgr != nil {

@@ -38,6 +38,10 @@ type Options struct {
 	// RedirectPort overrides the port put in HTTP→HTTPS redirects, for when
 	// HTTPS is published on another port than it listens on.
 	RedirectPort string
+	// HTTPChallenge answers ACME HTTP-01 requests on the plain-HTTP
+	// listener ahead of its redirect to HTTPS (CertSource.HTTPChallenge);
+	// nil for none.
+	HTTPChallenge func(host, target string) (body string, ok bool)
 	// Engine serves plain HTTP/1.1: "loops" (the default; event loops on
 	// Linux, see proxy.Loops) or "goroutines" (a goroutine per connection,
 	// as TLS connections always are).
@@ -175,6 +179,7 @@ func (s *Server) Serve() error {
 		info := proxy.ConnInfo{}
 		if s.httpsLn != nil {
 			info.Redirect = true
+			info.Challenge = s.o.HTTPChallenge
 			info.HTTPSPort = s.o.RedirectPort
 			if info.HTTPSPort == "" {
 				_, info.HTTPSPort, _ = net.SplitHostPort(s.httpsLn.Addr().String())
@@ -250,7 +255,12 @@ func (s *Server) serve(c *conn, info proxy.ConnInfo) {
 		return
 	}
 	tc.SetDeadline(time.Time{})
-	if tc.ConnectionState().NegotiatedProtocol == http2.NextProtoTLS {
+	switch tc.ConnectionState().NegotiatedProtocol {
+	case ACMETLSProtocol:
+		// A TLS-ALPN-01 validation: the handshake was the answer.
+		tc.Close()
+		return
+	case http2.NextProtoTLS:
 		c.h2 = true
 		c.state.Store(connActive)
 		s.h2.ServeConn(tc, &http2.ServeConnOpts{BaseConfig: s.h2base, Handler: s.o.Proxy})

@@ -18,43 +18,49 @@ import (
 // the message an operator sees when `cutover serve` refuses to start or a
 // SIGHUP reload is refused.
 func loadPair(certFile, keyFile string) (*tls.Certificate, error) {
-	certPEM, err := readPEMFile(certFile, "tls.cert")
+	return loadPairAs(certFile, keyFile, "tls.cert", "tls.key")
+}
+
+// loadPairAs is loadPair for a pair that its messages call certSetting and
+// keySetting (e.g. "tls.certificates[1].cert").
+func loadPairAs(certFile, keyFile, certSetting, keySetting string) (*tls.Certificate, error) {
+	certPEM, err := readPEMFile(certFile, certSetting)
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := readPEMFile(keyFile, "tls.key")
+	keyPEM, err := readPEMFile(keyFile, keySetting)
 	if err != nil {
 		return nil, err
 	}
 
-	certDER, err := certificateBlocks(certPEM, certFile)
+	certDER, err := certificateBlocks(certPEM, certFile, certSetting)
 	if err != nil {
 		return nil, err
 	}
-	key, err := privateKey(keyPEM, keyFile)
+	key, err := privateKey(keyPEM, keyFile, keySetting)
 	if err != nil {
 		return nil, err
 	}
 	leaf, err := x509.ParseCertificate(certDER[0])
 	if err != nil {
-		return nil, fmt.Errorf("tls.cert %q: the first certificate cannot be parsed: %w; "+
-			"check the file with `openssl x509 -in %s -noout -text`", certFile, err, certFile)
+		return nil, fmt.Errorf("%s %q: the first certificate cannot be parsed: %w; "+
+			"check the file with `openssl x509 -in %s -noout -text`", certSetting, certFile, err, certFile)
 	}
 	if !publicKeysEqual(leaf.PublicKey, key.Public()) {
 		for _, der := range certDER[1:] {
 			if c, err := x509.ParseCertificate(der); err == nil && publicKeysEqual(c.PublicKey, key.Public()) {
-				return nil, fmt.Errorf("tls.cert %q: the key in %q belongs to a later certificate in the file, "+
-					"not the first: put the server certificate first, then its intermediates", certFile, keyFile)
+				return nil, fmt.Errorf("%s %q: the key in %q belongs to a later certificate in the file, "+
+					"not the first: put the server certificate first, then its intermediates", certSetting, certFile, keyFile)
 			}
 		}
-		return nil, fmt.Errorf("tls.key %q does not match the certificate in tls.cert %q: "+
+		return nil, fmt.Errorf("%s %q does not match the certificate in %s %q: "+
 			"use the private key the certificate was issued for (the pair from the same issuance or renewal)",
-			keyFile, certFile)
+			keySetting, keyFile, certSetting, certFile)
 	}
 
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("tls.cert %q and tls.key %q cannot be used together: %w", certFile, keyFile, err)
+		return nil, fmt.Errorf("%s %q and %s %q cannot be used together: %w", certSetting, certFile, keySetting, keyFile, err)
 	}
 	cert.Leaf = leaf
 	return &cert, nil
@@ -80,7 +86,7 @@ func readPEMFile(path, setting string) ([]byte, error) {
 }
 
 // certificateBlocks returns the DER of every CERTIFICATE block, in order.
-func certificateBlocks(data []byte, path string) ([][]byte, error) {
+func certificateBlocks(data []byte, path, setting string) ([][]byte, error) {
 	var ders [][]byte
 	sawKey := false
 	for rest := data; ; {
@@ -100,17 +106,17 @@ func certificateBlocks(data []byte, path string) ([][]byte, error) {
 	case len(ders) > 0:
 		return ders, nil
 	case sawKey:
-		return nil, fmt.Errorf("tls.cert %q holds a private key, not a certificate: "+
-			"are tls.cert and tls.key swapped?", path)
+		return nil, fmt.Errorf("%s %q holds a private key, not a certificate: "+
+			"are the cert and key files swapped?", setting, path)
 	default:
-		return nil, fmt.Errorf("tls.cert %q is not a PEM certificate (no \"-----BEGIN CERTIFICATE-----\" block): "+
+		return nil, fmt.Errorf("%s %q is not a PEM certificate (no \"-----BEGIN CERTIFICATE-----\" block): "+
 			"use the PEM file (e.g. fullchain.pem); a DER file converts with "+
-			"`openssl x509 -inform der -in %s -out cert.pem`", path, path)
+			"`openssl x509 -inform der -in %s -out cert.pem`", setting, path, path)
 	}
 }
 
 // privateKey returns the first private key in data.
-func privateKey(data []byte, path string) (crypto.Signer, error) {
+func privateKey(data []byte, path, setting string) (crypto.Signer, error) {
 	sawCert := false
 	for rest := data; ; {
 		var b *pem.Block
@@ -126,22 +132,22 @@ func privateKey(data []byte, path string) (crypto.Signer, error) {
 			continue
 		}
 		if b.Type == "ENCRYPTED PRIVATE KEY" || b.Headers["Proc-Type"] != "" {
-			return nil, fmt.Errorf("tls.key %q is protected by a passphrase, which cutover cannot ask for: "+
+			return nil, fmt.Errorf("%s %q is protected by a passphrase, which cutover cannot ask for: "+
 				"store it decrypted with `openssl pkey -in %s -out key.pem` and restrict the file to mode 0600",
-				path, path)
+				setting, path, path)
 		}
 		key, err := parseKey(b)
 		if err != nil {
-			return nil, fmt.Errorf("tls.key %q: the %s block cannot be parsed: %w", path, b.Type, err)
+			return nil, fmt.Errorf("%s %q: the %s block cannot be parsed: %w", setting, path, b.Type, err)
 		}
 		return key, nil
 	}
 	if sawCert {
-		return nil, fmt.Errorf("tls.key %q holds a certificate, not a private key: "+
-			"are tls.cert and tls.key swapped?", path)
+		return nil, fmt.Errorf("%s %q holds a certificate, not a private key: "+
+			"are the cert and key files swapped?", setting, path)
 	}
-	return nil, fmt.Errorf("tls.key %q is not a PEM private key (no \"-----BEGIN ... PRIVATE KEY-----\" block): "+
-		"use the PEM key file (e.g. privkey.pem)", path)
+	return nil, fmt.Errorf("%s %q is not a PEM private key (no \"-----BEGIN ... PRIVATE KEY-----\" block): "+
+		"use the PEM key file (e.g. privkey.pem)", setting, path)
 }
 
 func parseKey(b *pem.Block) (crypto.Signer, error) {

@@ -21,6 +21,13 @@ type ConnInfo struct {
 	Redirect bool
 	// HTTPSPort is the port put in redirects; "" or "443" is left out.
 	HTTPSPort string
+	// Challenge, when set on a redirecting listener, answers ACME HTTP-01
+	// requests (GET /.well-known/acme-challenge/TOKEN) before the
+	// redirect: it gets the host (without port) and the request target and
+	// returns the key authorization, or ok false to redirect as usual.
+	// The event loops never serve a redirecting listener, so only the
+	// goroutine engine consults it.
+	Challenge func(host, target string) (body string, ok bool)
 	// Track is told when requests begin and end, for graceful shutdown.
 	Track Tracker
 }
@@ -182,6 +189,9 @@ func (c *clientConn) serveRequest(head []byte, start time.Time) (keep bool) {
 	}
 
 	if c.info.Redirect {
+		if keep, ok := c.challenge(start); ok {
+			return keep
+		}
 		return c.redirect(start)
 	}
 	if status, body := c.p.begin(x); status != 0 {
@@ -329,16 +339,39 @@ func (c *clientConn) writeLocal(status int, body string, extra []string, keep bo
 	writeLocal(c.w, &c.req, status, body, extra, keep)
 }
 
+// acmeChallengePath is where ACME CAs fetch HTTP-01 answers (RFC 8555
+// section 8.3); they follow no redirect to HTTPS for a first certificate.
+const acmeChallengePath = "/.well-known/acme-challenge/"
+
+// challenge answers an ACME HTTP-01 request through info.Challenge; ok is
+// false when the request is not one it answers, which is then redirected.
+func (c *clientConn) challenge(start time.Time) (keep, ok bool) {
+	if c.info.Challenge == nil || string(c.req.Method) != "GET" ||
+		!bytes.HasPrefix(c.req.URI, []byte(acmeChallengePath)) {
+		return false, false
+	}
+	body, ok := c.info.Challenge(string(hostWithoutPort(c.req.Host)), string(c.req.URI))
+	if !ok {
+		return false, false
+	}
+	return c.local(start, 200, body), true
+}
+
+// hostWithoutPort strips a port from a Host value, leaving IPv6 brackets.
+func hostWithoutPort(host []byte) []byte {
+	if i := bytes.LastIndexByte(host, ':'); i >= 0 && !bytes.HasSuffix(host, []byte("]")) {
+		return host[:i]
+	}
+	return host
+}
+
 // redirect answers with a 308 to the same host, path and query on HTTPS,
 // as the seed's nginx `return 308 https://$host$request_uri` does; 308
 // keeps the method and body, unlike 301.
 func (c *clientConn) redirect(start time.Time) bool {
 	var loc bytes.Buffer
 	loc.WriteString("https://")
-	host := c.req.Host
-	if i := bytes.LastIndexByte(host, ':'); i >= 0 && !bytes.HasSuffix(host, []byte("]")) {
-		host = host[:i]
-	}
+	host := hostWithoutPort(c.req.Host)
 	if len(host) == 0 {
 		return c.local(start, 400, "400 Bad Request: a redirect to HTTPS needs a Host\n")
 	}
