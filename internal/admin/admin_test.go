@@ -1,4 +1,4 @@
-package admin
+package admin_test
 
 import (
 	"context"
@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane"
 )
@@ -69,12 +70,12 @@ services:
 type fixture struct {
 	dir, cfgPath string
 	m            *controlplane.Manager
-	srv          *Server
-	client       *Client
+	srv          *admin.Server
+	client       *admin.Client
 	blue, green  *backend
 }
 
-func newFixture(t *testing.T, edit func(*Options)) *fixture {
+func newFixture(t *testing.T, edit func(*admin.Options)) *fixture {
 	t.Helper()
 	f := &fixture{dir: shortDir(t), blue: newBackend(t), green: newBackend(t)}
 	f.cfgPath = filepath.Join(f.dir, "cutover.yaml")
@@ -91,11 +92,11 @@ func newFixture(t *testing.T, edit func(*Options)) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(f.m.Close)
-	o := Options{Socket: cfg.Admin.Socket, Manager: f.m, Reload: FileReloader(f.cfgPath, nil, f.m.Reload)}
+	o := admin.Options{Socket: cfg.Admin.Socket, Manager: f.m, Reload: admin.FileReloader(f.cfgPath, nil, f.m.Reload)}
 	if edit != nil {
 		edit(&o)
 	}
-	f.srv, err = Listen(o)
+	f.srv, err = admin.Listen(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func newFixture(t *testing.T, edit func(*Options)) *fixture {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	f.client = NewUnixClient(cfg.Admin.Socket)
+	f.client = admin.NewUnixClient(cfg.Admin.Socket)
 	t.Cleanup(f.client.Close)
 	return f
 }
@@ -185,8 +186,8 @@ func TestStatusJSONSchema(t *testing.T) {
 		t.Fatalf("status %+v", st.Services[0])
 	}
 	_, err = f.client.Status(context.Background(), "nope")
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != controlplane.KindNotFound || !strings.Contains(err.Error(), `no service "nope"`) {
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindNotFound || !strings.Contains(err.Error(), `no service "nope"`) {
 		t.Fatalf("status of an unknown service: %v", err)
 	}
 }
@@ -194,15 +195,15 @@ func TestStatusJSONSchema(t *testing.T) {
 func TestDeployStreamsProgressLive(t *testing.T) {
 	f := newFixture(t, nil)
 	f.green.status.Store(http.StatusServiceUnavailable)
-	events := make(chan Event, 100)
+	events := make(chan admin.Event, 100)
 	type outcome struct {
-		res *DeployResult
+		res *admin.DeployResult
 		err error
 	}
 	done := make(chan outcome, 1)
 	go func() {
-		res, err := f.client.Deploy(context.Background(), DeployRequest{Pool: "green", Timeout: controlplane.Duration(20 * time.Second)},
-			func(ev Event) { events <- ev })
+		res, err := f.client.Deploy(context.Background(), admin.DeployRequest{Pool: "green", Timeout: admin.Duration(20 * time.Second)},
+			func(ev admin.Event) { events <- ev })
 		done <- outcome{res, err}
 	}()
 	// A progress line about the failing target arrives while the deploy
@@ -219,9 +220,9 @@ func TestDeployStreamsProgressLive(t *testing.T) {
 	default:
 	}
 	// A second deploy is refused at once with 409 and the running one named.
-	_, err := f.client.Deploy(context.Background(), DeployRequest{Pool: "green"}, nil)
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != controlplane.KindBusy || !strings.Contains(err.Error(), `deploy of service "web" to pool "green"`) {
+	_, err := f.client.Deploy(context.Background(), admin.DeployRequest{Pool: "green"}, nil)
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindBusy || !strings.Contains(err.Error(), `deploy of service "web" to pool "green"`) {
 		t.Fatalf("concurrent deploy: %v", err)
 	}
 	f.green.status.Store(http.StatusOK)
@@ -229,7 +230,7 @@ func TestDeployStreamsProgressLive(t *testing.T) {
 	if o.err != nil || o.res.Pool != "green" || o.res.From != "blue" {
 		t.Fatalf("deploy: %+v, %v", o.res, o.err)
 	}
-	res, err := f.client.Rollback(context.Background(), RollbackRequest{}, nil)
+	res, err := f.client.Rollback(context.Background(), admin.RollbackRequest{}, nil)
 	if err != nil || res.Pool != "blue" {
 		t.Fatalf("rollback: %+v, %v", res, err)
 	}
@@ -238,9 +239,9 @@ func TestDeployStreamsProgressLive(t *testing.T) {
 func TestDeployFailureCarriesFailingTargets(t *testing.T) {
 	f := newFixture(t, nil)
 	f.green.status.Store(http.StatusInternalServerError)
-	_, err := f.client.Deploy(context.Background(), DeployRequest{Pool: "green", Timeout: controlplane.Duration(300 * time.Millisecond)}, nil)
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != controlplane.KindUnhealthy || len(ce.Failing) != 1 || ce.Failing[0].Addr != f.green.addr() {
+	_, err := f.client.Deploy(context.Background(), admin.DeployRequest{Pool: "green", Timeout: admin.Duration(300 * time.Millisecond)}, nil)
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindUnhealthy || len(ce.Failing) != 1 || ce.Failing[0].Addr != f.green.addr() {
 		t.Fatalf("deploy to a failing pool: %#v", err)
 	}
 	if !strings.Contains(err.Error(), "500") {
@@ -259,8 +260,8 @@ func TestReloadThroughAPI(t *testing.T) {
 	// configuration keeps serving.
 	f.writeConfig(t, fmt.Sprintf(configTemplate, f.dir, f.blue.addr(), "not-an-address"))
 	_, err := f.client.Reload(ctx)
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != controlplane.KindInvalid || !strings.Contains(err.Error(), f.cfgPath) || !strings.Contains(err.Error(), "keeps serving") {
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindInvalid || !strings.Contains(err.Error(), f.cfgPath) || !strings.Contains(err.Error(), "keeps serving") {
 		t.Fatalf("reload of an invalid file: %v", err)
 	}
 	st, _ := f.client.Status(ctx, "web")
@@ -282,13 +283,13 @@ func TestReloadThroughAPI(t *testing.T) {
 
 func TestUnknownRouteAndBadBody(t *testing.T) {
 	f := newFixture(t, nil)
-	err := f.client.getJSON(context.Background(), http.MethodGet, "/v2/status", nil, &struct{}{})
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != controlplane.KindNotFound || !strings.Contains(err.Error(), "/v1/status") {
+	err := f.client.GetJSON(context.Background(), http.MethodGet, "/v2/status", nil, &struct{}{})
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindNotFound || !strings.Contains(err.Error(), "/v1/status") {
 		t.Fatalf("unknown route: %v", err)
 	}
-	_, err = f.client.stream(context.Background(), "/v1/deploy", map[string]any{"pool": "green", "colour": "x"}, nil)
-	if !errors.As(err, &ce) || ce.Kind != controlplane.KindInvalid || !strings.Contains(err.Error(), "colour") {
+	_, err = f.client.Stream(context.Background(), "/v1/deploy", map[string]any{"pool": "green", "colour": "x"}, nil)
+	if !errors.As(err, &ce) || ce.Kind != admin.KindInvalid || !strings.Contains(err.Error(), "colour") {
 		t.Fatalf("unknown field: %v", err)
 	}
 }
@@ -307,27 +308,27 @@ func TestStaleSocketReplacedLiveOneRefused(t *testing.T) {
 		t.Fatalf("stale socket not left behind: %v", err)
 	}
 	m := newManager(t)
-	srv, err := Listen(Options{Socket: sock, Manager: m})
+	srv, err := admin.Listen(admin.Options{Socket: sock, Manager: m})
 	if err != nil {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
 	go srv.Serve()
 	defer srv.Close()
-	if _, err := NewUnixClient(sock).Health(context.Background()); err != nil {
+	if _, err := admin.NewUnixClient(sock).Health(context.Background()); err != nil {
 		t.Fatalf("health after replacing the stale socket: %v", err)
 	}
 	// A second server on a live socket is refused and the first keeps it.
-	_, err = Listen(Options{Socket: sock, Manager: m})
+	_, err = admin.Listen(admin.Options{Socket: sock, Manager: m})
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("another cutover (pid %d)", os.Getpid())) {
 		t.Fatalf("Listen on a live socket: %v", err)
 	}
-	if _, err := NewUnixClient(sock).Health(context.Background()); err != nil {
+	if _, err := admin.NewUnixClient(sock).Health(context.Background()); err != nil {
 		t.Fatalf("first server lost its socket: %v", err)
 	}
 	// A path that is not a socket is never removed.
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, []byte("x"), 0o600)
-	if _, err := Listen(Options{Socket: file, Manager: m}); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := admin.Listen(admin.Options{Socket: file, Manager: m}); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("Listen on a regular file: %v", err)
 	}
 	if _, err := os.Stat(file); err != nil {
@@ -337,7 +338,7 @@ func TestStaleSocketReplacedLiveOneRefused(t *testing.T) {
 
 func TestShutdownRemovesSocket(t *testing.T) {
 	sock := filepath.Join(shortDir(t), "admin.sock")
-	srv, err := Listen(Options{Socket: sock, Manager: newManager(t)})
+	srv, err := admin.Listen(admin.Options{Socket: sock, Manager: newManager(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +357,7 @@ func TestShutdownRemovesSocket(t *testing.T) {
 
 func TestTCPNeedsToken(t *testing.T) {
 	sock := filepath.Join(shortDir(t), "admin.sock")
-	_, err := Listen(Options{Socket: sock, TCP: "127.0.0.1:0", Manager: newManager(t)})
+	_, err := admin.Listen(admin.Options{Socket: sock, TCP: "127.0.0.1:0", Manager: newManager(t)})
 	if err == nil || !strings.Contains(err.Error(), "admin.token") {
 		t.Fatalf("TCP without a token: %v", err)
 	}
@@ -365,7 +366,7 @@ func TestTCPNeedsToken(t *testing.T) {
 	}
 
 	const token = "s3cret-token"
-	srv, err := Listen(Options{Socket: sock, TCP: "127.0.0.1:0", Token: token, Manager: newManager(t)})
+	srv, err := admin.Listen(admin.Options{Socket: sock, TCP: "127.0.0.1:0", Token: token, Manager: newManager(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -387,26 +388,26 @@ func TestTCPNeedsToken(t *testing.T) {
 			t.Errorf("%s token: %s %s, want 401", name, resp.Status, body)
 		}
 	}
-	c := NewTCPClient(srv.TCPAddr(), token)
+	c := admin.NewTCPClient(srv.TCPAddr(), token)
 	defer c.Close()
 	if _, err := c.Status(context.Background(), ""); err != nil {
 		t.Fatalf("status with the token: %v", err)
 	}
-	_, err = NewTCPClient(srv.TCPAddr(), "bad").Status(context.Background(), "")
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != KindUnauthorized {
+	_, err = admin.NewTCPClient(srv.TCPAddr(), "bad").Status(context.Background(), "")
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindUnauthorized {
 		t.Fatalf("client with a wrong token: %v", err)
 	}
 	// The Unix socket needs no token.
-	if _, err := NewUnixClient(sock).Status(context.Background(), ""); err != nil {
+	if _, err := admin.NewUnixClient(sock).Status(context.Background(), ""); err != nil {
 		t.Fatalf("status on the socket: %v", err)
 	}
 }
 
 func TestClientUnreachable(t *testing.T) {
 	sock := filepath.Join(shortDir(t), "nothing.sock")
-	_, err := NewUnixClient(sock).Status(context.Background(), "")
-	var ue *UnreachableError
+	_, err := admin.NewUnixClient(sock).Status(context.Background(), "")
+	var ue *admin.UnreachableError
 	if !errors.As(err, &ue) {
 		t.Fatalf("status with nothing listening: %v", err)
 	}

@@ -22,47 +22,28 @@
 // once events have been sent the status is 200 and the last line tells
 // the outcome.
 //
-// Other errors are an ErrorResponse with a 4xx/5xx status. The JSON field
-// names of every type here (and of the controlplane types they contain) are
-// stable: fields may be added, none renamed or removed.
+// Other errors are an ErrorResponse with a 4xx/5xx status. The request,
+// result and status types (types.go) are the wire contract: the control
+// plane answers with them and the CLI reads them. Their JSON field names
+// are stable: fields may be added, none renamed or removed.
 package admin
 
 import (
 	"net/http"
 	"time"
 
-	"github.com/cutover/cutover/internal/controlplane"
 	"github.com/cutover/cutover/internal/controlplane/history"
 )
 
 // APIVersion is the path prefix of this version of the API.
 const APIVersion = "/v1"
 
-// Request and stream types, shared with the control plane.
-type (
-	// DeployRequest is the body of POST /v1/deploy:
-	//   {"service": "web", "pool": "green", "targets": ["10.0.0.5:8000"], "timeout": "60s"}
-	// service may be omitted when cutover serves one service; targets are
-	// optional; timeout defaults to 60s.
-	DeployRequest = controlplane.DeployRequest
-	// RollbackRequest is the body of POST /v1/rollback:
-	//   {"service": "web", "timeout": "60s"}
-	RollbackRequest = controlplane.RollbackRequest
-	// Event is one progress step of a deploy or rollback.
-	Event = controlplane.Event
-	// DeployResult is the outcome of a deploy or rollback.
-	DeployResult = controlplane.DeployResult
-	// ServiceStatus is one service in a StatusResponse.
-	ServiceStatus = controlplane.ServiceStatus
-	// Error is an API error: {"kind": "busy", "message": "...", "failing": [...]}.
-	Error = controlplane.Error
-	// HistoryEntry is one operation in a HistoryResponse.
-	HistoryEntry = history.Entry
-)
+// HistoryEntry is one operation in a HistoryResponse.
+type HistoryEntry = history.Entry
 
 // KindUnauthorized is the error kind of a TCP request without the right
 // bearer token.
-const KindUnauthorized controlplane.ErrorKind = "unauthorized"
+const KindUnauthorized ErrorKind = "unauthorized"
 
 // HealthResponse is the body of GET /v1/health.
 type HealthResponse struct {
@@ -152,17 +133,17 @@ type StreamLine struct {
 }
 
 // statusFor maps an error kind to an HTTP status code.
-func statusFor(kind controlplane.ErrorKind) int {
+func statusFor(kind ErrorKind) int {
 	switch kind {
-	case controlplane.KindInvalid:
+	case KindInvalid:
 		return http.StatusBadRequest
-	case controlplane.KindNotFound:
+	case KindNotFound:
 		return http.StatusNotFound
-	case controlplane.KindBusy, controlplane.KindRefused:
+	case KindBusy, KindRefused:
 		return http.StatusConflict
-	case controlplane.KindUnhealthy:
+	case KindUnhealthy:
 		return http.StatusUnprocessableEntity
-	case controlplane.KindCanceled, controlplane.KindState:
+	case KindCanceled, KindState:
 		return http.StatusServiceUnavailable
 	case KindUnauthorized:
 		return http.StatusUnauthorized

@@ -15,8 +15,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/cutover/cutover/internal/controlplane"
 )
 
 // dialTimeout bounds connecting to the admin API. There is no overall
@@ -166,7 +164,7 @@ func (c *Client) errorFrom(resp *http.Response, data []byte) error {
 	if len(msg) > 200 {
 		msg = msg[:200] + "..."
 	}
-	return &Error{Kind: controlplane.KindInternal, Message: fmt.Sprintf("admin API at %s answered %s: %s", c.where, resp.Status, msg)}
+	return &Error{Kind: KindInternal, Message: fmt.Sprintf("admin API at %s answered %s: %s", c.where, resp.Status, msg)}
 }
 
 // Health asks whether the admin API answers.

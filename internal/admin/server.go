@@ -20,15 +20,14 @@ import (
 	"time"
 
 	"github.com/cutover/cutover/internal/config"
-	"github.com/cutover/cutover/internal/controlplane"
 )
 
 // Manager is what the admin API needs of the control plane
-// (*controlplane.Manager implements it).
+// (*Manager implements it).
 type Manager interface {
-	Status(service string) ([]controlplane.ServiceStatus, error)
-	Deploy(ctx context.Context, req controlplane.DeployRequest, progress func(controlplane.Event)) (*controlplane.DeployResult, error)
-	Rollback(ctx context.Context, req controlplane.RollbackRequest, progress func(controlplane.Event)) (*controlplane.DeployResult, error)
+	Status(service string) ([]ServiceStatus, error)
+	Deploy(ctx context.Context, req DeployRequest, progress func(Event)) (*DeployResult, error)
+	Rollback(ctx context.Context, req RollbackRequest, progress func(Event)) (*DeployResult, error)
 	// StateProblem says why the state cannot be written ("" when it can).
 	StateProblem() string
 	History(service string) []HistoryEntry
@@ -322,7 +321,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/reload", s.reload)
 	mux.HandleFunc("GET /v1/history", s.history)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, &Error{Kind: controlplane.KindNotFound,
+		writeError(w, &Error{Kind: KindNotFound,
 			Message: fmt.Sprintf("no admin route %s %s — the routes are GET /v1/health, GET /v1/status, GET /v1/history, POST /v1/deploy, POST /v1/rollback, POST /v1/reload", r.Method, r.URL.Path)})
 	})
 	return mux
@@ -371,7 +370,7 @@ func (s *Server) history(w http.ResponseWriter, r *http.Request) {
 func (s *Server) reload(w http.ResponseWriter, r *http.Request) {
 	shortDeadline(w)
 	if s.o.Reload == nil {
-		writeError(w, &Error{Kind: controlplane.KindRefused, Message: "this cutover cannot reload: it was not started from a configuration file"})
+		writeError(w, &Error{Kind: KindRefused, Message: "this cutover cannot reload: it was not started from a configuration file"})
 		return
 	}
 	if err := s.o.Reload(r.Context()); err != nil {
@@ -390,14 +389,14 @@ func reloadError(err error) *Error {
 		for i, p := range problems.Problems {
 			lines[i] = "  " + p.String()
 		}
-		return &Error{Kind: controlplane.KindInvalid,
+		return &Error{Kind: KindInvalid,
 			Message: "reload refused, the running configuration keeps serving; the file has these problems:\n" + strings.Join(lines, "\n")}
 	}
 	var ce *Error
 	if errors.As(err, &ce) {
 		return ce
 	}
-	return &Error{Kind: controlplane.KindInvalid, Message: "reload refused, the running configuration keeps serving: " + err.Error()}
+	return &Error{Kind: KindInvalid, Message: "reload refused, the running configuration keeps serving: " + err.Error()}
 }
 
 func (s *Server) deploy(w http.ResponseWriter, r *http.Request) {
@@ -426,7 +425,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		writeError(w, &Error{Kind: controlplane.KindInvalid, Message: "request body: " + err.Error()})
+		writeError(w, &Error{Kind: KindInvalid, Message: "request body: " + err.Error()})
 		return false
 	}
 	return true
@@ -473,12 +472,12 @@ func (st *stream) line(l StreamLine) {
 	}
 }
 
-func (st *stream) event(ev controlplane.Event) {
+func (st *stream) event(ev Event) {
 	st.start(http.StatusOK)
 	st.line(StreamLine{Type: LineEvent, Event: &ev})
 }
 
-func (st *stream) finish(res *controlplane.DeployResult, err error) {
+func (st *stream) finish(res *DeployResult, err error) {
 	if err != nil {
 		e := asError(err)
 		st.start(statusFor(e.Kind))
@@ -494,7 +493,7 @@ func asError(err error) *Error {
 	if errors.As(err, &ce) {
 		return ce
 	}
-	return &Error{Kind: controlplane.KindInternal, Message: err.Error()}
+	return &Error{Kind: KindInternal, Message: err.Error()}
 }
 
 func shortDeadline(w http.ResponseWriter) {

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/cutover/cutover/internal/admin"
-	"github.com/cutover/cutover/internal/controlplane"
 	"github.com/spf13/cobra"
 )
 
@@ -15,7 +14,7 @@ import (
 func newDeployCmd(s Streams) *cobra.Command {
 	var (
 		at  adminTarget
-		req = admin.DeployRequest{Timeout: controlplane.Duration(controlplane.DefaultTimeout)}
+		req = admin.DeployRequest{Timeout: admin.Duration(admin.DefaultTimeout)}
 		// --container NAME[:PORT] is resolved here, through the Docker
 		// Engine, to addresses on --network (see containerTargets).
 		containers []string
@@ -74,7 +73,7 @@ func newDeployCmd(s Streams) *cobra.Command {
 	f.StringArrayVar(&req.Targets, "target", nil, "set POOL's targets first (HOST:PORT, repeatable)")
 	f.StringArrayVar(&containers, "container", nil, "set POOL's targets first from Docker containers (NAME[:PORT], repeatable; resolved once, on --network)")
 	f.StringVar(&network, "network", "", "Docker network for --container (default: docker.network of -c FILE, else the container's only network)")
-	f.DurationVar((*time.Duration)(&req.Timeout), "timeout", controlplane.DefaultTimeout, "how long every target may take to become healthy")
+	f.DurationVar((*time.Duration)(&req.Timeout), "timeout", admin.DefaultTimeout, "how long every target may take to become healthy")
 	at.register(cmd)
 	return cmd
 }

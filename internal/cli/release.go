@@ -21,7 +21,6 @@ import (
 
 	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
-	"github.com/cutover/cutover/internal/controlplane"
 	"github.com/cutover/cutover/internal/provider/docker"
 )
 
@@ -208,12 +207,12 @@ func (r *releaser) run(ctx context.Context) error {
 		remaining = time.Second
 	}
 	r.step("deploy %s: cutover health checks, then the switch", r.idle)
-	res, err := r.api.Deploy(ctx, admin.DeployRequest{Service: r.service, Pool: r.idle, Timeout: controlplane.Duration(remaining), Origin: controlplane.OriginRelease}, func(ev admin.Event) {
+	res, err := r.api.Deploy(ctx, admin.DeployRequest{Service: r.service, Pool: r.idle, Timeout: admin.Duration(remaining), Origin: admin.OriginRelease}, func(ev admin.Event) {
 		r.step("  %s", ev.Message)
 	})
 	if err != nil {
-		var ce *controlplane.Error
-		if errors.As(err, &ce) && ce.Kind == controlplane.KindUnhealthy {
+		var ce *admin.Error
+		if errors.As(err, &ce) && ce.Kind == admin.KindUnhealthy {
 			return r.fail(ctx, existed, services, failingOf(fresh, ce.Failing), err)
 		}
 		return r.fail(ctx, existed, services, nil, err)
@@ -250,7 +249,7 @@ func (r *releaser) pick(ctx context.Context) error {
 		return &exitError{code: 2, err: fmt.Errorf("service %s is served by pool %q, which is not one of the colours %s — name the colours with --pools", svc.Name, r.live, strings.Join(r.o.pools, ","))}
 	}
 	r.idle = r.o.pools[(i+1)%len(r.o.pools)]
-	var idle *controlplane.PoolStatus
+	var idle *admin.PoolStatus
 	for j := range svc.Pools {
 		if svc.Pools[j].Name == r.idle {
 			idle = &svc.Pools[j]
@@ -264,7 +263,7 @@ func (r *releaser) pick(ctx context.Context) error {
 	switch {
 	case idle == nil:
 		return &exitError{code: 2, err: fmt.Errorf("service %s has no pool %q to release into — add it to the configuration, following the containers of the release: %s: {compose: {project: %s, service: SERVICE}, port: PORT}", r.service, r.idle, r.idle, r.project)}
-	case idle.Source != controlplane.SourceDocker:
+	case idle.Source != admin.SourceDocker:
 		return &exitError{code: 2, err: fmt.Errorf("pool %q of service %s takes its targets from %s, not from Docker: release needs cutover to follow the colour's containers — set services.%s.pools.%s to {compose: {project: %s, service: SERVICE}, port: PORT} (or containers: [NAMES])",
 			r.idle, r.service, idle.Source, r.service, r.idle, r.project)}
 	}
@@ -528,7 +527,7 @@ func (r *releaser) retireOld(ctx context.Context, old string) error {
 }
 
 // failingOf maps the targets cutover found unhealthy to their containers.
-func failingOf(fresh []docker.Container, failing []controlplane.TargetProgress) []docker.Container {
+func failingOf(fresh []docker.Container, failing []admin.TargetProgress) []docker.Container {
 	var out []docker.Container
 	for _, c := range fresh {
 		for _, f := range failing {
@@ -711,13 +710,13 @@ func waitDockerMembers(ctx context.Context, api *admin.Client, req admin.DeployR
 		if err != nil || len(st.Services) != 1 {
 			return nil // the deploy itself reports it
 		}
-		var pool *controlplane.PoolStatus
+		var pool *admin.PoolStatus
 		for i := range st.Services[0].Pools {
 			if st.Services[0].Pools[i].Name == req.Pool {
 				pool = &st.Services[0].Pools[i]
 			}
 		}
-		if pool == nil || pool.Source != controlplane.SourceDocker || len(pool.Targets) > 0 {
+		if pool == nil || pool.Source != admin.SourceDocker || len(pool.Targets) > 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -747,7 +746,7 @@ func containerTargets(ctx context.Context, at adminTarget, api *admin.Client, re
 	}
 	if len(st.Services) == 1 {
 		for _, p := range st.Services[0].Pools {
-			if p.Name == req.Pool && p.Source == controlplane.SourceDocker {
+			if p.Name == req.Pool && p.Source == admin.SourceDocker {
 				return nil, &exitError{code: 2, err: fmt.Errorf("pool %q of service %s already follows its Docker containers from the configuration — deploy it without --container: cutover deploy %s", req.Pool, st.Services[0].Name, req.Pool)}
 			}
 		}

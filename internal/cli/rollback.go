@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"github.com/cutover/cutover/internal/admin"
-	"github.com/cutover/cutover/internal/controlplane"
 	"github.com/spf13/cobra"
 )
 
@@ -12,7 +11,7 @@ import (
 func newRollbackCmd(s Streams) *cobra.Command {
 	var (
 		at  adminTarget
-		req = admin.RollbackRequest{Timeout: controlplane.Duration(controlplane.DefaultTimeout)}
+		req = admin.RollbackRequest{Timeout: admin.Duration(admin.DefaultTimeout)}
 	)
 	cmd := &cobra.Command{
 		Use:   "rollback [-s SERVICE] [--timeout 60s]",
@@ -37,7 +36,7 @@ func newRollbackCmd(s Streams) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVarP(&req.Service, "service", "s", "", "service to roll back (may be omitted when there is one)")
-	cmd.Flags().DurationVar((*time.Duration)(&req.Timeout), "timeout", controlplane.DefaultTimeout, "how long the previous pool may take to become healthy when it must be checked")
+	cmd.Flags().DurationVar((*time.Duration)(&req.Timeout), "timeout", admin.DefaultTimeout, "how long the previous pool may take to become healthy when it must be checked")
 	at.register(cmd)
 	return cmd
 }

@@ -7,7 +7,6 @@ import (
 
 	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
-	"github.com/cutover/cutover/internal/controlplane"
 	"github.com/spf13/cobra"
 )
 
@@ -61,8 +60,8 @@ func apiError(err error) error {
 	if errors.As(err, &ue) {
 		return &exitError{code: 2, err: err}
 	}
-	var ce *controlplane.Error
-	if errors.As(err, &ce) && ce.Kind == controlplane.KindInvalid {
+	var ce *admin.Error
+	if errors.As(err, &ce) && ce.Kind == admin.KindInvalid {
 		return &exitError{code: 2, err: err}
 	}
 	return &exitError{code: 1, err: err}

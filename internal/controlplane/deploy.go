@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
@@ -33,18 +34,18 @@ import (
 // takes the pool's place only at the switch).
 //
 // Only one deploy or rollback per service runs at a time; another one is
-// refused at once with an error of KindBusy naming the one in progress.
+// refused at once with an error of admin.KindBusy naming the one in progress.
 // Cancelling ctx aborts the health wait (nothing switched); once the switch
 // has happened the drain runs to its end regardless.
-func (m *Manager) deploy(ctx context.Context, req DeployRequest, progress func(Event)) (*DeployResult, error) {
+func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress func(admin.Event)) (*admin.DeployResult, error) {
 	if progress == nil {
-		progress = func(Event) {}
+		progress = func(admin.Event) {}
 	}
 	if req.Pool == "" {
-		return nil, errorf(KindInvalid, "no pool given — name the pool to deploy, e.g. cutover deploy green")
+		return nil, errorf(admin.KindInvalid, "no pool given — name the pool to deploy, e.g. cutover deploy green")
 	}
 	if !config.ValidName(req.Pool) {
-		return nil, errorf(KindInvalid, "pool name %q is not valid — use lowercase letters, digits, '-' and '_' (at most 63), e.g. green", req.Pool)
+		return nil, errorf(admin.KindInvalid, "pool name %q is not valid — use lowercase letters, digits, '-' and '_' (at most 63), e.g. green", req.Pool)
 	}
 	specs := specsOf(req.Targets)
 	if err := checkSpecs(specs); err != nil {
@@ -53,7 +54,7 @@ func (m *Manager) deploy(ctx context.Context, req DeployRequest, progress func(E
 	timeout := opTimeout(req.Timeout)
 
 	m.mu.Lock()
-	s, err := m.freeServiceLocked(req.Service, OpDeploy, func(*service) string { return req.Pool })
+	s, err := m.freeServiceLocked(req.Service, admin.OpDeploy, func(*service) string { return req.Pool })
 	if err != nil {
 		m.mu.Unlock()
 		return nil, err
@@ -64,24 +65,24 @@ func (m *Manager) deploy(ctx context.Context, req DeployRequest, progress func(E
 		same := len(specs) == 0 || sameAddrs(active.Targets(), req.Targets)
 		m.mu.Unlock()
 		if !same {
-			return nil, errorf(KindRefused, "pool %q is the active pool of service %q: its targets cannot be changed by a deploy — deploy the idle pool (%s) with --target instead, then this one is idle",
+			return nil, errorf(admin.KindRefused, "pool %q is the active pool of service %q: its targets cannot be changed by a deploy — deploy the idle pool (%s) with --target instead, then this one is idle",
 				req.Pool, s.name, idleNames(s, req.Pool))
 		}
-		return &DeployResult{
-			Service: s.name, Operation: OpDeploy, NoOp: true, Pool: req.Pool, From: req.Pool,
+		return &admin.DeployResult{
+			Service: s.name, Operation: admin.OpDeploy, NoOp: true, Pool: req.Pool, From: req.Pool,
 			Message: fmt.Sprintf("pool %q is already active for service %q: nothing to do", req.Pool, s.name),
 		}, nil
 	}
 	if !exists && len(specs) == 0 {
 		m.mu.Unlock()
-		return nil, errorf(KindNotFound, "service %q has no pool %q — the pools are: %s; to create it, give its targets: cutover deploy %s --target HOST:PORT ...",
+		return nil, errorf(admin.KindNotFound, "service %q has no pool %q — the pools are: %s; to create it, give its targets: cutover deploy %s --target HOST:PORT ...",
 			s.name, req.Pool, strings.Join(poolNames(s), ", "), req.Pool)
 	}
 	if err := m.checkWritable(); err != nil {
 		m.mu.Unlock()
-		return nil, stateRefusal(OpDeploy, s, req.Pool, err)
+		return nil, stateRefusal(admin.OpDeploy, s, req.Pool, err)
 	}
-	op := &Operation{Kind: OpDeploy, Service: s.name, Pool: req.Pool, Started: time.Now()}
+	op := &admin.Operation{Kind: admin.OpDeploy, Service: s.name, Pool: req.Pool, Started: time.Now()}
 	m.ops[s.name] = op
 	defer m.endOp(s.name)
 
@@ -107,26 +108,26 @@ func (m *Manager) deploy(ctx context.Context, req DeployRequest, progress func(E
 		if !exists {
 			what = "created pool"
 		}
-		progress(m.event(s.name, req.Pool, PhaseTargets, fmt.Sprintf("%s %q: %s (they take its place at the switch)", what, req.Pool, strings.Join(req.Targets, ", "))))
+		progress(m.event(s.name, req.Pool, admin.PhaseTargets, fmt.Sprintf("%s %q: %s (they take its place at the switch)", what, req.Pool, strings.Join(req.Targets, ", "))))
 	}
 	m.log.Info("deploy started", "service", s.name, "pool", req.Pool, "timeout", timeout)
 
 	start := time.Now()
-	if err := m.waitHealthy(ctx, s, p, OpDeploy, timeout, progress); err != nil {
+	if err := m.waitHealthy(ctx, s, p, admin.OpDeploy, timeout, progress); err != nil {
 		m.log.Warn("deploy refused", "service", s.name, "pool", req.Pool, "error", err.Error())
 		return nil, err
 	}
-	return m.switchTo(ctx, s, p, cand != nil, OpDeploy, time.Since(start), progress)
+	return m.switchTo(ctx, s, p, cand != nil, admin.OpDeploy, time.Since(start), progress)
 }
 
 // stateRefusal is the error of an operation refused because the state
 // cannot be written.
-func stateRefusal(kind string, s *service, pool string, err error) *Error {
+func stateRefusal(kind string, s *service, pool string, err error) *admin.Error {
 	live := "none"
 	if a := s.rs.Active(); a != nil {
 		live = a.Name()
 	}
-	return errorf(KindState, "%s of service %q to pool %q refused: %v — live traffic stays on %q; make the state writable, then retry",
+	return errorf(admin.KindState, "%s of service %q to pool %q refused: %v — live traffic stays on %q; make the state writable, then retry",
 		kind, s.name, pool, err, live)
 }
 
@@ -136,13 +137,13 @@ func stateRefusal(kind string, s *service, pool string, err error) *Error {
 // immediate; otherwise the pool is health-checked afresh first, as for a
 // deploy. Then the pool that was active is drained, as for a deploy, and
 // becomes the previous pool: a second rollback returns to it.
-func (m *Manager) rollback(ctx context.Context, req RollbackRequest, progress func(Event)) (*DeployResult, error) {
+func (m *Manager) rollback(ctx context.Context, req admin.RollbackRequest, progress func(admin.Event)) (*admin.DeployResult, error) {
 	if progress == nil {
-		progress = func(Event) {}
+		progress = func(admin.Event) {}
 	}
 	timeout := opTimeout(req.Timeout)
 	m.mu.Lock()
-	s, err := m.freeServiceLocked(req.Service, OpRollback, func(s *service) string { return s.rs.Previous() })
+	s, err := m.freeServiceLocked(req.Service, admin.OpRollback, func(s *service) string { return s.rs.Previous() })
 	if err != nil {
 		m.mu.Unlock()
 		return nil, err
@@ -154,18 +155,18 @@ func (m *Manager) rollback(ctx context.Context, req RollbackRequest, progress fu
 			active = a.Name()
 		}
 		m.mu.Unlock()
-		return nil, errorf(KindRefused, "service %q has no previous pool to roll back to (active: %s) — a rollback is possible after a deploy has switched pools", s.name, active)
+		return nil, errorf(admin.KindRefused, "service %q has no previous pool to roll back to (active: %s) — a rollback is possible after a deploy has switched pools", s.name, active)
 	}
 	p := s.pools[prev]
 	if p == nil || len(p.up.Targets()) == 0 {
 		m.mu.Unlock()
-		return nil, errorf(KindRefused, "the previous pool %q of service %q has no targets — deploy a pool with targets instead", prev, s.name)
+		return nil, errorf(admin.KindRefused, "the previous pool %q of service %q has no targets — deploy a pool with targets instead", prev, s.name)
 	}
 	if err := m.checkWritable(); err != nil {
 		m.mu.Unlock()
-		return nil, stateRefusal(OpRollback, s, prev, err)
+		return nil, stateRefusal(admin.OpRollback, s, prev, err)
 	}
-	op := &Operation{Kind: OpRollback, Service: s.name, Pool: prev, Started: time.Now()}
+	op := &admin.Operation{Kind: admin.OpRollback, Service: s.name, Pool: prev, Started: time.Now()}
 	m.ops[s.name] = op
 	defer m.endOp(s.name)
 	m.mu.Unlock()
@@ -173,22 +174,22 @@ func (m *Manager) rollback(ctx context.Context, req RollbackRequest, progress fu
 	m.log.Info("rollback started", "service", s.name, "pool", prev)
 	var took time.Duration
 	if steady, _ := poolReady(p, s.settings().Thresholds.Healthy); steady {
-		progress(m.event(s.name, prev, PhaseHealth, fmt.Sprintf("every target of %q is up and passing its checks", prev)))
+		progress(m.event(s.name, prev, admin.PhaseHealth, fmt.Sprintf("every target of %q is up and passing its checks", prev)))
 	} else {
 		start := time.Now()
-		if err := m.waitHealthy(ctx, s, p, OpRollback, timeout, progress); err != nil {
+		if err := m.waitHealthy(ctx, s, p, admin.OpRollback, timeout, progress); err != nil {
 			m.log.Warn("rollback refused", "service", s.name, "pool", prev, "error", err.Error())
 			return nil, err
 		}
 		took = time.Since(start)
 	}
-	return m.switchTo(ctx, s, p, false, OpRollback, took, progress)
+	return m.switchTo(ctx, s, p, false, admin.OpRollback, took, progress)
 }
 
 // opTimeout is a request's health-wait timeout, or the default.
-func opTimeout(d Duration) time.Duration {
+func opTimeout(d admin.Duration) time.Duration {
 	if d <= 0 {
-		return DefaultTimeout
+		return admin.DefaultTimeout
 	}
 	return time.Duration(d)
 }
@@ -213,10 +214,10 @@ func (m *Manager) freeServiceLocked(name, kind string, pool func(*service) strin
 
 func (m *Manager) checkRunningLocked() error {
 	if m.closed {
-		return errorf(KindRefused, "cutover is shutting down")
+		return errorf(admin.KindRefused, "cutover is shutting down")
 	}
 	if m.runCtx == nil {
-		return errorf(KindInternal, "the control plane is not started (no health checks run), so nothing can be deployed")
+		return errorf(admin.KindInternal, "the control plane is not started (no health checks run), so nothing can be deployed")
 	}
 	return nil
 }
@@ -227,8 +228,8 @@ func (m *Manager) endOp(service string) {
 	m.mu.Unlock()
 }
 
-func busy(kind, service, pool string, running *Operation) *Error {
-	return errorf(KindBusy, "%s of service %q to pool %q refused: a %s is in progress — wait for it to finish, then retry",
+func busy(kind, service, pool string, running *admin.Operation) *admin.Error {
+	return errorf(admin.KindBusy, "%s of service %q to pool %q refused: a %s is in progress — wait for it to finish, then retry",
 		kind, service, pool, running)
 }
 
@@ -267,15 +268,15 @@ func targetReady(t *upstream.Target, needed int) bool {
 
 // poolReady reports whether every target of p is ready, and the progress
 // of each.
-func poolReady(p *pool, needed int) (bool, []TargetProgress) {
+func poolReady(p *pool, needed int) (bool, []admin.TargetProgress) {
 	ts := p.up.Targets()
 	all := len(ts) > 0
-	out := make([]TargetProgress, len(ts))
+	out := make([]admin.TargetProgress, len(ts))
 	for i, t := range ts {
 		st := t.Status()
 		passes := t.ConsecutivePasses()
 		ready := st.State == upstream.Up.String() && passes >= needed
-		out[i] = TargetProgress{Addr: st.Addr, Label: labelIfDifferent(st), State: st.State,
+		out[i] = admin.TargetProgress{Addr: st.Addr, Label: labelIfDifferent(st), State: st.State,
 			Passes: min(passes, needed), Needed: needed, Ready: ready, Error: st.LastError}
 		all = all && ready
 	}
@@ -292,12 +293,12 @@ func labelIfDifferent(st upstream.Status) string {
 // waitHealthy restarts the checks of every target of p (fresh counts, a
 // probe at once, then one every interval) and waits until every target is
 // ready, reporting each target's progress as it changes.
-func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind string, timeout time.Duration, progress func(Event)) error {
+func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind string, timeout time.Duration, progress func(admin.Event)) error {
 	settings := s.settings()
 	needed := settings.Thresholds.Healthy
 	name := p.up.Name()
 	if len(p.up.Targets()) == 0 {
-		return errorf(KindRefused, "pool %q of service %q has no targets — give them with --target HOST:PORT", name, s.name)
+		return errorf(admin.KindRefused, "pool %q of service %q has no targets — give them with --target HOST:PORT", name, s.name)
 	}
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
@@ -323,9 +324,9 @@ func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind str
 		}
 	}
 
-	progress(m.event(s.name, name, PhaseHealth, fmt.Sprintf("checking %d targets of %q: GET %s every %s, %d passes needed, timeout %s",
+	progress(m.event(s.name, name, admin.PhaseHealth, fmt.Sprintf("checking %d targets of %q: GET %s every %s, %d passes needed, timeout %s",
 		len(p.up.Targets()), name, settings.Path, settings.Interval, needed, timeout)))
-	last := map[string]TargetProgress{}
+	last := map[string]admin.TargetProgress{}
 	for {
 		wake := p.changed.Wait()
 		ok, targets := poolReady(p, needed)
@@ -344,8 +345,8 @@ func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind str
 			}
 			last[tp.Addr] = key
 			tp := tp
-			progress(Event{
-				Time: time.Now(), Service: s.name, Pool: name, Phase: PhaseHealth,
+			progress(admin.Event{
+				Time: time.Now(), Service: s.name, Pool: name, Phase: admin.PhaseHealth,
 				Message: describeProgress(tp, ready, len(targets)), Target: &tp, Ready: ready, Total: len(targets),
 			})
 		}
@@ -356,7 +357,7 @@ func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind str
 		case <-wake:
 		case <-deadline.C:
 			_, targets := poolReady(p, needed)
-			var failing []TargetProgress
+			var failing []admin.TargetProgress
 			for _, tp := range targets {
 				if !tp.Ready {
 					failing = append(failing, tp)
@@ -366,8 +367,8 @@ func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind str
 			if a := s.rs.Active(); a != nil {
 				live = a.Name()
 			}
-			return &Error{
-				Kind: KindUnhealthy,
+			return &admin.Error{
+				Kind: admin.KindUnhealthy,
 				Message: fmt.Sprintf("%s of service %q to pool %q refused: %d of %d targets not healthy within %s — live traffic stays on %q",
 					kind, s.name, name, len(failing), len(targets), timeout, live),
 				Failing: failing,
@@ -375,16 +376,16 @@ func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind str
 		case <-ctx.Done():
 			return m.canceled(kind, s.name, name)
 		case <-stopped:
-			return errorf(KindCanceled, "%s of service %q to pool %q stopped: cutover is shutting down — live traffic untouched", kind, s.name, name)
+			return errorf(admin.KindCanceled, "%s of service %q to pool %q stopped: cutover is shutting down — live traffic untouched", kind, s.name, name)
 		}
 	}
 }
 
-func (m *Manager) canceled(kind, service, pool string) *Error {
-	return errorf(KindCanceled, "%s of service %q to pool %q canceled before the switch — live traffic untouched", kind, service, pool)
+func (m *Manager) canceled(kind, service, pool string) *admin.Error {
+	return errorf(admin.KindCanceled, "%s of service %q to pool %q canceled before the switch — live traffic untouched", kind, service, pool)
 }
 
-func describeProgress(tp TargetProgress, ready, total int) string {
+func describeProgress(tp admin.TargetProgress, ready, total int) string {
 	name := tp.Addr
 	if tp.Label != "" {
 		name = fmt.Sprintf("%s (%s)", tp.Label, tp.Addr)
@@ -405,7 +406,7 @@ func describeProgress(tp TargetProgress, ready, total int) string {
 // is written first: when it cannot be, nothing switches and the operation
 // is refused. A candidate p (deploy --target) takes the place of the pool
 // of its name in the same step.
-func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate bool, kind string, took time.Duration, progress func(Event)) (*DeployResult, error) {
+func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate bool, kind string, took time.Duration, progress func(admin.Event)) (*admin.DeployResult, error) {
 	name := p.up.Name()
 	var old *upstream.Pool
 	ok := false
@@ -433,11 +434,11 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate b
 	if !ok {
 		// The pool left between the health wait and now; reloads are
 		// refused during a deploy, so this is a bug.
-		return nil, errorf(KindInternal, "pool %q of service %q vanished before the switch — live traffic untouched", name, s.name)
+		return nil, errorf(admin.KindInternal, "pool %q of service %q vanished before the switch — live traffic untouched", name, s.name)
 	}
-	res := &DeployResult{
+	res := &admin.DeployResult{
 		Service: s.name, Operation: kind, Pool: name,
-		TimeToHealthy: Duration(took), SwitchedAt: switchedAt,
+		TimeToHealthy: admin.Duration(took), SwitchedAt: switchedAt,
 	}
 	if old == nil || old == p.up {
 		res.Message = fmt.Sprintf("service %q now served by pool %q", s.name, name)
@@ -445,11 +446,11 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate b
 	}
 	res.From = old.Name()
 	res.InFlightAtSwitch = old.InFlight()
-	progress(m.event(s.name, name, PhaseSwitch, fmt.Sprintf("switched service %q from %q to %q (%d requests in flight on %q)",
+	progress(m.event(s.name, name, admin.PhaseSwitch, fmt.Sprintf("switched service %q from %q to %q (%d requests in flight on %q)",
 		s.name, old.Name(), name, res.InFlightAtSwitch, old.Name())))
 
 	drainTimeout := s.cfg.Load().DrainTimeout
-	progress(m.event(s.name, name, PhaseDrain, fmt.Sprintf("draining %q: waiting up to %s for its requests to finish", old.Name(), drainTimeout)))
+	progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("draining %q: waiting up to %s for its requests to finish", old.Name(), drainTimeout)))
 	// The drain is not cut short by the caller going away: the switch has
 	// happened, and ending the old pool's requests early would fail them.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
@@ -460,14 +461,14 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate b
 		res.ConnsClosed = old.CloseAll()
 	}
 	old.CloseIdle()
-	res.TimeToDrain = Duration(time.Since(switchedAt))
+	res.TimeToDrain = admin.Duration(time.Since(switchedAt))
 	res.Drained = max(res.InFlightAtSwitch-res.ClosedAtTimeout, 0)
 
 	if remaining > 0 {
-		progress(m.event(s.name, name, PhaseDrain, fmt.Sprintf("drain timeout (%s) passed: ended %d requests still running on %q by closing %d upstream connections",
+		progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("drain timeout (%s) passed: ended %d requests still running on %q by closing %d upstream connections",
 			drainTimeout, remaining, old.Name(), res.ConnsClosed)))
 	} else {
-		progress(m.event(s.name, name, PhaseDrain, fmt.Sprintf("drained %q: %d requests finished in %s", old.Name(), res.Drained, roundDur(time.Duration(res.TimeToDrain)))))
+		progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("drained %q: %d requests finished in %s", old.Name(), res.Drained, roundDur(time.Duration(res.TimeToDrain)))))
 	}
 	res.Message = fmt.Sprintf("service %q switched from %q to %q: healthy after %s, %d in-flight requests drained in %s",
 		s.name, old.Name(), name, roundDur(took), res.Drained, roundDur(time.Duration(res.TimeToDrain)))
@@ -486,8 +487,8 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate b
 	return res, nil
 }
 
-func (m *Manager) event(service, pool, phase, msg string) Event {
-	return Event{Time: time.Now(), Service: service, Pool: pool, Phase: phase, Message: msg}
+func (m *Manager) event(service, pool, phase, msg string) admin.Event {
+	return admin.Event{Time: time.Now(), Service: service, Pool: pool, Phase: phase, Message: msg}
 }
 
 func roundDur(d time.Duration) time.Duration {

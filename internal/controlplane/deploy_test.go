@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
@@ -22,16 +23,16 @@ func TestDeployRollbackAlternating(t *testing.T) {
 	}
 	ctx := context.Background()
 	for i := 0; i < 20; i++ {
-		var res *DeployResult
+		var res *admin.DeployResult
 		var err error
 		want, from := "green", "blue"
 		if i%2 == 1 {
 			want, from = "blue", "green"
 		}
 		if i%4 == 0 || i%4 == 1 {
-			res, err = m.Deploy(ctx, DeployRequest{Pool: want, Timeout: Duration(10 * time.Second)}, nil)
+			res, err = m.Deploy(ctx, admin.DeployRequest{Pool: want, Timeout: admin.Duration(10 * time.Second)}, nil)
 		} else {
-			res, err = m.Rollback(ctx, RollbackRequest{Timeout: Duration(10 * time.Second)}, nil)
+			res, err = m.Rollback(ctx, admin.RollbackRequest{Timeout: admin.Duration(10 * time.Second)}, nil)
 		}
 		if err != nil {
 			t.Fatalf("switch %d to %s: %v", i, want, err)
@@ -59,9 +60,9 @@ func TestDeployRefusedUnhealthyAndUnreachable(t *testing.T) {
 	m := startManager(t, testConfig(t, t.TempDir(), addrs(b1), []string{g1.addr(), g2.addr(), dead}))
 
 	ev := newEvents()
-	_, err := m.Deploy(context.Background(), DeployRequest{Pool: "green", Timeout: Duration(500 * time.Millisecond)}, ev.fn)
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != KindUnhealthy {
+	_, err := m.Deploy(context.Background(), admin.DeployRequest{Pool: "green", Timeout: admin.Duration(500 * time.Millisecond)}, ev.fn)
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindUnhealthy {
 		t.Fatalf("deploy to an unhealthy pool: err %v, want KindUnhealthy", err)
 	}
 	if len(ce.Failing) != 2 {
@@ -104,29 +105,29 @@ func TestDeployNoOpAndRefusals(t *testing.T) {
 	m := startManager(t, testConfig(t, t.TempDir(), addrs(b1), addrs(g1)))
 	ctx := context.Background()
 
-	res, err := m.Deploy(ctx, DeployRequest{Pool: "blue"}, nil)
+	res, err := m.Deploy(ctx, admin.DeployRequest{Pool: "blue"}, nil)
 	if err != nil || !res.NoOp || !strings.Contains(res.Message, "already active") {
 		t.Fatalf("deploy of the active pool: %+v, %v; want a no-op", res, err)
 	}
-	_, err = m.Deploy(ctx, DeployRequest{Pool: "blue", Targets: []string{g1.addr()}}, nil)
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != KindRefused || !strings.Contains(err.Error(), "deploy the idle pool (green)") {
+	_, err = m.Deploy(ctx, admin.DeployRequest{Pool: "blue", Targets: []string{g1.addr()}}, nil)
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindRefused || !strings.Contains(err.Error(), "deploy the idle pool (green)") {
 		t.Fatalf("changing the active pool's targets: %v; want refused naming the idle pool", err)
 	}
-	_, err = m.Deploy(ctx, DeployRequest{Pool: "purple"}, nil)
-	if !errors.As(err, &ce) || ce.Kind != KindNotFound || !strings.Contains(err.Error(), "--target") {
+	_, err = m.Deploy(ctx, admin.DeployRequest{Pool: "purple"}, nil)
+	if !errors.As(err, &ce) || ce.Kind != admin.KindNotFound || !strings.Contains(err.Error(), "--target") {
 		t.Fatalf("deploy of an unknown pool without targets: %v", err)
 	}
-	_, err = m.Deploy(ctx, DeployRequest{Service: "api", Pool: "green"}, nil)
-	if !errors.As(err, &ce) || ce.Kind != KindNotFound {
+	_, err = m.Deploy(ctx, admin.DeployRequest{Service: "api", Pool: "green"}, nil)
+	if !errors.As(err, &ce) || ce.Kind != admin.KindNotFound {
 		t.Fatalf("deploy of an unknown service: %v", err)
 	}
-	_, err = m.Deploy(ctx, DeployRequest{Pool: "green", Targets: []string{"nohost"}}, nil)
-	if !errors.As(err, &ce) || ce.Kind != KindInvalid || !strings.Contains(err.Error(), "no port") {
+	_, err = m.Deploy(ctx, admin.DeployRequest{Pool: "green", Targets: []string{"nohost"}}, nil)
+	if !errors.As(err, &ce) || ce.Kind != admin.KindInvalid || !strings.Contains(err.Error(), "no port") {
 		t.Fatalf("bad target: %v", err)
 	}
-	_, err = m.Rollback(ctx, RollbackRequest{}, nil)
-	if !errors.As(err, &ce) || ce.Kind != KindRefused || !strings.Contains(err.Error(), "no previous pool") {
+	_, err = m.Rollback(ctx, admin.RollbackRequest{}, nil)
+	if !errors.As(err, &ce) || ce.Kind != admin.KindRefused || !strings.Contains(err.Error(), "no previous pool") {
 		t.Fatalf("rollback without a previous pool: %v", err)
 	}
 	if got := livePool(t, m); got != "blue" {
@@ -139,14 +140,14 @@ func TestDeployNewPoolWithTargets(t *testing.T) {
 	b1, g1, p1 := newBackend(t, "b1"), newBackend(t, "g1"), newBackend(t, "p1")
 	m := startManager(t, testConfig(t, dir, addrs(b1), addrs(g1)))
 	ev := newEvents()
-	res, err := m.Deploy(context.Background(), DeployRequest{Pool: "purple", Targets: addrs(p1)}, ev.fn)
+	res, err := m.Deploy(context.Background(), admin.DeployRequest{Pool: "purple", Targets: addrs(p1)}, ev.fn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Pool != "purple" || res.From != "blue" || res.TimeToHealthy <= 0 {
 		t.Fatalf("result %+v", res)
 	}
-	if e := ev.waitPhase(t, PhaseTargets, nil); !strings.Contains(e.Message, "created pool") {
+	if e := ev.waitPhase(t, admin.PhaseTargets, nil); !strings.Contains(e.Message, "created pool") {
 		t.Errorf("targets event: %q", e.Message)
 	}
 	if got := livePool(t, m); got != "purple" {
@@ -161,7 +162,7 @@ func TestDeployNewPoolWithTargets(t *testing.T) {
 		t.Fatalf("state targets of purple: %+v", st.Services["web"].Targets)
 	}
 	ss, _ := m.Status("")
-	if ss[0].Pools[2].Name != "purple" || ss[0].Pools[2].Source != SourceRuntime {
+	if ss[0].Pools[2].Name != "purple" || ss[0].Pools[2].Source != admin.SourceRuntime {
 		t.Fatalf("status pools: %+v", ss[0].Pools)
 	}
 }
@@ -173,7 +174,7 @@ func TestConcurrentDeploysOneProceeds(t *testing.T) {
 
 	const n = 8
 	type outcome struct {
-		res *DeployResult
+		res *admin.DeployResult
 		err error
 	}
 	results := make(chan outcome, n)
@@ -184,7 +185,7 @@ func TestConcurrentDeploysOneProceeds(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			<-start
-			res, err := m.Deploy(context.Background(), DeployRequest{Pool: "green", Timeout: Duration(20 * time.Second)}, nil)
+			res, err := m.Deploy(context.Background(), admin.DeployRequest{Pool: "green", Timeout: admin.Duration(20 * time.Second)}, nil)
 			results <- outcome{res, err}
 		}()
 	}
@@ -193,8 +194,8 @@ func TestConcurrentDeploysOneProceeds(t *testing.T) {
 	// must be refused at once.
 	for i := 0; i < n-1; i++ {
 		o := <-results
-		var ce *Error
-		if !errors.As(o.err, &ce) || ce.Kind != KindBusy {
+		var ce *admin.Error
+		if !errors.As(o.err, &ce) || ce.Kind != admin.KindBusy {
 			t.Fatalf("concurrent deploy %d: %+v, %v; want refused as busy", i, o.res, o.err)
 		}
 		if !strings.Contains(o.err.Error(), `deploy of service "web" to pool "green"`) {
@@ -202,13 +203,13 @@ func TestConcurrentDeploysOneProceeds(t *testing.T) {
 		}
 	}
 	// A rollback is refused too while the deploy runs.
-	_, err := m.Rollback(context.Background(), RollbackRequest{}, nil)
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != KindBusy {
+	_, err := m.Rollback(context.Background(), admin.RollbackRequest{}, nil)
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindBusy {
 		t.Fatalf("rollback during a deploy: %v; want busy", err)
 	}
 	st, _ := m.Status("web")
-	if st[0].Operation == nil || st[0].Operation.Kind != OpDeploy || st[0].Operation.Pool != "green" {
+	if st[0].Operation == nil || st[0].Operation.Kind != admin.OpDeploy || st[0].Operation.Pool != "green" {
 		t.Fatalf("status operation: %+v", st[0].Operation)
 	}
 	g1.status.Store(http.StatusOK)
@@ -239,15 +240,15 @@ func TestDrainWaitsForInFlight(t *testing.T) {
 	}()
 
 	ev := newEvents()
-	done := make(chan *DeployResult, 1)
+	done := make(chan *admin.DeployResult, 1)
 	go func() {
-		res, err := m.Deploy(context.Background(), DeployRequest{Pool: "green"}, ev.fn)
+		res, err := m.Deploy(context.Background(), admin.DeployRequest{Pool: "green"}, ev.fn)
 		if err != nil {
 			t.Error(err)
 		}
 		done <- res
 	}()
-	ev.waitPhase(t, PhaseDrain, func(e Event) bool { return strings.Contains(e.Message, "draining") })
+	ev.waitPhase(t, admin.PhaseDrain, func(e admin.Event) bool { return strings.Contains(e.Message, "draining") })
 	// The switch happened: new requests go to green while blue drains.
 	if got := livePool(t, m); got != "green" {
 		t.Fatalf("during the drain requests go to %q, want green", got)
@@ -289,7 +290,7 @@ func TestDrainTimeoutClosesRemaining(t *testing.T) {
 	defer held.End()
 	defer target.End(false)
 
-	res, err := m.Deploy(context.Background(), DeployRequest{Pool: "green"}, nil)
+	res, err := m.Deploy(context.Background(), admin.DeployRequest{Pool: "green"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -319,12 +320,12 @@ func TestRollbackNoWaitWhenSteadyAndProbesWhenNot(t *testing.T) {
 	b1, g1 := newBackend(t, "b1"), newBackend(t, "g1")
 	m := startManager(t, testConfig(t, t.TempDir(), addrs(b1), addrs(g1)))
 	ctx := context.Background()
-	if _, err := m.Deploy(ctx, DeployRequest{Pool: "green"}, nil); err != nil {
+	if _, err := m.Deploy(ctx, admin.DeployRequest{Pool: "green"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	blue := poolOf(t, m, "web", "blue")
 	waitPool(t, m, "web", "blue", func() bool { return blue.Targets()[0].ConsecutivePasses() >= 2 })
-	res, err := m.Rollback(ctx, RollbackRequest{}, nil)
+	res, err := m.Rollback(ctx, admin.RollbackRequest{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,9 +336,9 @@ func TestRollbackNoWaitWhenSteadyAndProbesWhenNot(t *testing.T) {
 	g1.status.Store(http.StatusInternalServerError)
 	green := poolOf(t, m, "web", "green")
 	waitPool(t, m, "web", "green", func() bool { return green.Targets()[0].State() == upstream.Down })
-	_, err = m.Rollback(ctx, RollbackRequest{Timeout: Duration(300 * time.Millisecond)}, nil)
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != KindUnhealthy || !strings.Contains(err.Error(), "500") {
+	_, err = m.Rollback(ctx, admin.RollbackRequest{Timeout: admin.Duration(300 * time.Millisecond)}, nil)
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindUnhealthy || !strings.Contains(err.Error(), "500") {
 		t.Fatalf("rollback to a failing pool: %v", err)
 	}
 	if got := livePool(t, m); got != "blue" {
@@ -345,7 +346,7 @@ func TestRollbackNoWaitWhenSteadyAndProbesWhenNot(t *testing.T) {
 	}
 	// Healthy again: the rollback waits for fresh passes and switches.
 	g1.status.Store(http.StatusOK)
-	res, err = m.Rollback(ctx, RollbackRequest{}, nil)
+	res, err = m.Rollback(ctx, admin.RollbackRequest{}, nil)
 	if err != nil || res.Pool != "green" || res.TimeToHealthy <= 0 {
 		t.Fatalf("rollback after recovery: %+v, %v", res, err)
 	}
@@ -359,14 +360,14 @@ func TestDeployCanceledBeforeSwitch(t *testing.T) {
 	ev := newEvents()
 	errc := make(chan error, 1)
 	go func() {
-		_, err := m.Deploy(ctx, DeployRequest{Pool: "green"}, ev.fn)
+		_, err := m.Deploy(ctx, admin.DeployRequest{Pool: "green"}, ev.fn)
 		errc <- err
 	}()
-	ev.waitPhase(t, PhaseHealth, func(e Event) bool { return e.Target != nil })
+	ev.waitPhase(t, admin.PhaseHealth, func(e admin.Event) bool { return e.Target != nil })
 	cancel()
 	err := <-errc
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != KindCanceled {
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindCanceled {
 		t.Fatalf("canceled deploy: %v", err)
 	}
 	if got := livePool(t, m); got != "blue" {
@@ -374,7 +375,7 @@ func TestDeployCanceledBeforeSwitch(t *testing.T) {
 	}
 	// The service is free again.
 	g1.status.Store(http.StatusOK)
-	if _, err := m.Deploy(context.Background(), DeployRequest{Pool: "green"}, nil); err != nil {
+	if _, err := m.Deploy(context.Background(), admin.DeployRequest{Pool: "green"}, nil); err != nil {
 		t.Fatalf("deploy after a canceled one: %v", err)
 	}
 }
@@ -386,14 +387,14 @@ func TestCloseStopsAWaitingDeploy(t *testing.T) {
 	ev := newEvents()
 	errc := make(chan error, 1)
 	go func() {
-		_, err := m.Deploy(context.Background(), DeployRequest{Pool: "green"}, ev.fn)
+		_, err := m.Deploy(context.Background(), admin.DeployRequest{Pool: "green"}, ev.fn)
 		errc <- err
 	}()
-	ev.waitPhase(t, PhaseHealth, func(e Event) bool { return e.Target != nil })
+	ev.waitPhase(t, admin.PhaseHealth, func(e admin.Event) bool { return e.Target != nil })
 	m.Close()
 	err := <-errc
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != KindCanceled || !strings.Contains(err.Error(), "shutting down") {
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindCanceled || !strings.Contains(err.Error(), "shutting down") {
 		t.Fatalf("deploy when the manager closes: %v", err)
 	}
 	if got := livePool(t, m); got != "blue" {

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
@@ -168,12 +169,12 @@ func addrs(bs ...*backend) []string {
 
 // events collects progress events.
 type events struct {
-	ch chan Event
+	ch chan admin.Event
 }
 
-func newEvents() *events { return &events{ch: make(chan Event, 1024)} }
+func newEvents() *events { return &events{ch: make(chan admin.Event, 1024)} }
 
-func (e *events) fn(ev Event) {
+func (e *events) fn(ev admin.Event) {
 	select {
 	case e.ch <- ev:
 	default:
@@ -181,7 +182,7 @@ func (e *events) fn(ev Event) {
 }
 
 // waitPhase waits for an event of the phase whose message contains sub.
-func (e *events) waitPhase(t *testing.T, phase string, match func(Event) bool) Event {
+func (e *events) waitPhase(t *testing.T, phase string, match func(admin.Event) bool) admin.Event {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {

@@ -23,6 +23,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane/health"
 	"github.com/cutover/cutover/internal/controlplane/history"
@@ -83,7 +84,7 @@ type Manager struct {
 	mu       sync.Mutex
 	cfg      *config.Config
 	services []*service
-	ops      map[string]*Operation
+	ops      map[string]*admin.Operation
 	runCtx   context.Context // nil until Start
 	stop     context.CancelFunc
 	closed   bool
@@ -133,13 +134,13 @@ type runningChecker struct {
 func (p *pool) source() string {
 	switch {
 	case p.runtime != nil:
-		return SourceRuntime
+		return admin.SourceRuntime
 	case p.docker:
-		return SourceDocker
+		return admin.SourceDocker
 	case p.inConfig:
-		return SourceConfig
+		return admin.SourceConfig
 	}
-	return SourceRuntime
+	return admin.SourceRuntime
 }
 
 // New builds the control plane for cfg (a validated configuration) and
@@ -154,7 +155,7 @@ func New(cfg *config.Config, o Options) (*Manager, error) {
 		conn:   o.Conn,
 		prober: health.NewProber(),
 		cfg:    cfg,
-		ops:    map[string]*Operation{},
+		ops:    map[string]*admin.Operation{},
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -474,14 +475,14 @@ func (m *Manager) serviceLocked(name string) (*service, error) {
 		if len(m.services) == 1 {
 			return m.services[0], nil
 		}
-		return nil, errorf(KindInvalid, "cutover serves %d services (%s): name one with -s SERVICE", len(m.services), strings.Join(m.serviceNames(), ", "))
+		return nil, errorf(admin.KindInvalid, "cutover serves %d services (%s): name one with -s SERVICE", len(m.services), strings.Join(m.serviceNames(), ", "))
 	}
 	for _, s := range m.services {
 		if s.name == name {
 			return s, nil
 		}
 	}
-	return nil, errorf(KindNotFound, "no service %q — the services are: %s", name, strings.Join(m.serviceNames(), ", "))
+	return nil, errorf(admin.KindNotFound, "no service %q — the services are: %s", name, strings.Join(m.serviceNames(), ", "))
 }
 
 func (m *Manager) serviceNames() []string {
@@ -519,7 +520,7 @@ func (m *Manager) SetTargets(service, poolName string, specs []upstream.TargetSp
 	p, ok := s.pools[poolName]
 	if !ok {
 		m.mu.Unlock()
-		return errorf(KindNotFound, "service %q has no pool %q — the pools are: %s", s.name, poolName, strings.Join(poolNames(s), ", "))
+		return errorf(admin.KindNotFound, "service %q has no pool %q — the pools are: %s", s.name, poolName, strings.Join(poolNames(s), ", "))
 	}
 	removed := m.setPoolTargets(p, specs, upstream.Unknown)
 	drain := s.cfg.Load().DrainTimeout
@@ -532,10 +533,10 @@ func checkSpecs(specs []upstream.TargetSpec) error {
 	seen := map[string]bool{}
 	for _, ts := range specs {
 		if err := config.ValidateTarget(ts.Addr); err != nil {
-			return &Error{Kind: KindInvalid, Message: "target " + err.Error()}
+			return &admin.Error{Kind: admin.KindInvalid, Message: "target " + err.Error()}
 		}
 		if seen[ts.Addr] {
-			return errorf(KindInvalid, "target %s is given twice — list each target once", ts.Addr)
+			return errorf(admin.KindInvalid, "target %s is given twice — list each target once", ts.Addr)
 		}
 		seen[ts.Addr] = true
 	}
@@ -543,7 +544,7 @@ func checkSpecs(specs []upstream.TargetSpec) error {
 }
 
 // Status reports every service, or the named one.
-func (m *Manager) Status(name string) ([]ServiceStatus, error) {
+func (m *Manager) Status(name string) ([]admin.ServiceStatus, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	list := m.services
@@ -554,38 +555,38 @@ func (m *Manager) Status(name string) ([]ServiceStatus, error) {
 		}
 		list = []*service{s}
 	}
-	out := make([]ServiceStatus, 0, len(list))
+	out := make([]admin.ServiceStatus, 0, len(list))
 	for _, s := range list {
 		out = append(out, m.serviceStatusLocked(s))
 	}
 	return out, nil
 }
 
-func (m *Manager) serviceStatusLocked(s *service) ServiceStatus {
+func (m *Manager) serviceStatusLocked(s *service) admin.ServiceStatus {
 	sc := s.cfg.Load()
 	active := s.rs.Active()
-	ss := ServiceStatus{
+	ss := admin.ServiceStatus{
 		Name:     s.name,
 		Hosts:    append([]string{}, sc.Hosts...),
 		Previous: s.rs.Previous(),
 		Balance:  sc.Balance,
-		Pools:    []PoolStatus{},
+		Pools:    []admin.PoolStatus{},
 	}
 	if active != nil {
 		ss.Active = active.Name()
 	}
 	if op := m.ops[s.name]; op != nil {
 		cp := *op
-		if prev := s.pools[ss.Previous]; cp.Phase == PhaseDrain && prev != nil {
+		if prev := s.pools[ss.Previous]; cp.Phase == admin.PhaseDrain && prev != nil {
 			cp.DrainLeft = prev.up.InFlight()
 		}
 		ss.Operation = &cp
 	}
 	for _, up := range s.rs.Pools() {
 		p := s.pools[up.Name()]
-		ps := PoolStatus{
+		ps := admin.PoolStatus{
 			Name: up.Name(), Active: up == active, Source: p.source(),
-			InFlight: up.InFlight(), Served: up.Served(), Targets: []TargetStatus{},
+			InFlight: up.InFlight(), Served: up.Served(), Targets: []admin.TargetStatus{},
 		}
 		for _, t := range up.Targets() {
 			ps.Targets = append(ps.Targets, targetStatus(t))
@@ -595,9 +596,9 @@ func (m *Manager) serviceStatusLocked(s *service) ServiceStatus {
 	return ss
 }
 
-func targetStatus(t *upstream.Target) TargetStatus {
+func targetStatus(t *upstream.Target) admin.TargetStatus {
 	st := t.Status()
-	ts := TargetStatus{
+	ts := admin.TargetStatus{
 		Addr: st.Addr, Label: st.Label, State: st.State, Since: st.Since,
 		ConsecutivePasses: t.ConsecutivePasses(), LastError: st.LastError,
 		InFlight: st.InFlight, Served: st.Served, Failures: st.Failures,

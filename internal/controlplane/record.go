@@ -5,26 +5,27 @@ import (
 	"errors"
 	"time"
 
+	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane/history"
 )
 
 // This file is where every operation of the control plane begins and ends:
 // the exported Deploy, Rollback and RecordReload record each one in the
-// history and keep the progress of a running one in its Operation (for
+// history and keep the progress of a running one in its admin.Operation (for
 // status and the dashboard); the work itself is in deploy.go and reload.go.
 
 // Deploy switches a service to a pool (see deploy for the steps and
 // promises) and records the operation in the history, whatever its
 // outcome.
-func (m *Manager) Deploy(ctx context.Context, req DeployRequest, progress func(Event)) (*DeployResult, error) {
+func (m *Manager) Deploy(ctx context.Context, req admin.DeployRequest, progress func(admin.Event)) (*admin.DeployResult, error) {
 	kind := history.KindDeploy
-	if req.Origin == OriginRelease {
+	if req.Origin == admin.OriginRelease {
 		kind = history.KindRelease
 	}
-	return m.recorded(kind, req.Service, func(*service) string { return req.Pool }, progress, func(p func(Event)) (*DeployResult, error) {
-		if req.Origin != "" && req.Origin != OriginRelease {
-			return nil, errorf(KindInvalid, "origin %q is not known — leave it out, or give %q for a deploy made by cutover release", req.Origin, OriginRelease)
+	return m.recorded(kind, req.Service, func(*service) string { return req.Pool }, progress, func(p func(admin.Event)) (*admin.DeployResult, error) {
+		if req.Origin != "" && req.Origin != admin.OriginRelease {
+			return nil, errorf(admin.KindInvalid, "origin %q is not known — leave it out, or give %q for a deploy made by cutover release", req.Origin, admin.OriginRelease)
 		}
 		return m.deploy(ctx, req, p)
 	})
@@ -32,8 +33,8 @@ func (m *Manager) Deploy(ctx context.Context, req DeployRequest, progress func(E
 
 // Rollback switches a service back to its previous pool (see rollback) and
 // records the operation in the history, whatever its outcome.
-func (m *Manager) Rollback(ctx context.Context, req RollbackRequest, progress func(Event)) (*DeployResult, error) {
-	return m.recorded(history.KindRollback, req.Service, func(s *service) string { return s.rs.Previous() }, progress, func(p func(Event)) (*DeployResult, error) {
+func (m *Manager) Rollback(ctx context.Context, req admin.RollbackRequest, progress func(admin.Event)) (*admin.DeployResult, error) {
+	return m.recorded(history.KindRollback, req.Service, func(s *service) string { return s.rs.Previous() }, progress, func(p func(admin.Event)) (*admin.DeployResult, error) {
 		return m.rollback(ctx, req, p)
 	})
 }
@@ -48,7 +49,7 @@ func (m *Manager) RecordReload(run func() error) error {
 	e := history.Entry{Kind: history.KindReload, Result: history.ResultSucceeded, Reason: "configuration reloaded"}
 	if err != nil {
 		e.Result, e.Reason = history.ResultFailed, err.Error()
-		var ce *Error
+		var ce *admin.Error
 		if errors.As(err, &ce) {
 			e.ErrorKind = string(ce.Kind)
 		}
@@ -63,7 +64,7 @@ func (m *Manager) RecordReload(run func() error) error {
 // refusedReload tells a reload that changed nothing (a bad file, a running
 // deploy, a missing active pool) from one that failed part-way.
 func refusedReload(err error) bool {
-	var ce *Error
+	var ce *admin.Error
 	if errors.As(err, &ce) {
 		return true
 	}
@@ -77,10 +78,10 @@ func (m *Manager) History(service string) []history.Entry { return m.hist.List(s
 
 // recorded runs one deploy or rollback: it records the start (the service,
 // the pool active now and the pool to switches to), passes each progress
-// event to the running Operation and to progress, and records the outcome.
-func (m *Manager) recorded(kind, service string, to func(*service) string, progress func(Event), run func(func(Event)) (*DeployResult, error)) (*DeployResult, error) {
+// event to the running admin.Operation and to progress, and records the outcome.
+func (m *Manager) recorded(kind, service string, to func(*service) string, progress func(admin.Event), run func(func(admin.Event)) (*admin.DeployResult, error)) (*admin.DeployResult, error) {
 	if progress == nil {
-		progress = func(Event) {}
+		progress = func(admin.Event) {}
 	}
 	e := history.Entry{Kind: kind, Service: service, Started: time.Now()}
 	m.mu.Lock()
@@ -97,7 +98,7 @@ func (m *Manager) recorded(kind, service string, to func(*service) string, progr
 	// with --target checks a candidate pool that is gone when it is
 	// refused, so they are taken from its progress.
 	var gated []history.Target
-	res, err := run(func(ev Event) {
+	res, err := run(func(ev admin.Event) {
 		m.noteProgress(ev)
 		if tp := ev.Target; tp != nil {
 			gated = noteTarget(gated, tp)
@@ -110,7 +111,7 @@ func (m *Manager) recorded(kind, service string, to func(*service) string, progr
 	} else {
 		e.Targets = m.targetsOf(e.Service, e.To)
 	}
-	var ce *Error
+	var ce *admin.Error
 	if errors.As(err, &ce) {
 		for _, f := range ce.Failing {
 			e.Targets = noteTarget(e.Targets, &f)
@@ -121,10 +122,10 @@ func (m *Manager) recorded(kind, service string, to func(*service) string, progr
 }
 
 // noteTarget sets tp's entry in ts (adding it when new).
-func noteTarget(ts []history.Target, tp *TargetProgress) []history.Target {
+func noteTarget(ts []history.Target, tp *admin.TargetProgress) []history.Target {
 	ht := history.Target{Addr: tp.Addr, Label: tp.Label, Ready: tp.Ready}
 	if !tp.Ready {
-		ht.Error = describeFailure(*tp)
+		ht.Error = tp.Describe()
 	}
 	for i := range ts {
 		if ts[i].Addr == tp.Addr {
@@ -150,8 +151,8 @@ func (m *Manager) endEntry(id uint64, e history.Entry) {
 }
 
 // noteProgress keeps the last step of a running operation in its
-// Operation, so status shows where it is.
-func (m *Manager) noteProgress(ev Event) {
+// admin.Operation, so status shows where it is.
+func (m *Manager) noteProgress(ev admin.Event) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	op := m.ops[ev.Service]
@@ -165,16 +166,16 @@ func (m *Manager) noteProgress(ev Event) {
 }
 
 // outcome fills e from a finished deploy or rollback.
-func (m *Manager) outcome(e *history.Entry, res *DeployResult, err error) {
+func (m *Manager) outcome(e *history.Entry, res *admin.DeployResult, err error) {
 	if err != nil {
 		e.Result, e.Reason = history.ResultFailed, err.Error()
-		var ce *Error
+		var ce *admin.Error
 		if errors.As(err, &ce) {
 			e.Reason, e.ErrorKind = ce.Message, string(ce.Kind)
 			switch ce.Kind {
-			case KindUnhealthy:
+			case admin.KindUnhealthy:
 				e.Result = history.ResultTimedOut
-			case KindBusy, KindRefused, KindNotFound, KindInvalid:
+			case admin.KindBusy, admin.KindRefused, admin.KindNotFound, admin.KindInvalid:
 				e.Result = history.ResultRefused
 			}
 		}

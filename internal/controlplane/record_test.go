@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/controlplane/history"
 )
 
@@ -27,13 +28,13 @@ func TestHistoryRecordsEveryOutcome(t *testing.T) {
 	ev := newEvents()
 	done := make(chan error, 1)
 	go func() {
-		_, err := m.Deploy(ctx, DeployRequest{Pool: "green"}, ev.fn)
+		_, err := m.Deploy(ctx, admin.DeployRequest{Pool: "green"}, ev.fn)
 		done <- err
 	}()
-	ev.waitPhase(t, PhaseDrain, func(e Event) bool { return strings.Contains(e.Message, "draining") })
+	ev.waitPhase(t, admin.PhaseDrain, func(e admin.Event) bool { return strings.Contains(e.Message, "draining") })
 	st, _ := m.Status("web")
 	op := st[0].Operation
-	if op == nil || op.Phase != PhaseDrain || op.DrainLeft != 1 || op.Ready != 1 || op.Total != 1 {
+	if op == nil || op.Phase != admin.PhaseDrain || op.DrainLeft != 1 || op.Ready != 1 || op.Total != 1 {
 		t.Fatalf("operation during the drain: %+v, want phase drain, 1 left, 1/1 ready", op)
 	}
 	if h := m.History("web"); len(h) != 1 || !h[0].Running() || h[0].From != "blue" || h[0].To != "green" {
@@ -45,7 +46,7 @@ func TestHistoryRecordsEveryOutcome(t *testing.T) {
 	}
 
 	// 2. The same deploy again: nothing to do.
-	if _, err := m.Deploy(ctx, DeployRequest{Pool: "green"}, nil); err != nil {
+	if _, err := m.Deploy(ctx, admin.DeployRequest{Pool: "green"}, nil); err != nil {
 		t.Fatal(err)
 	}
 
@@ -55,40 +56,40 @@ func TestHistoryRecordsEveryOutcome(t *testing.T) {
 	dead := deadAddr(t)
 	ev = newEvents()
 	go func() {
-		_, err := m.Deploy(ctx, DeployRequest{Pool: "red", Targets: []string{dead}, Timeout: Duration(time.Second)}, ev.fn)
+		_, err := m.Deploy(ctx, admin.DeployRequest{Pool: "red", Targets: []string{dead}, Timeout: admin.Duration(time.Second)}, ev.fn)
 		done <- err
 	}()
-	ev.waitPhase(t, PhaseHealth, func(e Event) bool { return e.Target != nil })
+	ev.waitPhase(t, admin.PhaseHealth, func(e admin.Event) bool { return e.Target != nil })
 	st, _ = m.Status("web")
-	if op := st[0].Operation; op == nil || op.Pool != "red" || op.Phase != PhaseHealth || op.Ready != 0 || op.Total != 1 {
+	if op := st[0].Operation; op == nil || op.Pool != "red" || op.Phase != admin.PhaseHealth || op.Ready != 0 || op.Total != 1 {
 		t.Fatalf("operation during the health wait: %+v, want red, phase health, 0/1 ready", op)
 	}
-	var ce *Error
-	if _, err := m.Rollback(ctx, RollbackRequest{}, nil); !errors.As(err, &ce) || ce.Kind != KindBusy {
+	var ce *admin.Error
+	if _, err := m.Rollback(ctx, admin.RollbackRequest{}, nil); !errors.As(err, &ce) || ce.Kind != admin.KindBusy {
 		t.Fatalf("rollback during a deploy: %v, want busy", err)
 	}
-	if err := <-done; !errors.As(err, &ce) || ce.Kind != KindUnhealthy {
+	if err := <-done; !errors.As(err, &ce) || ce.Kind != admin.KindUnhealthy {
 		t.Fatalf("deploy to a dead pool: %v, want unhealthy", err)
 	}
 
 	// 4. A rollback back to blue, 5. one to an unknown service, 6. two reloads.
-	if _, err := m.Rollback(ctx, RollbackRequest{}, nil); err != nil {
+	if _, err := m.Rollback(ctx, admin.RollbackRequest{}, nil); err != nil {
 		t.Fatal(err)
 	}
-	m.Rollback(ctx, RollbackRequest{Service: "nope"}, nil)
+	m.Rollback(ctx, admin.RollbackRequest{Service: "nope"}, nil)
 	m.RecordReload(func() error { return nil })
-	m.RecordReload(func() error { return errorf(KindBusy, "reload refused: a deploy is in progress") })
+	m.RecordReload(func() error { return errorf(admin.KindBusy, "reload refused: a deploy is in progress") })
 
 	check := func(name string, h []history.Entry) {
 		t.Helper()
 		type want struct{ kind, service, from, to, result, errKind string }
 		wants := []want{ // newest first
-			{history.KindReload, "", "", "", history.ResultRefused, string(KindBusy)},
+			{history.KindReload, "", "", "", history.ResultRefused, string(admin.KindBusy)},
 			{history.KindReload, "", "", "", history.ResultSucceeded, ""},
-			{history.KindRollback, "nope", "", "", history.ResultRefused, string(KindNotFound)},
+			{history.KindRollback, "nope", "", "", history.ResultRefused, string(admin.KindNotFound)},
 			{history.KindRollback, "web", "green", "blue", history.ResultSucceeded, ""},
-			{history.KindRollback, "web", "green", "blue", history.ResultRefused, string(KindBusy)},
-			{history.KindDeploy, "web", "green", "red", history.ResultTimedOut, string(KindUnhealthy)},
+			{history.KindRollback, "web", "green", "blue", history.ResultRefused, string(admin.KindBusy)},
+			{history.KindDeploy, "web", "green", "red", history.ResultTimedOut, string(admin.KindUnhealthy)},
 			{history.KindDeploy, "web", "green", "green", history.ResultSucceeded, ""},
 			{history.KindDeploy, "web", "blue", "green", history.ResultSucceeded, ""},
 		}

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/dataplane/route"
@@ -35,7 +36,7 @@ func (m *Manager) Reload(cfg *config.Config) error {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		return errorf(KindRefused, "reload refused: cutover is shutting down")
+		return errorf(admin.KindRefused, "reload refused: cutover is shutting down")
 	}
 	if len(m.ops) > 0 {
 		var running []string
@@ -43,7 +44,7 @@ func (m *Manager) Reload(cfg *config.Config) error {
 			running = append(running, m.ops[name].String())
 		}
 		m.mu.Unlock()
-		return errorf(KindBusy, "reload refused: a %s is in progress — reload when it has finished", strings.Join(running, "; and a "))
+		return errorf(admin.KindBusy, "reload refused: a %s is in progress — reload when it has finished", strings.Join(running, "; and a "))
 	}
 	current := map[string]*service{}
 	for _, s := range m.services {
@@ -61,13 +62,13 @@ func (m *Manager) Reload(cfg *config.Config) error {
 		}
 		if _, stays := sc.Pool(active.Name()); !stays && s.pools[active.Name()].inConfig {
 			m.mu.Unlock()
-			return errorf(KindRefused, "reload refused: the new configuration%s has no pool %q in services.%s.pools, but it is the active pool of service %q — deploy another pool first (cutover deploy %s -s %s), then reload; the running configuration keeps serving",
+			return errorf(admin.KindRefused, "reload refused: the new configuration%s has no pool %q in services.%s.pools, but it is the active pool of service %q — deploy another pool first (cutover deploy %s -s %s), then reload; the running configuration keeps serving",
 				inFile(cfg.Path), active.Name(), sc.Name, sc.Name, otherPool(sc, active.Name()), sc.Name)
 		}
 	}
 	if err := m.writeState(m.reloadedStateLocked(cfg)); err != nil {
 		m.mu.Unlock()
-		return errorf(KindState, "reload refused, the running configuration keeps serving: %v", err)
+		return errorf(admin.KindState, "reload refused, the running configuration keeps serving: %v", err)
 	}
 	if cfg.StateDir != m.cfg.StateDir {
 		m.log.Warn("state_dir changed in the configuration; it applies after a restart", "running", m.cfg.StateDir, "new", cfg.StateDir)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane/history"
 	"github.com/cutover/cutover/internal/controlplane/state"
@@ -20,7 +21,7 @@ func TestRestartServesTheSamePool(t *testing.T) {
 	cfg := testConfig(t, dir, addrs(b1), addrs(g1))
 	m := startManager(t, cfg)
 	ctx := context.Background()
-	if _, err := m.Deploy(ctx, DeployRequest{Pool: "green"}, nil); err != nil {
+	if _, err := m.Deploy(ctx, admin.DeployRequest{Pool: "green"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	m.Close()
@@ -40,7 +41,7 @@ func TestRestartServesTheSamePool(t *testing.T) {
 	}
 
 	// Targets set at run time survive a restart too.
-	if _, err := m2.Deploy(ctx, DeployRequest{Pool: "purple", Targets: addrs(p1)}, nil); err != nil {
+	if _, err := m2.Deploy(ctx, admin.DeployRequest{Pool: "purple", Targets: addrs(p1)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	m2.Close()
@@ -52,7 +53,7 @@ func TestRestartServesTheSamePool(t *testing.T) {
 	if len(ts) != 1 || ts[0].Addr() != p1.addr() {
 		t.Fatalf("purple targets after restart: %v", ts)
 	}
-	if _, err := m3.Rollback(ctx, RollbackRequest{}, nil); err != nil {
+	if _, err := m3.Rollback(ctx, admin.RollbackRequest{}, nil); err != nil {
 		t.Fatalf("rollback after restart: %v", err)
 	}
 	if got := livePool(t, m3); got != "green" {
@@ -102,7 +103,7 @@ func TestStateWrittenAtomically(t *testing.T) {
 	}
 	for i := 0; i < 6; i++ {
 		pool := []string{"green", "blue"}[i%2]
-		if _, err := m.Deploy(context.Background(), DeployRequest{Pool: pool}, nil); err != nil {
+		if _, err := m.Deploy(context.Background(), admin.DeployRequest{Pool: pool}, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -152,11 +153,11 @@ func TestSetTargets(t *testing.T) {
 		return errors.Is(err, upstream.ErrTargetClosed)
 	})
 
-	var ce *Error
-	if err := m.SetTargets("web", "nope", nil); !errors.As(err, &ce) || ce.Kind != KindNotFound {
+	var ce *admin.Error
+	if err := m.SetTargets("web", "nope", nil); !errors.As(err, &ce) || ce.Kind != admin.KindNotFound {
 		t.Fatalf("unknown pool: %v", err)
 	}
-	if err := m.SetTargets("web", "green", []upstream.TargetSpec{{Addr: g2.addr()}, {Addr: g2.addr()}}); !errors.As(err, &ce) || ce.Kind != KindInvalid {
+	if err := m.SetTargets("web", "green", []upstream.TargetSpec{{Addr: g2.addr()}, {Addr: g2.addr()}}); !errors.As(err, &ce) || ce.Kind != admin.KindInvalid {
 		t.Fatalf("duplicate target: %v", err)
 	}
 }
@@ -254,7 +255,7 @@ func TestReload(t *testing.T) {
 	if err := m.Reload(back); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Deploy(ctx, DeployRequest{Service: "web", Pool: "green"}, nil); err != nil {
+	if _, err := m.Deploy(ctx, admin.DeployRequest{Service: "web", Pool: "green"}, nil); err != nil {
 		t.Fatalf("deploy of a pool added by reload: %v", err)
 	}
 
@@ -263,8 +264,8 @@ func TestReload(t *testing.T) {
 		c.Services[0].Pools = c.Services[0].Pools[:1]
 	})
 	err := m.Reload(noGreen)
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != KindRefused || !strings.Contains(err.Error(), "deploy another pool first") {
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindRefused || !strings.Contains(err.Error(), "deploy another pool first") {
 		t.Fatalf("reload removing the active pool: %v", err)
 	}
 	if got := livePool(t, m); got != "green" {
@@ -280,10 +281,10 @@ func TestReloadKeepsRuntimeTargetsUnlessTheFileChangesThem(t *testing.T) {
 	cfg := testConfig(t, t.TempDir(), addrs(b1), addrs(g1))
 	m := startManager(t, cfg)
 	ctx := context.Background()
-	if _, err := m.Deploy(ctx, DeployRequest{Pool: "green", Targets: addrs(g2)}, nil); err != nil {
+	if _, err := m.Deploy(ctx, admin.DeployRequest{Pool: "green", Targets: addrs(g2)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Rollback(ctx, RollbackRequest{}, nil); err != nil {
+	if _, err := m.Rollback(ctx, admin.RollbackRequest{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	green := poolOf(t, m, "web", "green")
@@ -314,13 +315,13 @@ func TestReloadRefusedDuringDeploy(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		_, err := m.Deploy(ctx, DeployRequest{Pool: "green"}, ev.fn)
+		_, err := m.Deploy(ctx, admin.DeployRequest{Pool: "green"}, ev.fn)
 		done <- err
 	}()
-	ev.waitPhase(t, PhaseHealth, nil)
+	ev.waitPhase(t, admin.PhaseHealth, nil)
 	err := m.Reload(reloadConfig(t, cfg, func(*config.Config) {}))
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != KindBusy || !strings.Contains(err.Error(), `deploy of service "web" to pool "green"`) {
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindBusy || !strings.Contains(err.Error(), `deploy of service "web" to pool "green"`) {
 		t.Fatalf("reload during a deploy: %v", err)
 	}
 	cancel()
@@ -342,9 +343,9 @@ func TestSingleServiceNameOptional(t *testing.T) {
 		c.Services = append(c.Services, api)
 	})
 	m := startManager(t, cfg)
-	_, err := m.Deploy(context.Background(), DeployRequest{Pool: "green"}, nil)
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != KindInvalid || !strings.Contains(err.Error(), "web, api") || !strings.Contains(err.Error(), "-s SERVICE") {
+	_, err := m.Deploy(context.Background(), admin.DeployRequest{Pool: "green"}, nil)
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindInvalid || !strings.Contains(err.Error(), "web, api") || !strings.Contains(err.Error(), "-s SERVICE") {
 		t.Fatalf("deploy without -s with two services: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/testutil/rofs"
@@ -24,7 +25,7 @@ func TestUnwritableStateRefusesTheSwitch(t *testing.T) {
 	cfg := testConfig(t, dir, addrs(b1), addrs(g1))
 	m := startManager(t, cfg)
 	ctx := context.Background()
-	if _, err := m.Deploy(ctx, DeployRequest{Pool: "green"}, nil); err != nil {
+	if _, err := m.Deploy(ctx, admin.DeployRequest{Pool: "green"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	undo := rofs.Make(t, dir)
@@ -33,13 +34,13 @@ func TestUnwritableStateRefusesTheSwitch(t *testing.T) {
 		name string
 		run  func() error
 	}{
-		{"deploy", func() error { _, err := m.Deploy(ctx, DeployRequest{Pool: "blue"}, nil); return err }},
-		{"rollback", func() error { _, err := m.Rollback(ctx, RollbackRequest{}, nil); return err }},
+		{"deploy", func() error { _, err := m.Deploy(ctx, admin.DeployRequest{Pool: "blue"}, nil); return err }},
+		{"rollback", func() error { _, err := m.Rollback(ctx, admin.RollbackRequest{}, nil); return err }},
 		{"reload", func() error { return m.Reload(reloadConfig(t, cfg, func(*config.Config) {})) }},
 	} {
 		err := op.run()
-		var ce *Error
-		if !errors.As(err, &ce) || ce.Kind != KindState {
+		var ce *admin.Error
+		if !errors.As(err, &ce) || ce.Kind != admin.KindState {
 			t.Fatalf("%s with an unwritable state_dir: %v, want KindState", op.name, err)
 		}
 		if !strings.Contains(err.Error(), dir) {
@@ -59,7 +60,7 @@ func TestUnwritableStateRefusesTheSwitch(t *testing.T) {
 
 	// Writable again: the next change works and clears the problem.
 	undo()
-	if _, err := m.Rollback(ctx, RollbackRequest{}, nil); err != nil {
+	if _, err := m.Rollback(ctx, admin.RollbackRequest{}, nil); err != nil {
 		t.Fatalf("rollback once the state is writable: %v", err)
 	}
 	if p := m.StateProblem(); p != "" {
@@ -82,19 +83,19 @@ func TestSwitchWritesStateBeforeItApplies(t *testing.T) {
 	ev := newEvents()
 	done := make(chan error, 1)
 	go func() {
-		_, err := m.Deploy(context.Background(), DeployRequest{Pool: "green", Timeout: Duration(10 * time.Second)}, ev.fn)
+		_, err := m.Deploy(context.Background(), admin.DeployRequest{Pool: "green", Timeout: admin.Duration(10 * time.Second)}, ev.fn)
 		done <- err
 	}()
-	ev.waitPhase(t, PhaseHealth, nil)
+	ev.waitPhase(t, admin.PhaseHealth, nil)
 	// Rename over a non-empty folder fails, for root too.
 	if err := os.MkdirAll(filepath.Join(state.Path(dir), "x"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	g1.status.Store(http.StatusOK)
 	err := <-done
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != KindState || !strings.Contains(err.Error(), `live traffic stays on "blue"`) {
-		t.Fatalf("deploy whose state write fails: %v, want KindState naming blue", err)
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindState || !strings.Contains(err.Error(), `live traffic stays on "blue"`) {
+		t.Fatalf("deploy whose state write fails: %v, want admin.KindState naming blue", err)
 	}
 	if got := livePool(t, m); got != "blue" {
 		t.Fatalf("after the failed write requests go to %q, want blue", got)
@@ -113,17 +114,17 @@ func TestRefusedDeployLeavesNothingBehind(t *testing.T) {
 
 	// Unhealthy new targets for an existing pool, and for a new pool.
 	for _, pool := range []string{"green", "purple"} {
-		_, err := m.Deploy(ctx, DeployRequest{Pool: pool, Targets: []string{dead}, Timeout: Duration(300 * time.Millisecond)}, nil)
-		var ce *Error
-		if !errors.As(err, &ce) || ce.Kind != KindUnhealthy {
+		_, err := m.Deploy(ctx, admin.DeployRequest{Pool: pool, Targets: []string{dead}, Timeout: admin.Duration(300 * time.Millisecond)}, nil)
+		var ce *admin.Error
+		if !errors.As(err, &ce) || ce.Kind != admin.KindUnhealthy {
 			t.Fatalf("deploy %s to a dead target: %v, want KindUnhealthy", pool, err)
 		}
 	}
 	// A state that cannot be written refuses before any target is set.
 	undo := rofs.Make(t, dir)
-	_, err := m.Deploy(ctx, DeployRequest{Pool: "green", Targets: addrs(g2)}, nil)
-	var ce *Error
-	if !errors.As(err, &ce) || ce.Kind != KindState {
+	_, err := m.Deploy(ctx, admin.DeployRequest{Pool: "green", Targets: addrs(g2)}, nil)
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindState {
 		t.Fatalf("deploy with targets and an unwritable state: %v, want KindState", err)
 	}
 	undo()
@@ -133,14 +134,14 @@ func TestRefusedDeployLeavesNothingBehind(t *testing.T) {
 		t.Fatalf("pools after refused deploys: %+v, want blue and green only", st[0].Pools)
 	}
 	green := st[0].Pools[1]
-	if green.Name != "green" || green.Source != SourceConfig || len(green.Targets) != 1 || green.Targets[0].Addr != g1.addr() {
+	if green.Name != "green" || green.Source != admin.SourceConfig || len(green.Targets) != 1 || green.Targets[0].Addr != g1.addr() {
 		t.Fatalf("green after refused deploys: %+v, want its configured target %s", green, g1.addr())
 	}
 	if _, err := os.Stat(state.Path(dir)); !os.IsNotExist(err) {
 		t.Fatalf("refused deploys wrote the state file (%v)", err)
 	}
 	// green still deploys with its own target; rollback returns to blue.
-	if _, err := m.Deploy(ctx, DeployRequest{Pool: "green"}, nil); err != nil {
+	if _, err := m.Deploy(ctx, admin.DeployRequest{Pool: "green"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := livePool(t, m); got != "green" {

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane"
 	"github.com/cutover/cutover/internal/demoapp"
@@ -191,11 +192,11 @@ func demonstrate(ctx context.Context, m *controlplane.Manager, url string, o Opt
 	var err error
 	for i := 0; i < o.Switches && err == nil; i++ {
 		time.Sleep(300 * time.Millisecond) // let traffic flow between switches
-		var res *controlplane.DeployResult
+		var res *admin.DeployResult
 		if i%2 == 0 {
-			res, err = m.Deploy(ctx, controlplane.DeployRequest{Service: "web", Pool: "green"}, nil)
+			res, err = m.Deploy(ctx, admin.DeployRequest{Service: "web", Pool: "green"}, nil)
 		} else {
-			res, err = m.Rollback(ctx, controlplane.RollbackRequest{Service: "web"}, nil)
+			res, err = m.Rollback(ctx, admin.RollbackRequest{Service: "web"}, nil)
 		}
 		if err == nil {
 			rep.Switches++

@@ -16,7 +16,6 @@ import (
 
 	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
-	"github.com/cutover/cutover/internal/controlplane"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/serve"
 	"github.com/cutover/cutover/internal/testutil/rofs"
@@ -80,9 +79,9 @@ func TestServeStartsWithUnwritableStateDir(t *testing.T) {
 			t.Errorf("log does not say %q:\n%s", want, logs.String())
 		}
 	}
-	_, err = in.Manager().Rollback(context.Background(), controlplane.RollbackRequest{}, nil)
-	var ce *controlplane.Error
-	if !errors.As(err, &ce) || ce.Kind != controlplane.KindState {
+	_, err = in.Manager().Rollback(context.Background(), admin.RollbackRequest{}, nil)
+	var ce *admin.Error
+	if !errors.As(err, &ce) || ce.Kind != admin.KindState {
 		t.Fatalf("rollback while the state is unwritable: %v, want KindState", err)
 	}
 	if got := get(t, "http://"+in.HTTPAddr().String()+"/"); got != "green" {

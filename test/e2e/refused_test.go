@@ -8,7 +8,6 @@ import (
 
 	"github.com/cutover/cutover/bench/loadclient"
 	"github.com/cutover/cutover/internal/admin"
-	"github.com/cutover/cutover/internal/controlplane"
 	"github.com/cutover/cutover/internal/testutil/rofs"
 )
 
@@ -64,13 +63,13 @@ func servedOnlyBy(t *testing.T, st *stack, res *loadclient.Result, from, to time
 func TestRefusedChangesUnderLoad(t *testing.T) {
 	st := startStack(t, stackOptions{drainTimeout: 5 * time.Second})
 	ctx := context.Background()
-	timeout := controlplane.Duration(2 * time.Second)
+	timeout := admin.Duration(2 * time.Second)
 	type check struct {
 		what, live string
 		from, to   time.Time
 	}
 	var checks []check
-	refused := func(what, live string, kind controlplane.ErrorKind, run func() error) {
+	refused := func(what, live string, kind admin.ErrorKind, run func() error) {
 		t.Helper()
 		began := time.Now()
 		err := run()
@@ -88,12 +87,12 @@ func TestRefusedChangesUnderLoad(t *testing.T) {
 	res := underLoad(t, st, 16, func() {
 		time.Sleep(200 * time.Millisecond)
 		undo := rofs.Make(t, st.stateDir)
-		refused("deploy with an unwritable state", "blue", controlplane.KindState, func() error {
+		refused("deploy with an unwritable state", "blue", admin.KindState, func() error {
 			_, err := st.client.Deploy(ctx, admin.DeployRequest{Pool: "green", Timeout: timeout}, nil)
 			return err
 		})
 		undo()
-		refused("deploy to dead targets", "blue", controlplane.KindUnhealthy, func() error {
+		refused("deploy to dead targets", "blue", admin.KindUnhealthy, func() error {
 			_, err := st.client.Deploy(ctx, admin.DeployRequest{Pool: "green", Targets: []string{"127.0.0.1:1"}, Timeout: timeout}, nil)
 			return err
 		})
@@ -102,7 +101,7 @@ func TestRefusedChangesUnderLoad(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 		undo = rofs.Make(t, st.stateDir)
-		refused("rollback with an unwritable state", "green", controlplane.KindState, func() error {
+		refused("rollback with an unwritable state", "green", admin.KindState, func() error {
 			_, err := st.client.Rollback(ctx, admin.RollbackRequest{Timeout: timeout}, nil)
 			return err
 		})

@@ -14,7 +14,6 @@ import (
 
 	"github.com/cutover/cutover/bench/loadclient"
 	"github.com/cutover/cutover/internal/admin"
-	"github.com/cutover/cutover/internal/controlplane"
 )
 
 // switchRecord is one deploy or rollback done during the load.
@@ -125,9 +124,9 @@ func TestSwitchesUnderLoad(t *testing.T) {
 			if from == "green" {
 				to = "blue"
 			}
-			rec.res, err = st.client.Deploy(ctx, admin.DeployRequest{Pool: to, Timeout: controlplane.Duration(10 * time.Second)}, nil)
+			rec.res, err = st.client.Deploy(ctx, admin.DeployRequest{Pool: to, Timeout: admin.Duration(10 * time.Second)}, nil)
 		} else {
-			rec.res, err = st.client.Rollback(ctx, admin.RollbackRequest{Timeout: controlplane.Duration(10 * time.Second)}, nil)
+			rec.res, err = st.client.Rollback(ctx, admin.RollbackRequest{Timeout: admin.Duration(10 * time.Second)}, nil)
 		}
 		rec.returned = time.Now()
 		if err != nil {
@@ -270,7 +269,7 @@ func TestWebSocketKeepsWorkingUntilDrainTimeout(t *testing.T) {
 	done := make(chan outcome, 1)
 	go func() {
 		res, err := st.client.Deploy(ctx, admin.DeployRequest{Pool: "green"}, func(ev admin.Event) {
-			if ev.Phase == controlplane.PhaseSwitch {
+			if ev.Phase == admin.PhaseSwitch {
 				once.Do(func() { close(switched) })
 			}
 		})

@@ -1,4 +1,4 @@
-package controlplane
+package admin
 
 import (
 	"encoding/json"
@@ -7,9 +7,9 @@ import (
 	"time"
 )
 
-// The types in this file are also the admin API's JSON schema (see package
-// admin): field names and meanings are kept stable for scripts; new fields
-// may be added.
+// The types in this file are the admin API's JSON schema, shared by the
+// control plane that answers and the CLI that asks: field names and
+// meanings are kept stable for scripts; new fields may be added.
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration
 // string ("60s", "1m30s"); a JSON number is read as nanoseconds.
@@ -254,12 +254,13 @@ func (e *Error) Error() string {
 	b.WriteString(e.Message)
 	for _, f := range e.Failing {
 		b.WriteString("\n  ")
-		b.WriteString(describeFailure(f))
+		b.WriteString(f.Describe())
 	}
 	return b.String()
 }
 
-func describeFailure(f TargetProgress) string {
+// Describe says in one line which target failed and why.
+func (f TargetProgress) Describe() string {
 	name := f.Addr
 	if f.Label != "" && f.Label != f.Addr {
 		name = fmt.Sprintf("%s (%s)", f.Label, f.Addr)
@@ -269,8 +270,4 @@ func describeFailure(f TargetProgress) string {
 		reason = "no failed probe, but not enough passes yet"
 	}
 	return fmt.Sprintf("%s: %s [%d of %d checks passed, state %s]", name, reason, f.Passes, f.Needed, f.State)
-}
-
-func errorf(kind ErrorKind, format string, args ...any) *Error {
-	return &Error{Kind: kind, Message: fmt.Sprintf(format, args...)}
 }
