@@ -52,6 +52,7 @@ const (
 	phaseBench  = "bench"
 	phaseIdle   = "idle"
 	phaseSwitch = "switch"
+	phaseSoak   = "soak"
 )
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -66,7 +67,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.runs, "runs", 3, "runs per proxy and log mode (the table shows medians)")
 	proxies := fs.String("proxies", strings.Join(allProxies, ","), "proxies to run, comma-separated, in interleaving order")
 	logs := fs.String("logs", "off,on", "access log modes to run: off, on or both")
-	phases := fs.String("phases", "bench,idle,switch", "what to run: bench (wrk table), idle (memory with idle connections), switch (failed requests per switch)")
+	phases := fs.String("phases", "bench,idle,switch", "what to run: bench (wrk table), idle (memory with idle connections), switch (failed requests per switch), soak (cutover alone for -d: a switch every second, a backend SIGKILL every 3s, a reload every 2s; failed requests, RSS and descriptors)")
 	fs.IntVar(&o.switches, "switches", 10, "switches in the switch run")
 	fs.DurationVar(&o.switchDuration, "switch-d", 20*time.Second, "duration of the switch run per proxy")
 	fs.IntVar(&o.switchConnections, "switch-c", 32, "keep-alive connections of the switch run's load client")
@@ -121,8 +122,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	for p := range strings.SplitSeq(*phases, ",") {
 		p = strings.TrimSpace(p)
-		if p != phaseBench && p != phaseIdle && p != phaseSwitch {
-			return o, fmt.Errorf("-phases: unknown phase %q; use bench, idle, switch", p)
+		if p != phaseBench && p != phaseIdle && p != phaseSwitch && p != phaseSoak {
+			return o, fmt.Errorf("-phases: unknown phase %q; use bench, idle, switch, soak", p)
 		}
 		o.phases = append(o.phases, p)
 	}
@@ -345,6 +346,18 @@ func (h *harness) run(ctx context.Context) (string, []string, error) {
 			h.opts.switchConnections, h.opts.switchDuration, h.opts.switches)
 		b.WriteString(switchTable(reps))
 		b.WriteString("\n" + switchDetails(reps))
+	}
+	if slices.Contains(h.opts.phases, phaseSoak) {
+		if h.tools.cutoverMissing != "" || h.tools.cutoverNoSwitch != "" {
+			problems = append(problems, "soak skipped: cutover cannot be switched: "+h.tools.cutoverMissing+h.tools.cutoverNoSwitch)
+		} else {
+			section, soakProblems, err := h.soakPhase(ctx)
+			if err != nil {
+				return "", nil, err
+			}
+			problems = append(problems, soakProblems...)
+			b.WriteString(section)
+		}
 	}
 	return b.String(), problems, nil
 }

@@ -31,7 +31,7 @@ func TestParseOptionsErrors(t *testing.T) {
 	for _, args := range [][]string{
 		{"-proxies", "nginx,traefik"},
 		{"-logs", "maybe"},
-		{"-phases", "bench,soak"},
+		{"-phases", "bench,sok"},
 		{"-d", "500ms"},
 		{"-t", "4", "-c", "2"},
 		{"-runs", "0"},
