@@ -13,6 +13,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +45,9 @@ type Options struct {
 	// before trying again, so a refused port does not turn into a busy loop of
 	// failures; default 10ms.
 	ConnectPause time.Duration
+	// TLS, when set, speaks HTTP/1.1 over TLS on every connection (the
+	// handshake is part of the connect; set NextProtos to http/1.1).
+	TLS *tls.Config
 }
 
 func (o *Options) defaults() error {
@@ -203,7 +207,7 @@ func (w *worker) loop(ctx context.Context) []Record {
 	for ctx.Err() == nil {
 		if w.conn == nil {
 			sent := time.Since(w.start)
-			c, err := dialer.DialContext(ctx, "tcp", w.opts.Addr)
+			c, err := w.dial(ctx, &dialer)
 			if err != nil {
 				if ctx.Err() != nil {
 					break // the run ended while dialling: not the proxy's failure
@@ -229,6 +233,14 @@ func (w *worker) loop(ctx context.Context) []Record {
 		}
 	}
 	return recs
+}
+
+func (w *worker) dial(ctx context.Context, d *net.Dialer) (net.Conn, error) {
+	if w.opts.TLS == nil {
+		return d.DialContext(ctx, "tcp", w.opts.Addr)
+	}
+	td := tls.Dialer{NetDialer: d, Config: w.opts.TLS}
+	return td.DialContext(ctx, "tcp", w.opts.Addr)
 }
 
 func (w *worker) closeConn() {

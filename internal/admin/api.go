@@ -12,6 +12,7 @@
 //	POST /v1/rollback RollbackRequest → NDJSON stream of StreamLine
 //	POST /v1/reload              → ReloadResponse (re-reads the configuration file)
 //	GET  /v1/history[?service=S] → HistoryResponse (operations, newest first)
+//	POST /v1/upgrade  UpgradeRequest  → UpgradeResponse (a new process takes over the listeners)
 //
 // Deploy and rollback answer with one JSON object per line
 // (application/x-ndjson), flushed as the operation goes: zero or more

@@ -59,6 +59,18 @@ type Options struct {
 	// tries the socket again at this interval until it works. Without it
 	// Listen fails.
 	SocketRetry time.Duration
+
+	// UnixListener and TCPListener, when set, are listening sockets handed
+	// over by the cutover this process upgrades, used instead of binding
+	// Socket and TCP.
+	UnixListener, TCPListener net.Listener
+	// Gate, when set, is asked before every request that changes state
+	// (deploy, rollback, reload); an error refuses the request, and
+	// release is called when it ends. An upgrade closes the gate.
+	Gate func() (release func(), err error)
+	// Upgrade starts the new process and hands over (POST /v1/upgrade);
+	// nil refuses upgrades.
+	Upgrade func(ctx context.Context, req UpgradeRequest) (*UpgradeResponse, error)
 }
 
 // Server timeouts. There is no write timeout: deploy streams last as long as
@@ -87,6 +99,8 @@ type Server struct {
 	done chan struct{}
 
 	closeOnce sync.Once
+	// lnMu guards unix, which retrySocket sets late, for the hand-over.
+	lnMu sync.Mutex
 }
 
 // Listen opens the admin listeners: the Unix socket (a stale socket file
@@ -107,26 +121,37 @@ func Listen(o Options) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	ln, err := listenUnix(o.Socket)
-	switch {
-	case err == nil:
-		s.unix = ln
-	case o.SocketRetry > 0 && unwritable(err):
-		s.socketPending = true
-		s.log.Error("admin socket cannot be made; serving traffic without it and trying again",
-			"socket", o.Socket, "error", err, "retry_every", o.SocketRetry)
-	default:
-		return nil, err
+	ln := o.UnixListener
+	if ln == nil {
+		var err error
+		ln, err = listenUnix(o.Socket)
+		switch {
+		case err == nil:
+		case o.SocketRetry > 0 && unwritable(err):
+			s.socketPending = true
+			s.log.Error("admin socket cannot be made; serving traffic without it and trying again",
+				"socket", o.Socket, "error", err, "retry_every", o.SocketRetry)
+		default:
+			return nil, err
+		}
+	}
+	if ln != nil {
+		s.unix = newPausable(ln)
 	}
 	if o.TCP != "" {
-		tl, err := net.Listen("tcp", o.TCP)
-		if err != nil {
-			if ln != nil {
-				ln.Close()
+		tl := o.TCPListener
+		if tl == nil {
+			var err error
+			if tl, err = net.Listen("tcp", o.TCP); err != nil {
+				if ln != nil {
+					ln.Close()
+				}
+				return nil, fmt.Errorf("admin.tcp %s: %w", o.TCP, err)
 			}
-			return nil, fmt.Errorf("admin.tcp %s: %w", o.TCP, err)
 		}
-		s.tcp = tl
+		s.tcp = newPausable(tl)
+	} else if o.TCPListener != nil {
+		o.TCPListener.Close()
 	}
 	mux := s.routes()
 	s.unixHS = newHTTPServer(mux, s.log)
@@ -174,7 +199,11 @@ func (s *Server) retrySocket() error {
 			continue
 		}
 		s.log.Info("admin socket made; the admin API answers on it", "socket", s.o.Socket)
-		return s.unixHS.Serve(ln)
+		p := newPausable(ln)
+		s.lnMu.Lock()
+		s.unix = p
+		s.lnMu.Unlock()
+		return s.unixHS.Serve(p)
 	}
 }
 
@@ -316,13 +345,14 @@ func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/health", s.health)
 	mux.HandleFunc("GET /v1/status", s.status)
-	mux.HandleFunc("POST /v1/deploy", s.deploy)
-	mux.HandleFunc("POST /v1/rollback", s.rollback)
-	mux.HandleFunc("POST /v1/reload", s.reload)
+	mux.HandleFunc("POST /v1/deploy", s.gated(s.deploy))
+	mux.HandleFunc("POST /v1/rollback", s.gated(s.rollback))
+	mux.HandleFunc("POST /v1/reload", s.gated(s.reload))
+	mux.HandleFunc("POST /v1/upgrade", s.upgrade)
 	mux.HandleFunc("GET /v1/history", s.history)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &Error{Kind: KindNotFound,
-			Message: fmt.Sprintf("no admin route %s %s — the routes are GET /v1/health, GET /v1/status, GET /v1/history, POST /v1/deploy, POST /v1/rollback, POST /v1/reload", r.Method, r.URL.Path)})
+			Message: fmt.Sprintf("no admin route %s %s — the routes are GET /v1/health, GET /v1/status, GET /v1/history, POST /v1/deploy, POST /v1/rollback, POST /v1/reload, POST /v1/upgrade", r.Method, r.URL.Path)})
 	})
 	return mux
 }

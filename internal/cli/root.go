@@ -33,6 +33,8 @@ func NewRoot(s Streams) *cobra.Command {
 		newDeployCmd(s),
 		newRollbackCmd(s),
 		newReloadCmd(s),
+		newUpgradeCmd(s),
+		newRestartCmd(s),
 		newReleaseCmd(s),
 		newHistoryCmd(s),
 	)

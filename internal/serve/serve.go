@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -67,6 +68,20 @@ type Instance struct {
 
 	reloadMu sync.Mutex
 	served   chan error
+
+	// lease is this process's hold on state_dir (nil without one, and
+	// while an upgrade hands it over).
+	lease *lease
+	// gate is shared by state-changing requests and taken alone by an
+	// upgrade; upgradeMu lets one upgrade run at a time.
+	gate      sync.RWMutex
+	upgradeMu sync.Mutex
+	// handedTo is the pid of the process this one handed over to (0:
+	// none yet); upgraded tells Run to drain and exit.
+	handedTo atomic.Int64
+	upgraded chan struct{}
+	// handover is set when this process was started by an upgrade.
+	handover *child
 }
 
 // Start loads the configuration (unless given), restores state, binds every
@@ -92,12 +107,30 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	if log == nil {
 		log = newLogger(o.Stderr, cfg.Log)
 	}
-	in := &Instance{o: o, cfg: cfg, log: log, served: make(chan error, 3)}
+	in := &Instance{o: o, cfg: cfg, log: log, served: make(chan error, 3), upgraded: make(chan struct{}, 1)}
 	defer func() {
 		if err != nil {
 			in.closeAll()
 		}
 	}()
+	if o.Config == nil {
+		if in.handover, err = childFromEnv(); err != nil {
+			return nil, err
+		}
+	}
+	var inherited *listen.Inherited
+	if in.handover != nil {
+		inherited = in.handover.listeners
+		// Sockets the configuration no longer names (a listen address
+		// changed) close once everything took what it needs.
+		defer inherited.Close()
+	} else if cfg.StateDir != "" {
+		if in.lease, err = acquireLease(cfg.StateDir, 0); errors.Is(err, errLeaseUnwritable) {
+			log.Warn("serving without the state lease", "err", err)
+		} else if err != nil {
+			return nil, err
+		}
+	}
 
 	if in.mgr, err = controlplane.New(cfg, controlplane.Options{Logger: log, Conn: controlplane.ConnOptions(cfg)}); err != nil {
 		return nil, err
@@ -133,6 +166,7 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	lo := listen.Options{
 		HTTP: cfg.Listen.HTTP, HTTPS: cfg.Listen.HTTPS, Proxy: px, Engine: cfg.Listen.Engine,
 		HandshakeTimeout: cfg.Timeouts.ReadHeader, IdleTimeout: cfg.Timeouts.Idle, Logger: log,
+		Inherited: inherited,
 	}
 	if cfg.Listen.HTTPS != "" {
 		if in.certs, err = listen.NewCertSource(certOptions(cfg, o.ACMERenewCheck, log)); err != nil {
@@ -164,10 +198,17 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	}
 	ao := admin.Options{
 		Socket: cfg.Admin.Socket, TCP: cfg.Admin.TCP, Token: cfg.Admin.Token,
-		Manager: in.mgr, Logger: log, SocketRetry: socketRetry,
+		Manager: in.mgr, Logger: log, SocketRetry: socketRetry, Gate: in.enterGate,
 	}
 	if o.Config == nil {
-		ao.Reload = func(context.Context) error { return in.Reload() }
+		ao.Reload = func(context.Context) error { return in.reloadGated() }
+		ao.Upgrade = in.Upgrade
+	}
+	if ao.UnixListener, err = inherited.Take(listen.NameAdmin, cfg.Admin.Socket); err != nil {
+		return nil, err
+	}
+	if ao.TCPListener, err = inherited.Take(listen.NameAdminTCP, cfg.Admin.TCP); err != nil {
+		return nil, err
 	}
 	if in.certs != nil {
 		ao.Certificates = in.certificateStatus
@@ -178,9 +219,19 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	if err = in.mgr.Start(ctx); err != nil {
 		return nil, err
 	}
+	if in.handover != nil {
+		if err = in.handover.takeOver(in); err != nil {
+			return nil, err
+		}
+	}
 	go func() { in.served <- in.lis.Serve() }()
 	go func() { in.served <- in.adm.Serve() }()
-	log.Info("cutover serving",
+	if in.handover != nil {
+		in.handover.serving(in)
+	} else if err := sdNotify(os.LookupEnv, "READY=1"); err != nil {
+		log.Warn("telling systemd cutover is ready failed", "err", err)
+	}
+	log.Info("cutover serving", "pid", os.Getpid(),
 		"http", addrString(in.lis.HTTPAddr()), "https", addrString(in.lis.HTTPSAddr()),
 		"admin", cfg.Admin.Socket, "config", o.ConfigPath, "services", len(cfg.Services))
 	if p := in.mgr.StateProblem(); p != "" {
@@ -318,6 +369,17 @@ func (in *Instance) reload() error {
 	return nil
 }
 
+// reloadGated is Reload unless an upgrade is handing the state over.
+func (in *Instance) reloadGated() error {
+	release, err := in.enterGate()
+	if err != nil {
+		in.log.Error("reload refused; the running configuration keeps serving", "err", err)
+		return err
+	}
+	defer release()
+	return in.Reload()
+}
+
 // ReopenLogs reopens the access log file (after logrotate moved it).
 func (in *Instance) ReopenLogs() error { return in.access.Reopen() }
 
@@ -347,13 +409,14 @@ func (in *Instance) closeAll() {
 		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) - in.procs)
 		in.procs = 0
 	}
+	in.lease.release()
 }
 
 // Run starts an instance and serves until SIGTERM/SIGINT or ctx ends;
 // SIGHUP reloads and SIGUSR1 reopens the access log.
 func Run(ctx context.Context, o Options) error {
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sigs)
 	in, err := Start(ctx, o)
 	if err != nil {
@@ -364,7 +427,11 @@ func Run(ctx context.Context, o Options) error {
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
-				in.Reload()
+				in.reloadGated()
+			case syscall.SIGUSR2:
+				// As nginx: upgrade to the executable at the running one's
+				// path. The outcome is logged; `cutover upgrade` reports it.
+				go in.Upgrade(context.Background(), admin.UpgradeRequest{})
 			case syscall.SIGUSR1:
 				if err := in.ReopenLogs(); err != nil {
 					in.log.Error("reopening the access log failed", "err", err)
@@ -372,6 +439,8 @@ func Run(ctx context.Context, o Options) error {
 			default:
 				return in.stop(sig.String())
 			}
+		case <-in.upgraded:
+			return in.drainAfterUpgrade()
 		case <-ctx.Done():
 			return in.stop("context done")
 		case err := <-in.served:
@@ -384,6 +453,7 @@ func Run(ctx context.Context, o Options) error {
 }
 
 func (in *Instance) stop(why string) error {
+	sdNotify(os.LookupEnv, "STOPPING=1")
 	grace := in.cfg.Timeouts.Shutdown
 	in.log.Info("shutting down; letting requests in flight finish", "reason", why, "grace", grace)
 	ctx, cancel := context.WithTimeout(context.Background(), max(grace, time.Millisecond))

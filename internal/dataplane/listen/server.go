@@ -47,6 +47,10 @@ type Options struct {
 	// as TLS connections always are).
 	Engine string
 	Logger *slog.Logger
+	// Inherited holds listening sockets handed over by the cutover this
+	// process upgrades; one bound for the same address is used instead of
+	// binding it again (nil: bind everything).
+	Inherited *Inherited
 }
 
 // Engines of Options.Engine.
@@ -100,12 +104,12 @@ func New(o Options) (*Server, error) {
 	s := &Server{o: o, conns: make(map[*conn]struct{})}
 	var err error
 	if o.HTTP != "" {
-		if s.httpLn, err = net.Listen("tcp", o.HTTP); err != nil {
+		if s.httpLn, err = listenTCP(o.Inherited, NameHTTP, o.HTTP); err != nil {
 			return nil, fmt.Errorf("listen.http %s: %w", o.HTTP, err)
 		}
 	}
 	if o.HTTPS != "" {
-		if s.httpsLn, err = net.Listen("tcp", o.HTTPS); err != nil {
+		if s.httpsLn, err = listenTCP(o.Inherited, NameHTTPS, o.HTTPS); err != nil {
 			if s.httpLn != nil {
 				s.httpLn.Close()
 			}
@@ -283,6 +287,9 @@ type conn struct {
 	srv   *Server
 	state atomic.Int32
 	h2    bool
+	// idleSince is when the connection last became idle (accepted or
+	// answered), in Unix nanoseconds; Drain closes it after a grace.
+	idleSince atomic.Int64
 }
 
 // Begin implements proxy.Tracker.
@@ -290,6 +297,7 @@ func (c *conn) Begin() bool { return c.state.CompareAndSwap(connIdle, connActive
 
 // End implements proxy.Tracker.
 func (c *conn) End() bool {
+	c.idleSince.Store(time.Now().UnixNano())
 	c.state.Store(connIdle)
 	return !c.srv.closing.Load()
 }
@@ -303,6 +311,7 @@ func (s *Server) track(c *conn) bool {
 	if s.closing.Load() {
 		return false
 	}
+	c.idleSince.Store(time.Now().UnixNano())
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	return true
@@ -318,7 +327,17 @@ func (s *Server) untrack(c *conn) {
 // Shutdown stops accepting, closes idle connections at once, lets requests
 // in flight finish and then closes their connections, until ctx ends; then
 // it closes whatever is left. HTTP/2 clients get a GOAWAY.
-func (s *Server) Shutdown(ctx context.Context) error {
+func (s *Server) Shutdown(ctx context.Context) error { return s.Drain(ctx, 0) }
+
+// Drain is Shutdown for a hand-over to another process that keeps the
+// listening sockets open: a connection is closed once it has been idle for
+// idleGrace (at once if it already was), and a request that arrives on it
+// before that is answered, with Connection: close. Closing an idle
+// keep-alive connection races with the client's next request, which then
+// fails; the grace lets clients that are busy send it and be told to
+// reconnect, so only connections really left idle take that risk, as at
+// any idle timeout.
+func (s *Server) Drain(ctx context.Context, idleGrace time.Duration) error {
 	s.mu.Lock()
 	s.closing.Store(true)
 	s.mu.Unlock()
@@ -334,23 +353,29 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	loopsDone := make(chan error, 1)
 	if s.loops != nil {
-		go func() { loopsDone <- s.loops.Shutdown(ctx) }()
+		go func() { loopsDone <- s.loops.Drain(ctx, idleGrace) }()
 	} else {
 		loopsDone <- nil
 	}
-	s.mu.Lock()
-	for c := range s.conns {
-		if c.state.CompareAndSwap(connIdle, connClosed) {
-			c.nc.Close()
-		}
-	}
-	s.mu.Unlock()
+	s.closeIdle(idleGrace)
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-		return <-loopsDone
-	case <-ctx.Done():
+	var tick <-chan time.Time
+	if idleGrace > 0 {
+		t := time.NewTicker(min(idleGrace/4, 100*time.Millisecond))
+		defer t.Stop()
+		tick = t.C
+	}
+wait:
+	for {
+		select {
+		case <-done:
+			return <-loopsDone
+		case <-tick:
+			s.closeIdle(idleGrace)
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	s.mu.Lock()
 	n := len(s.conns)
@@ -363,4 +388,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return err
 	}
 	return fmt.Errorf("shutdown: closed %d connections with requests in flight: %w", n, ctx.Err())
+}
+
+// closeIdle closes the connections idle for at least grace.
+func (s *Server) closeIdle(grace time.Duration) {
+	cut := time.Now().Add(-grace).UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		if c.idleSince.Load() <= cut && c.state.CompareAndSwap(connIdle, connClosed) {
+			c.nc.Close()
+		}
+	}
 }

@@ -47,6 +47,9 @@ type Loops struct {
 	loops   []*evloop
 	next    atomic.Uint32
 	closing atomic.Bool
+	// idleGrace is how long a connection may stay idle once closing (see
+	// Drain), in nanoseconds.
+	idleGrace atomic.Int64
 	// clients counts client connections owned by the loops; zero is
 	// signalled on idle while shutting down.
 	clients atomic.Int64
@@ -140,8 +143,18 @@ func (e *Loops) Add(nc net.Conn) error {
 // Shutdown closes idle client connections at once and the others after
 // their response, until ctx ends; then it closes what is left and stops the
 // loops. Later calls return the first one's result.
-func (e *Loops) Shutdown(ctx context.Context) error {
-	e.shutOnce.Do(func() { e.shutErr = e.shutdown(ctx) })
+func (e *Loops) Shutdown(ctx context.Context) error { return e.Drain(ctx, 0) }
+
+// Drain is Shutdown for a hand-over to another process that keeps the
+// listening socket open: a client connection is closed once it has been
+// idle for idleGrace, and a request arriving on it before that is served
+// with Connection: close, so a busy keep-alive client is told to reconnect
+// instead of having its next request cut (see listen.Server.Drain).
+func (e *Loops) Drain(ctx context.Context, idleGrace time.Duration) error {
+	e.shutOnce.Do(func() {
+		e.idleGrace.Store(int64(idleGrace))
+		e.shutErr = e.shutdown(ctx)
+	})
 	return e.shutErr
 }
 
@@ -173,7 +186,7 @@ func (e *Loops) shutdown(ctx context.Context) error {
 
 // begin, end and draining are the loops' Tracker: no per-connection state
 // is needed, as a loop owns its connections.
-func (e *Loops) begin() bool    { return !e.closing.Load() }
+func (e *Loops) begin() bool    { return !e.closing.Load() || e.idleGrace.Load() > 0 }
 func (e *Loops) end() bool      { return !e.closing.Load() }
 func (e *Loops) draining() bool { return e.closing.Load() }
 
@@ -325,12 +338,20 @@ func (l *evloop) drainWake() {
 	for _, nc := range in {
 		l.addClient(nc)
 	}
-	if l.e.closing.Load() {
-		// Idle connections close at once; busy ones after their response.
-		for c := range l.clients {
-			if c.st == cIdle && c.r.Buffered() == 0 {
-				c.close()
-			}
+	l.closeIdle()
+}
+
+// closeIdle closes, once shutting down, the idle connections that have
+// been idle for the grace (at once without one); busy ones close after
+// their response.
+func (l *evloop) closeIdle() {
+	if !l.e.closing.Load() {
+		return
+	}
+	cut := l.now.Add(-time.Duration(l.e.idleGrace.Load()))
+	for c := range l.clients {
+		if c.st == cIdle && c.r.Buffered() == 0 && !c.idleAt.After(cut) {
+			c.close()
 		}
 	}
 }
@@ -338,6 +359,7 @@ func (l *evloop) drainWake() {
 // sweep fires deadlines and closes upstream connections that CloseIdle or
 // CloseAll asked to be closed, or that sat idle too long.
 func (l *evloop) sweep() {
+	l.closeIdle()
 	for c := range l.clients {
 		if !c.deadline.IsZero() && l.now.After(c.deadline) {
 			c.timeout()

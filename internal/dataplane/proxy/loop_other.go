@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"time"
 )
 
 // LoopsSupported reports whether this system has the event loops (Linux).
@@ -34,3 +35,6 @@ func (e *Loops) Add(nc net.Conn) error { return errors.New("event loops need Lin
 
 // Shutdown does nothing.
 func (e *Loops) Shutdown(ctx context.Context) error { return nil }
+
+// Drain does nothing.
+func (e *Loops) Drain(ctx context.Context, idleGrace time.Duration) error { return nil }

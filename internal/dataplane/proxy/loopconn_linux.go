@@ -53,6 +53,8 @@ type lclient struct {
 	// header timeout (not the idle one) runs.
 	deadline    time.Time
 	headerTimer bool
+	// idleAt is when the connection last became idle (for Loops.Drain).
+	idleAt time.Time
 }
 
 func (l *evloop) addClient(nc newConn) {
@@ -79,6 +81,7 @@ func (l *evloop) addClient(nc newConn) {
 // idle waits for the next request head under the idle timeout.
 func (c *lclient) idle() {
 	c.st = cIdle
+	c.idleAt = c.l.now
 	c.headerTimer = false
 	c.deadline = c.l.now.Add(c.l.p.o.IdleTimeout)
 }

@@ -1,0 +1,233 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cutover/cutover/bench/loadclient"
+	"github.com/cutover/cutover/internal/admin"
+)
+
+// The tests in this file upgrade a running `cutover serve` (the real
+// binary) under strict load: `cutover upgrade` starts a new process that
+// inherits the listening sockets; the old one drains and exits.
+
+// upgradeConfig is what the upgrade tests vary in the configuration.
+type upgradeConfig struct {
+	http, https string
+	drain       string // drain_timeout
+	healthTO    string // health timeout
+	adminTCP    string
+}
+
+func (bs *binaryStack) writeUpgradeConfig(t *testing.T, c upgradeConfig) {
+	t.Helper()
+	var b strings.Builder
+	fmt.Fprintf(&b, "listen:\n  http: \"%s\"\n", c.http)
+	if c.https != "" {
+		fmt.Fprintf(&b, "  https: \"%s\"\ntls:\n  self_signed: true\n  hosts: [\"localhost\"]\n", c.https)
+	}
+	fmt.Fprintf(&b, "state_dir: %s\nadmin:\n  socket: %s\n", bs.dir, bs.socket)
+	if c.adminTCP != "" {
+		fmt.Fprintf(&b, "  tcp: \"%s\"\n  token: \"e2e-secret\"\n", c.adminTCP)
+	}
+	if c.drain == "" {
+		c.drain = "5s"
+	}
+	if c.healthTO == "" {
+		c.healthTO = "1s"
+	}
+	fmt.Fprintf(&b, `log:
+  access: "off"
+services:
+  web:
+    health: {path: /healthz, interval: 50ms, timeout: %s, healthy: 2, unhealthy: 2}
+    drain_timeout: %s
+    pools:
+      blue: ["%s"]
+      green: ["%s"]
+    active: blue
+`, c.healthTO, c.drain, bs.blue.addr(), bs.green.addr())
+	if err := os.WriteFile(bs.cfgPath, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// procGone reports whether pid has exited (no such process, or a zombie
+// waiting for its new parent to reap it).
+func procGone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z' || s[i+2] == 'X'
+}
+
+// cutoverPIDs lists the live processes running the test's cutover binary.
+func cutoverPIDs(t *testing.T, bin string) []int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err == nil && exe == bin && !procGone(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// awaitGone waits until pid has exited: the old process of an upgrade is
+// no child of the test once it has handed over, so there is nothing to
+// wait on but /proc.
+func awaitGone(t *testing.T, pid int, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !procGone(pid) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d still running %s after the upgrade", pid, within)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// killAtCleanup ends pid with SIGKILL when the test ends (processes started
+// by upgrades are not the test's children).
+func killAtCleanup(t *testing.T, pid int) {
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGKILL) })
+}
+
+func (bs *binaryStack) adminPID(t *testing.T) int {
+	t.Helper()
+	c := admin.NewUnixClient(bs.socket)
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h, err := c.Health(ctx)
+	if err != nil {
+		t.Fatalf("admin health: %v", err)
+	}
+	return h.PID
+}
+
+func (bs *binaryStack) activePool(t *testing.T) string {
+	t.Helper()
+	c := admin.NewUnixClient(bs.socket)
+	defer c.Close()
+	st, err := c.Status(context.Background(), "web")
+	if err != nil {
+		t.Fatalf("admin status: %v", err)
+	}
+	return st.Services[0].Active
+}
+
+// upgradeOnce runs `cutover upgrade ARGS...`, checks it succeeded, that
+// the new process answers the admin API, the old one exits and exactly one
+// cutover runs; it returns the new pid.
+func (bs *binaryStack) upgradeOnce(t *testing.T, oldPID int, args ...string) (newPID int, out string) {
+	t.Helper()
+	out, errOut, code := bs.cli(t, append([]string{"upgrade"}, args...)...)
+	if code != 0 {
+		t.Fatalf("cutover upgrade: exit %d\n%s%s", code, out, errOut)
+	}
+	newPID = bs.adminPID(t)
+	killAtCleanup(t, newPID)
+	if newPID == oldPID || !strings.Contains(out, fmt.Sprintf("pid %d serves", newPID)) {
+		t.Fatalf("after the upgrade the admin API is served by pid %d (old %d); upgrade said:\n%s", newPID, oldPID, out)
+	}
+	awaitGone(t, oldPID, 15*time.Second)
+	if pids := cutoverPIDs(t, bs.bin); len(pids) != 1 || pids[0] != newPID {
+		t.Fatalf("after the upgrade these cutover processes run: %v, want only %d", pids, newPID)
+	}
+	return newPID, out
+}
+
+type loadRun struct {
+	done chan *loadclient.Result
+}
+
+// startLoad runs the strict client until ctx ends (or o.Duration passes).
+func startLoad(ctx context.Context, t *testing.T, o loadclient.Options) *loadRun {
+	t.Helper()
+	l := &loadRun{done: make(chan *loadclient.Result, 1)}
+	go func() {
+		res, err := loadclient.Run(ctx, o)
+		if err != nil {
+			t.Error(err)
+		}
+		l.done <- res
+	}()
+	return l
+}
+
+// TestUpgradeUnderLoadDropsNothing: 10 upgrades in a row under 32 strict
+// keep-alive clients on the plain-HTTP event loops: no request fails, and
+// each upgrade leaves one process, the new one, serving the same pool.
+func TestUpgradeUnderLoadDropsNothing(t *testing.T) {
+	bs := newBinaryStack(t)
+	bs.writeUpgradeConfig(t, upgradeConfig{http: bs.proxyAddr})
+	s := bs.serve(t)
+	if out, errOut, code := bs.cli(t, "deploy", "green", "--timeout", "20s"); code != 0 {
+		t.Fatalf("deploy green: exit %d\n%s%s", code, out, errOut)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	load := startLoad(ctx, t, loadclient.Options{
+		Addr: bs.proxyAddr, Connections: 32, Duration: time.Minute, Host: "app",
+		BackendHeader: "X-Backend", Timeout: requestTimeout,
+	})
+	pid := s.cmd.Process.Pid
+	var ready, switched []string
+	for i := 0; i < 10; i++ {
+		var out string
+		pid, out = bs.upgradeOnce(t, pid)
+		ready = append(ready, between(out, "ready in ", " ms"))
+		switched = append(switched, between(out, "switched in ", " ms"))
+		if got := bs.activePool(t); got != "green" {
+			t.Fatalf("after upgrade %d the active pool is %q, want green", i+1, got)
+		}
+	}
+	cancel()
+	res := <-load.done
+	if res == nil {
+		t.FailNow()
+	}
+	sum := res.Summarize()
+	if sum.Failed != 0 || sum.Requests == 0 {
+		t.Fatalf("%d of %d requests failed across 10 upgrades (%v)", sum.Failed, sum.Requests, sum.ErrorKinds)
+	}
+	for backend := range sum.ByBackend {
+		if backend != "green-1" {
+			t.Errorf("%s answered; the active pool is green", backend)
+		}
+	}
+	t.Logf("10 upgrades under 32 strict clients (plain HTTP, event loops): %d requests, %d failed; ready in %v ms, admin switch %v ms",
+		sum.Requests, sum.Failed, ready, switched)
+}
+
+func between(s, from, to string) string {
+	i := strings.Index(s, from)
+	if i < 0 {
+		return "?"
+	}
+	s = s[i+len(from):]
+	if j := strings.Index(s, to); j >= 0 {
+		return s[:j]
+	}
+	return "?"
+}
