@@ -338,6 +338,8 @@ func TestProblems(t *testing.T) {
 		{"tls cert without key", base + "tls: {cert: a.pem}\n", 6, "tls.key", []string{"missing while tls.cert is set"}},
 		{"self_signed without hosts", base + "tls:\n  self_signed: true\n", 6, "tls.hosts", []string{"self_signed needs the names", "tls.hosts"}},
 		{"admin tcp without token", base + "admin: {tcp: \"127.0.0.1:9901\"}\n", 6, "admin.tcp", []string{"without admin.token", "admin.token:"}},
+		{"metrics on a public listener", base + "metrics: {listen: \"127.0.0.1:8080\"}\n", 6, "metrics.listen", []string{"same address as a public listener", "127.0.0.1:9100"}},
+		{"metrics bad address", base + "metrics: {listen: \"nowhere\"}\n", 6, "metrics.listen", []string{"nowhere"}},
 		{"health threshold", base + "    health: {healthy: 0}\n", 6, "services.web.health.healthy", []string{"at least 1"}},
 		{"health unhealthy", base + "    health:\n      unhealthy: -2\n", 7, "services.web.health.unhealthy", []string{"at least 1"}},
 		{"health timeout", base + "    health: {timeout: 0s}\n", 6, "services.web.health.timeout", []string{"more than 0"}},

@@ -139,6 +139,11 @@ func (p *parser) root(n *yaml.Node, c *Config) {
 				{"token", p.str(&c.Admin.Token)},
 			})
 		}},
+		{"metrics", func(k string, v *yaml.Node) {
+			p.mapping(k, v, []field{
+				{"listen", p.str(&c.Metrics.Listen)},
+			})
+		}},
 		{"trusted_proxies", p.prefixes(&c.TrustedProxies)},
 		{"log", func(k string, v *yaml.Node) {
 			p.mapping(k, v, []field{

@@ -24,6 +24,7 @@ type Config struct {
 	TLS            TLS
 	StateDir       string
 	Admin          Admin
+	Metrics        Metrics
 	TrustedProxies []netip.Prefix
 	Log            Log
 	Timeouts       Timeouts
@@ -100,6 +101,13 @@ type Admin struct {
 	TCP string
 	// Token is the bearer token required on the TCP listener.
 	Token string
+}
+
+// Metrics configures the Prometheus metrics listener.
+type Metrics struct {
+	// Listen is the host:port serving GET /metrics and GET /healthz ("":
+	// no metrics listener). It is never one of the public listeners.
+	Listen string
 }
 
 // Log configures logging.

@@ -113,6 +113,16 @@ func (ch *checker) listen() {
 	if a := ch.c.Admin.TCP; a != "" && (a == l.HTTP || a == l.HTTPS) {
 		ch.add("admin.tcp", "is the same address as a public listener — give the admin API its own address, e.g. 127.0.0.1:9901")
 	}
+	if m := ch.c.Metrics.Listen; m != "" {
+		switch {
+		case addrProblem(m, false) != "":
+			ch.add("metrics.listen", addrProblem(m, false))
+		case m == l.HTTP || m == l.HTTPS:
+			ch.add("metrics.listen", "is the same address as a public listener — metrics are never served to the public; give them their own address, e.g. 127.0.0.1:9100")
+		case m == ch.c.Admin.TCP:
+			ch.add("metrics.listen", "is the same address as admin.tcp — give the metrics listener its own address, e.g. 127.0.0.1:9100")
+		}
+	}
 }
 
 func (ch *checker) tls() {

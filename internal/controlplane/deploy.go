@@ -444,6 +444,7 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate b
 		res.Message = fmt.Sprintf("service %q now served by pool %q", s.name, name)
 		return res, nil
 	}
+	m.metrics.Switched(s.name, kind, took)
 	res.From = old.Name()
 	res.InFlightAtSwitch = old.InFlight()
 	progress(m.event(s.name, name, admin.PhaseSwitch, fmt.Sprintf("switched service %q from %q to %q (%d requests in flight on %q)",
@@ -463,6 +464,7 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate b
 	old.CloseIdle()
 	res.TimeToDrain = admin.Duration(time.Since(switchedAt))
 	res.Drained = max(res.InFlightAtSwitch-res.ClosedAtTimeout, 0)
+	m.metrics.Drained(s.name, time.Duration(res.TimeToDrain), res.Drained)
 
 	if remaining > 0 {
 		progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("drain timeout (%s) passed: ended %d requests still running on %q by closing %d upstream connections",

@@ -30,6 +30,7 @@ import (
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/dataplane/route"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
+	"github.com/cutover/cutover/internal/metrics"
 )
 
 // Options configure a Manager.
@@ -40,6 +41,9 @@ type Options struct {
 	// Conn is shared by every target's upstream connections (default:
 	// ConnOptions(cfg)).
 	Conn *upstream.ConnOptions
+	// Metrics records switches, drains, reloads and health probes (nil:
+	// none).
+	Metrics *metrics.Metrics
 }
 
 // ConnOptions builds the upstream connection options from a configuration.
@@ -72,6 +76,7 @@ type Manager struct {
 	statePath string // "" when state_dir is not set: nothing is persisted
 	prober    *health.Prober
 	hist      *history.Log
+	metrics   *metrics.Metrics
 
 	// stateMu serialises changes (write the state, then apply it); it is
 	// taken before mu.
@@ -151,11 +156,12 @@ func (p *pool) source() string {
 // checks pass. Start begins the health checks.
 func New(cfg *config.Config, o Options) (*Manager, error) {
 	m := &Manager{
-		log:    o.Logger,
-		conn:   o.Conn,
-		prober: health.NewProber(),
-		cfg:    cfg,
-		ops:    map[string]*admin.Operation{},
+		log:     o.Logger,
+		conn:    o.Conn,
+		metrics: o.Metrics,
+		prober:  health.NewProber(),
+		cfg:     cfg,
+		ops:     map[string]*admin.Operation{},
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -351,8 +357,11 @@ func (m *Manager) startCheckers(p *pool) {
 			Prober:   m.prober,
 			Settings: p.svc.settings,
 			Notify:   p.changed.Broadcast,
-			Logger:   m.log,
-			Attrs:    []slog.Attr{slog.String("service", p.svc.name), slog.String("pool", p.up.Name())},
+			OnProbe: func(err error) {
+				m.metrics.Probed(p.svc.name, p.up.Name(), t.Addr(), err)
+			},
+			Logger: m.log,
+			Attrs:  []slog.Attr{slog.String("service", p.svc.name), slog.String("pool", p.up.Name())},
 		})
 		ctx, cancel := context.WithCancel(m.runCtx)
 		p.checkers[t] = &runningChecker{c: c, cancel: cancel}

@@ -46,6 +46,7 @@ func (m *Manager) Rollback(ctx context.Context, req admin.RollbackRequest, progr
 func (m *Manager) RecordReload(run func() error) error {
 	id := m.beginEntry(history.Entry{Kind: history.KindReload})
 	err := run()
+	m.metrics.Reloaded(err)
 	e := history.Entry{Kind: history.KindReload, Result: history.ResultSucceeded, Reason: "configuration reloaded"}
 	if err != nil {
 		e.Result, e.Reason = history.ResultFailed, err.Error()

@@ -27,6 +27,8 @@ import (
 	"github.com/cutover/cutover/internal/dataplane/forward"
 	"github.com/cutover/cutover/internal/dataplane/listen"
 	"github.com/cutover/cutover/internal/dataplane/proxy"
+	"github.com/cutover/cutover/internal/dataplane/stats"
+	"github.com/cutover/cutover/internal/metrics"
 	"github.com/cutover/cutover/internal/provider/docker"
 )
 
@@ -59,6 +61,14 @@ type Instance struct {
 	certs  *listen.CertSource
 	lis    *listen.Server
 	adm    *admin.Server
+	// stats counts what the data plane served (metrics, status, the
+	// dashboard, a deploy's guard); met exposes it with the rest.
+	stats *stats.Stats
+	met   *metrics.Metrics
+	// metSrv serves metrics.listen (nil when not configured).
+	metSrv *metrics.Server
+	// ready is set once Start has finished: GET /healthz answers 200.
+	ready atomic.Bool
 	// docker keeps pools of containers in step with the engine (nil when
 	// the configuration has none).
 	docker *docker.Provider
@@ -107,7 +117,7 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	if log == nil {
 		log = newLogger(o.Stderr, cfg.Log)
 	}
-	in := &Instance{o: o, cfg: cfg, log: log, served: make(chan error, 3), upgraded: make(chan struct{}, 1)}
+	in := &Instance{o: o, cfg: cfg, log: log, served: make(chan error, 4), upgraded: make(chan struct{}, 1), stats: stats.New()}
 	defer func() {
 		if err != nil {
 			in.closeAll()
@@ -132,7 +142,8 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 		}
 	}
 
-	if in.mgr, err = controlplane.New(cfg, controlplane.Options{Logger: log, Conn: controlplane.ConnOptions(cfg)}); err != nil {
+	in.met = metrics.New(metrics.Options{Stats: in.stats})
+	if in.mgr, err = controlplane.New(cfg, controlplane.Options{Logger: log, Conn: controlplane.ConnOptions(cfg), Metrics: in.met}); err != nil {
 		return nil, err
 	}
 	// Docker pools get their targets before any listener accepts.
@@ -162,6 +173,7 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 		MaxHeaderBytes:      cfg.Limits.MaxHeaderBytes,
 		ResponseTimeout:     cfg.Upstream.ResponseTimeout,
 		UpstreamReadTimeout: cfg.Upstream.ReadTimeout,
+		Observers:           []proxy.Observer{in.stats},
 	})
 	lo := listen.Options{
 		HTTP: cfg.Listen.HTTP, HTTPS: cfg.Listen.HTTPS, Proxy: px, Engine: cfg.Listen.Engine,
@@ -216,6 +228,16 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	if in.adm, err = admin.Listen(ao); err != nil {
 		return nil, err
 	}
+	in.met.SetSources(in.mgr.Router(), in.lis.Counts)
+	if cfg.Metrics.Listen != "" {
+		mo := metrics.ServerOptions{Addr: cfg.Metrics.Listen, Metrics: in.met, Ready: in.ready.Load}
+		if mo.Listener, err = inherited.Take(listen.NameMetrics, cfg.Metrics.Listen); err != nil {
+			return nil, err
+		}
+		if in.metSrv, err = metrics.Listen(mo); err != nil {
+			return nil, err
+		}
+	}
 	if err = in.mgr.Start(ctx); err != nil {
 		return nil, err
 	}
@@ -226,6 +248,10 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	}
 	go func() { in.served <- in.lis.Serve() }()
 	go func() { in.served <- in.adm.Serve() }()
+	if in.metSrv != nil {
+		go func() { in.served <- in.metSrv.Serve() }()
+	}
+	in.ready.Store(true)
 	if in.handover != nil {
 		in.handover.serving(in)
 	} else if err := sdNotify(os.LookupEnv, "READY=1"); err != nil {
@@ -315,6 +341,18 @@ func (in *Instance) HTTPAddr() net.Addr { return in.lis.HTTPAddr() }
 // HTTPSAddr is the bound HTTPS address (nil if none).
 func (in *Instance) HTTPSAddr() net.Addr { return in.lis.HTTPSAddr() }
 
+// Stats are the data plane's counts of what it served.
+func (in *Instance) Stats() *stats.Stats { return in.stats }
+
+// MetricsAddr is the bound metrics address (nil when metrics.listen is
+// not set).
+func (in *Instance) MetricsAddr() net.Addr {
+	if in.metSrv == nil {
+		return nil
+	}
+	return in.metSrv.Addr()
+}
+
 // Manager is the control plane.
 func (in *Instance) Manager() *controlplane.Manager { return in.mgr }
 
@@ -397,6 +435,11 @@ func (in *Instance) closeAll() {
 	}
 	if in.certs != nil {
 		in.certs.Close()
+	}
+	if in.metSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		in.metSrv.Shutdown(ctx)
+		cancel()
 	}
 	in.docker.Close()
 	if in.mgr != nil {

@@ -190,6 +190,9 @@ func (in *Instance) handOver(binary string, timeout time.Duration) (*admin.Upgra
 	if tcpLn != nil {
 		handed = append(handed, listen.Handed{Name: listen.NameAdminTCP, Addr: in.cfg.Admin.TCP, Listener: tcpLn})
 	}
+	if in.metSrv != nil {
+		handed = append(handed, listen.Handed{Name: listen.NameMetrics, Addr: in.cfg.Metrics.Listen, Listener: in.metSrv.Listener()})
+	}
 
 	statusR, statusW, err := os.Pipe()
 	if err != nil {

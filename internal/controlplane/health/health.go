@@ -108,6 +108,8 @@ type CheckerOptions struct {
 	Settings func() Settings
 	// Notify is called after every probe result was reported (may be nil).
 	Notify func()
+	// OnProbe is told each probe's result, nil for a pass (may be nil).
+	OnProbe func(err error)
 	// Logger receives verdict changes (may be nil).
 	Logger *slog.Logger
 	// Attrs name the service and pool in log lines.
@@ -159,6 +161,9 @@ func (c *Checker) Run(ctx context.Context) {
 			return
 		}
 		before := t.State()
+		if c.o.OnProbe != nil {
+			c.o.OnProbe(err)
+		}
 		after := t.ReportProbe(err, s.Thresholds)
 		if after != before {
 			attrs := append([]slog.Attr{

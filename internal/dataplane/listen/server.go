@@ -74,6 +74,55 @@ type Server struct {
 	// loops serve the plain-HTTP listener's connections when it does not
 	// redirect; nil when the goroutine engine does.
 	loops *proxy.Loops
+	// TLS handshakes completed and failed, for the metrics endpoint.
+	handshakes, handshakeFailures atomic.Uint64
+}
+
+// Counts are the listeners' numbers for the metrics endpoint.
+type Counts struct {
+	// Conns are the open client connections by listener ("http" or
+	// "https") and protocol ("http/1.1" or "h2").
+	Conns                         map[ConnKind]int
+	Handshakes, HandshakeFailures uint64
+}
+
+// ConnKind is a listener and protocol.
+type ConnKind struct{ Listener, Protocol string }
+
+// Listener and protocol names of Counts.
+const (
+	ListenerHTTP  = "http"
+	ListenerHTTPS = "https"
+	ProtoHTTP1    = "http/1.1"
+	ProtoH2       = "h2"
+)
+
+// Counts returns the open connections and handshake totals now.
+func (s *Server) Counts() Counts {
+	c := Counts{Conns: map[ConnKind]int{}, Handshakes: s.handshakes.Load(), HandshakeFailures: s.handshakeFailures.Load()}
+	if s.httpLn != nil {
+		c.Conns[ConnKind{ListenerHTTP, ProtoHTTP1}] += 0
+	}
+	if s.httpsLn != nil {
+		c.Conns[ConnKind{ListenerHTTPS, ProtoHTTP1}] += 0
+		c.Conns[ConnKind{ListenerHTTPS, ProtoH2}] += 0
+	}
+	if s.loops != nil {
+		c.Conns[ConnKind{ListenerHTTP, ProtoHTTP1}] += int(s.loops.Clients())
+	}
+	s.mu.Lock()
+	for cn := range s.conns {
+		k := ConnKind{ListenerHTTP, ProtoHTTP1}
+		if cn.tls {
+			k.Listener = ListenerHTTPS
+		}
+		if cn.h2.Load() {
+			k.Protocol = ProtoH2
+		}
+		c.Conns[k]++
+	}
+	s.mu.Unlock()
+	return c
 }
 
 // New binds the listeners, so address problems are reported before
@@ -232,7 +281,7 @@ func (s *Server) accept(ln net.Listener, info proxy.ConnInfo) error {
 				s.o.Logger.Warn("event loops refused a connection; serving it with a goroutine", "err", err)
 			}
 		}
-		c := &conn{nc: nc, srv: s}
+		c := &conn{nc: nc, srv: s, tls: info.TLS}
 		if !s.track(c) {
 			nc.Close()
 			return nil
@@ -254,10 +303,12 @@ func (s *Server) serve(c *conn, info proxy.ConnInfo) {
 	tc := tls.Server(nc, s.o.TLS)
 	tc.SetDeadline(time.Now().Add(s.o.HandshakeTimeout))
 	if err := tc.Handshake(); err != nil {
+		s.handshakeFailures.Add(1)
 		s.o.Logger.Debug("TLS handshake failed", "remote", c.nc.RemoteAddr(), "err", err)
 		tc.Close()
 		return
 	}
+	s.handshakes.Add(1)
 	tc.SetDeadline(time.Time{})
 	switch tc.ConnectionState().NegotiatedProtocol {
 	case ACMETLSProtocol:
@@ -265,7 +316,7 @@ func (s *Server) serve(c *conn, info proxy.ConnInfo) {
 		tc.Close()
 		return
 	case http2.NextProtoTLS:
-		c.h2 = true
+		c.h2.Store(true)
 		c.state.Store(connActive)
 		s.h2.ServeConn(tc, &http2.ServeConnOpts{BaseConfig: s.h2base, Handler: s.o.Proxy})
 		tc.Close()
@@ -286,7 +337,8 @@ type conn struct {
 	nc    net.Conn
 	srv   *Server
 	state atomic.Int32
-	h2    bool
+	tls   bool
+	h2    atomic.Bool
 	// idleSince is when the connection last became idle (accepted or
 	// answered), in Unix nanoseconds; Drain closes it after a grace.
 	idleSince atomic.Int64

@@ -103,6 +103,10 @@ func (p *Proxy) NewLoops(o LoopOptions) (*Loops, error) {
 // Len is the number of event loops.
 func (e *Loops) Len() int { return len(e.loops) }
 
+// Clients is the number of client connections the loops serve now (not
+// those handed to the goroutine engine).
+func (e *Loops) Clients() int64 { return e.clients.Load() }
+
 // Add gives an accepted TCP connection to a loop. The loops take a
 // duplicate of its socket and close nc; on error nc is left to the caller.
 func (e *Loops) Add(nc net.Conn) error {

@@ -30,6 +30,9 @@ func (p *Proxy) NewLoops(o LoopOptions) (*Loops, error) {
 // Len is 0: there are no loops.
 func (e *Loops) Len() int { return 0 }
 
+// Clients is always 0 where there are no event loops.
+func (e *Loops) Clients() int64 { return 0 }
+
 // Add refuses nc.
 func (e *Loops) Add(nc net.Conn) error { return errors.New("event loops need Linux's epoll") }
 
