@@ -17,8 +17,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/serve"
 )
 
