@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/cutover/cutover/internal/demoapp"
+	"github.com/cutover/cutover/internal/human"
 )
 
 const (
@@ -101,7 +102,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		logger.Error("demo-app stopped serving", "err", err)
 		return 1
 	}
-	logger.Info("demo-app stopped", "served", app.Served(), "shutdown", time.Since(start).Round(time.Millisecond))
+	logger.Info("demo-app stopped", "served", app.Served(), "shutdown", human.Duration(time.Since(start)))
 	return 0
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/cutover/cutover/internal/human"
 )
 
 // The types in this file are the admin API's JSON schema, shared by the
@@ -95,7 +97,7 @@ type Operation struct {
 
 func (o *Operation) String() string {
 	return fmt.Sprintf("%s of service %q to pool %q (started %s, %s ago)",
-		o.Kind, o.Service, o.Pool, o.Started.Format("15:04:05"), time.Since(o.Started).Round(time.Second))
+		o.Kind, o.Service, o.Pool, o.Started.Format("15:04:05"), human.Duration(time.Since(o.Started)))
 }
 
 // DeployResult reports a finished deploy or rollback.
@@ -269,5 +271,5 @@ func (f TargetProgress) Describe() string {
 	if reason == "" {
 		reason = "no failed probe, but not enough passes yet"
 	}
-	return fmt.Sprintf("%s: %s [%d of %d checks passed, state %s]", name, reason, f.Passes, f.Needed, f.State)
+	return fmt.Sprintf("%s: %s [%d of %s passed, state %s]", name, reason, f.Passes, human.Count(f.Needed, "check"), f.State)
 }

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -124,12 +125,17 @@ func TestCLIDeployStatusRollback(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("deploy green: exit %d: %v\n%s", code, err, out)
 	}
-	for _, want := range []string{"checking 1 targets of \"green\"", cs.green.addr() + " ready (2/2 checks passed)",
-		"switched service \"web\" from \"blue\" to \"green\"", "deploy done: service web switched from blue to green",
+	// One target: counts agree with their nouns ("1 target", "0 requests").
+	for _, want := range []string{"checking 1 target of \"green\"", "2 passes needed", cs.green.addr() + " ready (2/2 checks passed) — 1 of 1 target ready",
+		"switched service \"web\" from \"blue\" to \"green\" (0 requests in flight", "deploy done: service web switched from blue to green",
 		"time to healthy:", "in flight at switch:  0", "drained:              0", "time to drain:"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("deploy output lacks %q:\n%s", want, out)
 		}
+	}
+	// Durations are rounded for people: no nanoseconds.
+	if m := regexp.MustCompile(`\d+\.\d{5,}(s|ms|µs)`).FindString(out); m != "" {
+		t.Errorf("deploy output has the unrounded duration %q:\n%s", m, out)
 	}
 
 	out, _, code, _ = runCLI(t, "deploy", "green", sock)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/human"
 	"github.com/spf13/cobra"
 )
 
@@ -92,13 +93,13 @@ func printResult(out io.Writer, res *admin.DeployResult) {
 		return
 	}
 	fmt.Fprintf(out, "%s done: service %s switched from %s to %s\n", res.Operation, res.Service, orNone(res.From), res.Pool)
-	fmt.Fprintf(out, "  time to healthy:      %s\n", time.Duration(res.TimeToHealthy).Round(time.Millisecond))
+	fmt.Fprintf(out, "  time to healthy:      %s\n", human.Duration(time.Duration(res.TimeToHealthy)))
 	fmt.Fprintf(out, "  in flight at switch:  %d\n", res.InFlightAtSwitch)
 	fmt.Fprintf(out, "  drained:              %d\n", res.Drained)
 	if res.ClosedAtTimeout > 0 {
-		fmt.Fprintf(out, "  closed at timeout:    %d (over %d upstream connections)\n", res.ClosedAtTimeout, res.ConnsClosed)
+		fmt.Fprintf(out, "  closed at timeout:    %d (over %s)\n", res.ClosedAtTimeout, human.Count(res.ConnsClosed, "upstream connection"))
 	}
-	fmt.Fprintf(out, "  time to drain:        %s\n", time.Duration(res.TimeToDrain).Round(time.Millisecond))
+	fmt.Fprintf(out, "  time to drain:        %s\n", human.Duration(time.Duration(res.TimeToDrain)))
 	for _, w := range res.Warnings {
 		fmt.Fprintf(out, "warning: %s\n", w)
 	}

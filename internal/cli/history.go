@@ -10,6 +10,7 @@ import (
 
 	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/controlplane/history"
+	"github.com/cutover/cutover/internal/human"
 	"github.com/spf13/cobra"
 )
 
@@ -77,7 +78,7 @@ func printHistory(out io.Writer, entries []admin.HistoryEntry, now time.Time) {
 
 // historyDetail is the short form of what happened.
 func historyDetail(e admin.HistoryEntry, now time.Time) string {
-	took := short(e.Duration(now))
+	took := human.Duration(e.Duration(now))
 	if e.Result != history.ResultSucceeded {
 		reason, _, _ := strings.Cut(e.Reason, "\n")
 		return fmt.Sprintf("after %s: %s", took, reason)
@@ -89,7 +90,7 @@ func historyDetail(e admin.HistoryEntry, now time.Time) string {
 		return "already active, nothing to do"
 	}
 	msg := fmt.Sprintf("in %s: healthy after %s, %d in flight at the switch, %d drained in %s", took,
-		short(fromMS(e.TimeToHealthyMS)), e.InFlightAtSwitch, e.Drained, short(fromMS(e.DrainMS)))
+		human.Duration(fromMS(e.TimeToHealthyMS)), e.InFlightAtSwitch, e.Drained, human.Duration(fromMS(e.DrainMS)))
 	if e.ClosedAtTimeout > 0 {
 		msg += fmt.Sprintf(", %d closed at the drain timeout", e.ClosedAtTimeout)
 	}
@@ -97,15 +98,6 @@ func historyDetail(e admin.HistoryEntry, now time.Time) string {
 		msg += fmt.Sprintf(" (warning: %s)", e.Warnings[0])
 	}
 	return msg
-}
-
-// short rounds a duration for one line: milliseconds, or microseconds
-// below one.
-func short(d time.Duration) time.Duration {
-	if d < time.Millisecond {
-		return d.Round(time.Microsecond)
-	}
-	return d.Round(time.Millisecond)
 }
 
 func fromMS(ms float64) time.Duration { return time.Duration(ms * float64(time.Millisecond)) }

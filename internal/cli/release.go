@@ -21,6 +21,7 @@ import (
 
 	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
+	"github.com/cutover/cutover/internal/human"
 	"github.com/cutover/cutover/internal/provider/docker"
 )
 
@@ -86,7 +87,7 @@ live traffic is untouched.`,
 				return &exitError{code: 2, err: errors.New("release needs the compose file of the app: -f compose.yaml (repeatable; {pool} in a path is replaced by the colour)")}
 			}
 			if len(o.pools) < 2 {
-				return &exitError{code: 2, err: fmt.Errorf("--pools names %d colour(s); give at least two, e.g. --pools blue,green", len(o.pools))}
+				return &exitError{code: 2, err: fmt.Errorf("--pools names %s; give at least two, e.g. --pools blue,green", human.Count(len(o.pools), "colour"))}
 			}
 			c, err := at.client()
 			if err != nil {
@@ -217,9 +218,9 @@ func (r *releaser) run(ctx context.Context) error {
 		}
 		return r.fail(ctx, existed, services, nil, err)
 	}
-	r.step("release done: service %s switched from %s to %s; release start to switch: %s; %d requests drained from %s in %s",
-		r.service, orNone(res.From), res.Pool, res.SwitchedAt.Sub(r.start).Round(time.Millisecond),
-		res.Drained, orNone(res.From), time.Duration(res.TimeToDrain).Round(time.Millisecond))
+	r.step("release done: service %s switched from %s to %s; release start to switch: %s; %s drained from %s in %s",
+		r.service, orNone(res.From), res.Pool, human.Duration(res.SwitchedAt.Sub(r.start)),
+		human.Count(int(res.Drained), "request"), orNone(res.From), human.Duration(time.Duration(res.TimeToDrain)))
 	for _, w := range res.Warnings {
 		r.step("warning: %s", w)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/human"
 	"github.com/spf13/cobra"
 )
 
@@ -70,7 +71,7 @@ func printStatus(out io.Writer, st *admin.StatusResponse, now time.Time) {
 		fmt.Fprintf(out, "%s: active %s, previous %s\n", svc.Name, svc.Active, prev)
 		fmt.Fprintf(out, "  hosts: %s; balance: %s\n", hosts, svc.Balance)
 		if op := svc.Operation; op != nil {
-			fmt.Fprintf(out, "  %s to %s in progress since %s (%s)\n", op.Kind, op.Pool, op.Started.Format("15:04:05"), now.Sub(op.Started).Round(time.Second))
+			fmt.Fprintf(out, "  %s to %s in progress since %s (%s)\n", op.Kind, op.Pool, op.Started.Format("15:04:05"), human.Duration(now.Sub(op.Started)))
 		}
 		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  POOL\tTARGET\tSTATE\tIN-FLIGHT\tSERVED\tLAST ERROR")

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/cutover/cutover/internal/config"
+	"github.com/cutover/cutover/internal/human"
 	"github.com/spf13/cobra"
 )
 
@@ -39,24 +40,16 @@ func newValidateCmd(s Streams) *cobra.Command {
 				for _, p := range problems.Problems {
 					fmt.Fprintln(s.Err, p)
 				}
-				return &exitError{code: 1, err: fmt.Errorf("%s: %s", path, plural(len(problems.Problems), "problem"))}
+				return &exitError{code: 1, err: fmt.Errorf("%s: %s", path, human.Count(len(problems.Problems), "problem"))}
 			}
 			names := make([]string, len(cfg.Services))
 			for i, svc := range cfg.Services {
 				names[i] = svc.Name
 			}
-			fmt.Fprintf(s.Out, "ok: %s: %s (%s)\n", path, plural(len(names), "service"), strings.Join(names, ", "))
+			fmt.Fprintf(s.Out, "ok: %s: %s (%s)\n", path, human.Count(len(names), "service"), strings.Join(names, ", "))
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&path, "config", "c", "", "configuration file to check")
 	return cmd
-}
-
-// plural formats a count with its noun: "1 problem", "2 problems".
-func plural(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
+	"github.com/cutover/cutover/internal/human"
 )
 
 // deploy (see Deploy, which records it) switches a service to a pool: it sets the pool's targets when the
@@ -324,8 +325,8 @@ func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind str
 		}
 	}
 
-	progress(m.event(s.name, name, admin.PhaseHealth, fmt.Sprintf("checking %d targets of %q: GET %s every %s, %d passes needed, timeout %s",
-		len(p.up.Targets()), name, settings.Path, settings.Interval, needed, timeout)))
+	progress(m.event(s.name, name, admin.PhaseHealth, fmt.Sprintf("checking %s of %q: GET %s every %s, %s needed, timeout %s",
+		human.Count(len(p.up.Targets()), "target"), name, settings.Path, settings.Interval, human.Count(needed, "pass", "passes"), timeout)))
 	last := map[string]admin.TargetProgress{}
 	for {
 		wake := p.changed.Wait()
@@ -369,8 +370,8 @@ func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind str
 			}
 			return &admin.Error{
 				Kind: admin.KindUnhealthy,
-				Message: fmt.Sprintf("%s of service %q to pool %q refused: %d of %d targets not healthy within %s — live traffic stays on %q",
-					kind, s.name, name, len(failing), len(targets), timeout, live),
+				Message: fmt.Sprintf("%s of service %q to pool %q refused: %d of %s not healthy within %s — live traffic stays on %q",
+					kind, s.name, name, len(failing), human.Count(len(targets), "target"), timeout, live),
 				Failing: failing,
 			}
 		case <-ctx.Done():
@@ -399,7 +400,7 @@ func describeProgress(tp admin.TargetProgress, ready, total int) string {
 	default:
 		what = fmt.Sprintf("not ready yet (%d/%d checks passed)", tp.Passes, tp.Needed)
 	}
-	return fmt.Sprintf("%s %s — %d of %d targets ready", name, what, ready, total)
+	return fmt.Sprintf("%s %s — %d of %s ready", name, what, ready, human.Count(total, "target"))
 }
 
 // switchTo makes p active and drains the pool that was active. The state
@@ -447,8 +448,8 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate b
 	m.metrics.Switched(s.name, kind, took)
 	res.From = old.Name()
 	res.InFlightAtSwitch = old.InFlight()
-	progress(m.event(s.name, name, admin.PhaseSwitch, fmt.Sprintf("switched service %q from %q to %q (%d requests in flight on %q)",
-		s.name, old.Name(), name, res.InFlightAtSwitch, old.Name())))
+	progress(m.event(s.name, name, admin.PhaseSwitch, fmt.Sprintf("switched service %q from %q to %q (%s in flight on %q)",
+		s.name, old.Name(), name, human.Count(int(res.InFlightAtSwitch), "request"), old.Name())))
 
 	drainTimeout := s.cfg.Load().DrainTimeout
 	progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("draining %q: waiting up to %s for its requests to finish", old.Name(), drainTimeout)))
@@ -467,13 +468,13 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate b
 	m.metrics.Drained(s.name, time.Duration(res.TimeToDrain), res.Drained)
 
 	if remaining > 0 {
-		progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("drain timeout (%s) passed: ended %d requests still running on %q by closing %d upstream connections",
-			drainTimeout, remaining, old.Name(), res.ConnsClosed)))
+		progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("drain timeout (%s) passed: ended %s still running on %q by closing %s",
+			drainTimeout, human.Count(int(remaining), "request"), old.Name(), human.Count(int(res.ConnsClosed), "upstream connection"))))
 	} else {
-		progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("drained %q: %d requests finished in %s", old.Name(), res.Drained, roundDur(time.Duration(res.TimeToDrain)))))
+		progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("drained %q: %s finished in %s", old.Name(), human.Count(int(res.Drained), "request"), human.Duration(time.Duration(res.TimeToDrain)))))
 	}
-	res.Message = fmt.Sprintf("service %q switched from %q to %q: healthy after %s, %d in-flight requests drained in %s",
-		s.name, old.Name(), name, roundDur(took), res.Drained, roundDur(time.Duration(res.TimeToDrain)))
+	res.Message = fmt.Sprintf("service %q switched from %q to %q: healthy after %s, %s drained in %s",
+		s.name, old.Name(), name, human.Duration(took), human.Count(int(res.Drained), "in-flight request"), human.Duration(time.Duration(res.TimeToDrain)))
 	if remaining > 0 {
 		res.Message += fmt.Sprintf(", %d closed at the drain timeout", remaining)
 	}
@@ -483,22 +484,12 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate b
 	}
 	m.log.LogAttrs(context.Background(), level, kind+" done",
 		slog.String("service", s.name), slog.String("from", old.Name()), slog.String("to", name),
-		slog.Duration("time_to_healthy", took), slog.Int64("in_flight_at_switch", res.InFlightAtSwitch),
+		slog.Duration("time_to_healthy", human.Duration(took)), slog.Int64("in_flight_at_switch", res.InFlightAtSwitch),
 		slog.Int64("drained", res.Drained), slog.Int64("closed_at_timeout", res.ClosedAtTimeout),
-		slog.Duration("time_to_drain", time.Duration(res.TimeToDrain)))
+		slog.Duration("time_to_drain", human.Duration(time.Duration(res.TimeToDrain))))
 	return res, nil
 }
 
 func (m *Manager) event(service, pool, phase, msg string) admin.Event {
 	return admin.Event{Time: time.Now(), Service: service, Pool: pool, Phase: phase, Message: msg}
-}
-
-func roundDur(d time.Duration) time.Duration {
-	switch {
-	case d >= time.Second:
-		return d.Round(10 * time.Millisecond)
-	case d >= time.Millisecond:
-		return d.Round(100 * time.Microsecond)
-	}
-	return d
 }

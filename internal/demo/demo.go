@@ -23,6 +23,7 @@ import (
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane"
 	"github.com/cutover/cutover/internal/demoapp"
+	"github.com/cutover/cutover/internal/human"
 	"github.com/cutover/cutover/internal/serve"
 )
 
@@ -115,14 +116,14 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	fmt.Fprintf(o.Out, "cutover demo: proxy on %s\n", url)
 	fmt.Fprintf(o.Out, "  blue pool:  %v (PROFILE=blue-1, blue-2)\n", pools["blue"])
 	fmt.Fprintf(o.Out, "  green pool: %v (PROFILE=green-1, green-2)\n", pools["green"])
-	fmt.Fprintf(o.Out, "switching blue ↔ green %d times under %d concurrent keep-alive clients...\n", o.Switches, o.Clients)
+	fmt.Fprintf(o.Out, "switching blue ↔ green %s under %s...\n", human.Count(o.Switches, "time"), human.Count(o.Clients, "concurrent keep-alive client"))
 
 	rep, err := demonstrate(ctx, in.Manager(), url, o)
 	if err != nil {
 		return rep, err
 	}
-	fmt.Fprintf(o.Out, "done: %d requests, %d failed, %d switches; responses by profile: %v\n",
-		rep.Requests, rep.Failed, rep.Switches, rep.ByProfile)
+	fmt.Fprintf(o.Out, "done: %s, %d failed, %s; responses by profile: %v\n",
+		human.Count(int(rep.Requests), "request"), rep.Failed, human.Count(rep.Switches, "switch", "switches"), rep.ByProfile)
 	if o.Once {
 		return rep, nil
 	}

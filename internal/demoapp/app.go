@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cutover/cutover/internal/human"
 )
 
 // Server limits. Read and write timeouts stay zero on purpose: /stream, /ws,
@@ -178,10 +180,10 @@ func (a *App) Shutdown(ctx context.Context) error {
 	select {
 	case <-a.inflight.idle():
 	case <-cut.C:
-		return fmt.Errorf("demo app: shutdown deadline passed and %d handlers did not return within %s of their connections closing: %w",
-			a.inflight.count(), cutGrace, ctx.Err())
+		return fmt.Errorf("demo app: shutdown deadline passed and %s did not return within %s of their connections closing: %w",
+			human.Count(int(a.inflight.count()), "handler"), cutGrace, ctx.Err())
 	}
-	return fmt.Errorf("demo app: shutdown deadline passed with %d requests open; their connections were closed: %w", open, ctx.Err())
+	return fmt.Errorf("demo app: shutdown deadline passed with %s open; their connections were closed: %w", human.Count(int(open), "request"), ctx.Err())
 }
 
 // tracker counts in-flight handlers and lets callers wait for zero. Unlike

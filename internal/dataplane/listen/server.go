@@ -22,6 +22,7 @@ import (
 
 	"github.com/cutover/cutover/internal/dataplane/proxy"
 	"github.com/cutover/cutover/internal/dataplane/sock"
+	"github.com/cutover/cutover/internal/human"
 )
 
 // Options configure a Server.
@@ -439,7 +440,7 @@ wait:
 	if err := <-loopsDone; err != nil {
 		return err
 	}
-	return fmt.Errorf("shutdown: closed %d connections with requests in flight: %w", n, ctx.Err())
+	return fmt.Errorf("shutdown: closed %s with requests in flight: %w", human.Count(int(n), "connection"), ctx.Err())
 }
 
 // closeIdle closes the connections idle for at least grace.

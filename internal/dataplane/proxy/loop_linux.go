@@ -18,6 +18,7 @@ import (
 	"github.com/cutover/cutover/internal/dataplane/forward"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 	"github.com/cutover/cutover/internal/dataplane/wire"
+	"github.com/cutover/cutover/internal/human"
 )
 
 // Loops is the HTTP/1.1 engine of plain-HTTP listeners on Linux: one event
@@ -177,7 +178,7 @@ func (e *Loops) shutdown(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 		if n := e.clients.Load(); n > 0 {
-			err = fmt.Errorf("shutdown: closed %d connections with requests in flight: %w", n, ctx.Err())
+			err = fmt.Errorf("shutdown: closed %s with requests in flight: %w", human.Count(int(n), "connection"), ctx.Err())
 		}
 		break
 	}
