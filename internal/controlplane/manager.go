@@ -29,6 +29,7 @@ import (
 	"github.com/cutover/cutover/internal/controlplane/history"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/dataplane/route"
+	"github.com/cutover/cutover/internal/dataplane/stats"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 	"github.com/cutover/cutover/internal/metrics"
 )
@@ -44,6 +45,9 @@ type Options struct {
 	// Metrics records switches, drains, reloads and health probes (nil:
 	// none).
 	Metrics *metrics.Metrics
+	// Stats are the data plane's counts of what each pool served, for
+	// status and a deploy's guard (nil: none).
+	Stats *stats.Stats
 }
 
 // ConnOptions builds the upstream connection options from a configuration.
@@ -77,6 +81,7 @@ type Manager struct {
 	prober    *health.Prober
 	hist      *history.Log
 	metrics   *metrics.Metrics
+	stats     *stats.Stats
 
 	// stateMu serialises changes (write the state, then apply it); it is
 	// taken before mu.
@@ -159,6 +164,7 @@ func New(cfg *config.Config, o Options) (*Manager, error) {
 		log:     o.Logger,
 		conn:    o.Conn,
 		metrics: o.Metrics,
+		stats:   o.Stats,
 		prober:  health.NewProber(),
 		cfg:     cfg,
 		ops:     map[string]*admin.Operation{},
@@ -597,12 +603,34 @@ func (m *Manager) serviceStatusLocked(s *service) admin.ServiceStatus {
 			Name: up.Name(), Active: up == active, Source: p.source(),
 			InFlight: up.InFlight(), Served: up.Served(), Targets: []admin.TargetStatus{},
 		}
+		if m.stats != nil {
+			ps.RequestStats = requestStats(m.stats.Pool(s.name, up.Name()))
+		}
 		for _, t := range up.Targets() {
-			ps.Targets = append(ps.Targets, targetStatus(t))
+			ts := targetStatus(t)
+			if m.stats != nil {
+				ts.RequestStats = requestStats(m.stats.Target(s.name, up.Name(), t.Addr()))
+			}
+			ps.Targets = append(ps.Targets, ts)
 		}
 		ss.Pools = append(ss.Pools, ps)
 	}
 	return ss
+}
+
+// StatsWindow is the span status reports requests per second, error rate
+// and latency over.
+const StatsWindow = 10 * time.Second
+
+// requestStats summarises a series over the last StatsWindow.
+func requestStats(ser *stats.Series) *admin.RequestStats {
+	sum := ser.Last(StatsWindow)
+	return &admin.RequestStats{
+		RPS:       sum.RPS(),
+		ErrorRate: sum.ErrorRate(),
+		P50MS:     float64(sum.P50) / float64(time.Millisecond),
+		P99MS:     float64(sum.P99) / float64(time.Millisecond),
+	}
 }
 
 func targetStatus(t *upstream.Target) admin.TargetStatus {

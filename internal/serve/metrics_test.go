@@ -217,6 +217,22 @@ func checkMetrics(t *testing.T, engine string) {
 		t.Errorf("cutover_build_info = %v", got)
 	}
 
+	// Status reports the same traffic per pool, over its recent window.
+	sts, err := in.Manager().Status("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ps := range sts[0].Pools {
+		if ps.Name != "blue" {
+			continue
+		}
+		rs := ps.RequestStats
+		wantErr := float64(sent["500"]) / float64(sent["200"]+sent["500"])
+		if rs == nil || rs.RPS <= 0 || rs.P50MS <= 0 || rs.ErrorRate < wantErr*0.99 || rs.ErrorRate > wantErr*1.01 {
+			t.Errorf("status of pool blue: %+v; want rps and p50 above 0 and error rate %.3f", rs, wantErr)
+		}
+	}
+
 	if _, err := in.Manager().Deploy(context.Background(), admin.DeployRequest{Service: "web", Pool: "green"}, func(admin.Event) {}); err != nil {
 		t.Fatalf("deploy green: %v", err)
 	}

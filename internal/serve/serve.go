@@ -143,7 +143,7 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	}
 
 	in.met = metrics.New(metrics.Options{Stats: in.stats})
-	if in.mgr, err = controlplane.New(cfg, controlplane.Options{Logger: log, Conn: controlplane.ConnOptions(cfg), Metrics: in.met}); err != nil {
+	if in.mgr, err = controlplane.New(cfg, controlplane.Options{Logger: log, Conn: controlplane.ConnOptions(cfg), Metrics: in.met, Stats: in.stats}); err != nil {
 		return nil, err
 	}
 	// Docker pools get their targets before any listener accepts.

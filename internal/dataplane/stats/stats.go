@@ -375,8 +375,8 @@ func (s Summary) ErrorRate() float64 {
 	return float64(s.Errors) / float64(s.Requests)
 }
 
-// Summary sums the whole seconds in [from, to) that the window still
-// holds (at most WindowSlots seconds back from now).
+// Summary sums the seconds from from's to to's, both included, that the
+// window still holds (at most WindowSlots seconds back from now).
 func (ser *Series) Summary(from, to time.Time) Summary {
 	if ser == nil {
 		return Summary{From: from, To: to}
@@ -467,7 +467,9 @@ func fineUpper(i int) time.Duration {
 
 func (w *window) summary(from, to, now time.Time) Summary {
 	sum := Summary{From: from, To: to}
-	first, last := from.Unix(), to.Unix()-1
+	// The second to falls in is counted too, so a summary up to now
+	// includes the requests of the second under way.
+	first, last := from.Unix(), to.Unix()
 	if oldest := now.Unix() - WindowSlots + 1; first < oldest {
 		first = oldest
 	}

@@ -63,7 +63,6 @@ func TestCountsAndWindow(t *testing.T) {
 	}
 
 	sum := ser.Last(10 * time.Second)
-	sum = ser.Summary(sum.From, time.Now().Add(time.Second))
 	if sum.Requests != 102 || sum.Errors != 2 {
 		t.Fatalf("window: %d requests, %d errors; want 102 and 2 (the 500 and the 502, not the client that left)", sum.Requests, sum.Errors)
 	}
@@ -86,11 +85,11 @@ func TestWindowForgetsOldSeconds(t *testing.T) {
 	old := now - WindowSlots // the same slot as now
 	w.add(old, true, true, time.Millisecond)
 	w.add(now, false, true, time.Millisecond)
-	got := w.summary(time.Unix(now-5, 0), time.Unix(now+1, 0), time.Unix(now, 0))
+	got := w.summary(time.Unix(now-5, 0), time.Unix(now, 0), time.Unix(now, 0))
 	if got.Requests != 1 || got.Errors != 0 {
 		t.Fatalf("after the slot moved on: %d requests %d errors, want 1 and 0", got.Requests, got.Errors)
 	}
-	if got := w.summary(time.Unix(now-100, 0), time.Unix(now-50, 0), time.Unix(now, 0)); got.Requests != 0 {
+	if got := w.summary(time.Unix(now-100, 0), time.Unix(now-1, 0), time.Unix(now, 0)); got.Requests != 0 {
 		t.Fatalf("a span with no requests counts %d", got.Requests)
 	}
 }
