@@ -205,7 +205,7 @@ func benchProblems(runs []benchRun, proxies []string, o options) []string {
 		if r.Wrk.Requests == 0 {
 			problems = append(problems, fmt.Sprintf("%s run %d (access log %s): wrk completed no request", r.Proxy, r.Run, mode))
 		}
-		if r.Proxy == proxyCutover && r.Wrk.Errors() > 0 {
+		if isCutover(r.Proxy) && r.Wrk.Errors() > 0 {
 			problems = append(problems, fmt.Sprintf("cutover run %d (access log %s): %d errors (non-2xx %d, connect %d, read %d, write %d, timeout %d); want 0",
 				r.Run, mode, r.Wrk.Errors(), r.Wrk.Non2xx, r.Wrk.Connect, r.Wrk.Read, r.Wrk.Write, r.Wrk.Timeout))
 		}
@@ -214,7 +214,7 @@ func benchProblems(runs []benchRun, proxies []string, o options) []string {
 		// logging is asserted: HAProxy's stdout logger drops lines by design
 		// when threads contend for it (its DroppedLogs counter), which
 		// logShortfalls reports.
-		if r.Proxy == proxyCutover && r.LogOn && r.LogLines < r.Wrk.Requests {
+		if isCutover(r.Proxy) && r.LogOn && r.LogLines < r.Wrk.Requests {
 			problems = append(problems, fmt.Sprintf("%s run %d: %d access log lines for %d requests; logging did not happen as configured", r.Proxy, r.Run, r.LogLines, r.Wrk.Requests))
 		}
 	}
@@ -252,7 +252,7 @@ func switchProblems(reps []switchReport, o options) []string {
 		if len(r.Events) != o.switches {
 			problems = append(problems, fmt.Sprintf("%s: %d of %d switches done", r.Proxy, len(r.Events), o.switches))
 		}
-		if r.Proxy == proxyCutover && r.Summary.Failed > 0 {
+		if isCutover(r.Proxy) && r.Summary.Failed > 0 {
 			problems = append(problems, fmt.Sprintf("cutover switch run: %d of %d requests failed (%d non-2xx, socket errors %v); want 0",
 				r.Summary.Failed, r.Summary.Requests, r.Summary.Non2xx, r.Summary.ErrorKinds))
 		}

@@ -13,8 +13,13 @@ import (
 
 func TestCutoverConfParsesWithTheRealLoader(t *testing.T) {
 	dir := t.TempDir()
-	for _, accessLog := range []string{"", filepath.Join(dir, "access.log")} {
+	for i, accessLog := range []string{"", filepath.Join(dir, "access.log")} {
+		metricsAddr := ""
+		if i == 1 {
+			metricsAddr = "127.0.0.1:19100" // cutover+metrics
+		}
 		text := cutoverConf(cutoverConfOptions{
+			Metrics:   metricsAddr,
 			Listen:    "127.0.0.1:18080",
 			StateDir:  filepath.Join(dir, "state"),
 			AccessLog: accessLog,
@@ -24,6 +29,9 @@ func TestCutoverConfParsesWithTheRealLoader(t *testing.T) {
 		cfg, err := config.Parse([]byte(text), "bench.yaml", func(string) (string, bool) { return "", false })
 		if err != nil {
 			t.Fatalf("config.Parse of the generated config:\n%s\nerror: %v", text, err)
+		}
+		if cfg.Metrics.Listen != metricsAddr {
+			t.Errorf("metrics.listen = %q; want %q", cfg.Metrics.Listen, metricsAddr)
 		}
 		if cfg.Listen.HTTP != "127.0.0.1:18080" || cfg.StateDir != filepath.Join(dir, "state") {
 			t.Errorf("listen/state_dir = %q/%q", cfg.Listen.HTTP, cfg.StateDir)
