@@ -15,5 +15,9 @@ EXPOSE 80 443
 VOLUME ["/var/lib/cutover"]
 # SIGTERM: stop accepting, let requests in flight finish (timeouts.shutdown).
 STOPSIGNAL SIGTERM
+# The image has no shell or curl: cutover asks its own GET /healthz over the
+# admin socket (200 once it serves, 503 while it starts or shuts down).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
+  CMD ["/cutover", "health", "-c", "/etc/cutover/cutover.yaml"]
 ENTRYPOINT ["/cutover"]
 CMD ["serve", "-c", "/etc/cutover/cutover.yaml"]

@@ -436,3 +436,98 @@ func newManager(t *testing.T) *controlplane.Manager {
 	t.Cleanup(m.Close)
 	return m
 }
+
+func TestDashboardLoginSessionAndHealthz(t *testing.T) {
+	const token = "s3cret-token"
+	ready := errors.New("starting")
+	f := newFixture(t, func(o *admin.Options) {
+		o.TCP, o.Token = "127.0.0.1:0", token
+		o.Ready = func() error { return ready }
+	})
+	base := "http://" + f.srv.TCPAddr()
+	do := func(method, path, body string, hdr map[string]string, cookies ...*http.Cookie) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		for _, c := range cookies {
+			req.AddCookie(c)
+		}
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+
+	// /healthz needs no token and follows Ready.
+	if r := do("GET", "/healthz", "", nil); r.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("healthz while starting: %s, want 503", r.Status)
+	}
+	ready = nil
+	if r := do("GET", "/healthz", "", nil); r.StatusCode != http.StatusOK {
+		t.Fatalf("healthz while serving: %s, want 200", r.Status)
+	}
+	if err := f.client.Healthz(context.Background()); err != nil {
+		t.Fatalf("healthz on the socket: %v", err)
+	}
+	if err := admin.CheckHealthz(context.Background(), base+"/healthz"); err != nil {
+		t.Fatalf("CheckHealthz: %v", err)
+	}
+
+	// The page itself is public, with a policy that keeps it to its own files.
+	r := do("GET", "/ui/", "", nil)
+	if r.StatusCode != http.StatusOK || !strings.Contains(r.Header.Get("Content-Security-Policy"), "default-src 'self'") {
+		t.Fatalf("GET /ui/: %s, CSP %q", r.Status, r.Header.Get("Content-Security-Policy"))
+	}
+	for _, p := range []string{"/ui/app.js", "/ui/app.css"} {
+		if r := do("GET", p, "", nil); r.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %s", p, r.Status)
+		}
+	}
+	// The API is not, without a token or a session.
+	if r := do("GET", "/v1/status", "", nil); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status without auth: %s", r.Status)
+	}
+	// A wrong token gets no cookie.
+	if r := do("POST", "/ui/login", `{"token":"wrong"}`, nil); r.StatusCode != http.StatusUnauthorized || len(r.Cookies()) != 0 {
+		t.Fatalf("login with a wrong token: %s, cookies %v", r.Status, r.Cookies())
+	}
+	r = do("POST", "/ui/login", `{"token":"`+token+`"}`, nil)
+	if r.StatusCode != http.StatusNoContent || len(r.Cookies()) != 1 {
+		t.Fatalf("login: %s, cookies %v", r.Status, r.Cookies())
+	}
+	c := r.Cookies()[0]
+	if c.Name != admin.SessionCookie || !c.HttpOnly || c.SameSite != http.SameSiteStrictMode || c.Value == "" || strings.Contains(c.Value, token) {
+		t.Fatalf("session cookie %+v: want HttpOnly, SameSite=Strict, not the token", c)
+	}
+	if r := do("GET", "/v1/status", "", nil, c); r.StatusCode != http.StatusOK {
+		t.Fatalf("status with the session: %s", r.Status)
+	}
+	if r := do("GET", "/v1/history", "", nil, c); r.StatusCode != http.StatusOK {
+		t.Fatalf("history with the session: %s", r.Status)
+	}
+	// A change with the cookie alone (what a forged cross-site form could
+	// send) is refused; with the dashboard's header it goes through.
+	if r := do("POST", "/v1/rollback", `{}`, nil, c); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("rollback with the cookie but no %s: %s", admin.UIHeader, r.Status)
+	}
+	if r := do("POST", "/v1/rollback", `{}`, map[string]string{admin.UIHeader: "1"}, c); r.StatusCode != http.StatusConflict {
+		t.Fatalf("rollback with the session (no previous pool): %s, want 409", r.Status)
+	}
+	// A forged cookie is not a session; a logged-out one is no longer.
+	if r := do("GET", "/v1/status", "", nil, &http.Cookie{Name: admin.SessionCookie, Value: "00"}); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status with a made-up session: %s", r.Status)
+	}
+	do("POST", "/ui/logout", "", nil, c)
+	if r := do("GET", "/v1/status", "", nil, c); r.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("status after logout: %s", r.Status)
+	}
+	// The bearer token still works alongside sessions.
+	if r := do("GET", "/v1/status", "", map[string]string{"Authorization": "Bearer " + token}); r.StatusCode != http.StatusOK {
+		t.Fatalf("status with the bearer token: %s", r.Status)
+	}
+}

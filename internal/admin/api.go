@@ -13,6 +13,11 @@
 //	POST /v1/reload              → ReloadResponse (re-reads the configuration file)
 //	GET  /v1/history[?service=S] → HistoryResponse (operations, newest first)
 //	POST /v1/upgrade  UpgradeRequest  → UpgradeResponse (a new process takes over the listeners)
+//	GET  /healthz                → HealthzResponse, 200 while cutover serves, else 503 (no token)
+//
+// The TCP listener also serves the dashboard at /ui/ (see ui.go): a page
+// that logs in with POST /ui/login {"token": "..."} and then reads this API
+// with an HttpOnly, SameSite=Strict session cookie.
 //
 // Deploy and rollback answer with one JSON object per line
 // (application/x-ndjson), flushed as the operation goes: zero or more

@@ -176,6 +176,46 @@ func (c *Client) Health(ctx context.Context) (*HealthResponse, error) {
 	return &h, nil
 }
 
+// Healthz asks GET /healthz whether cutover serves: nil when it answers
+// 200, else an error saying why (its answer, or that nothing answers).
+func (c *Client) Healthz(ctx context.Context) error {
+	resp, err := c.do(ctx, http.MethodGet, "/healthz", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return healthzAnswer(c.where, resp)
+}
+
+// CheckHealthz asks GET url (a cutover /healthz on a TCP listener, e.g.
+// http://127.0.0.1:9901/healthz) whether cutover serves, like Healthz.
+func CheckHealthz(ctx context.Context, url string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return fmt.Errorf("health URL %q: %w — give e.g. http://127.0.0.1:9901/healthz", url, err)
+	}
+	hc := &http.Client{Transport: &http.Transport{Proxy: nil, DialContext: (&net.Dialer{Timeout: dialTimeout}).DialContext}}
+	defer hc.CloseIdleConnections()
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("no cutover answers at %s: %w", url, cause(err))
+	}
+	defer resp.Body.Close()
+	return healthzAnswer(url, resp)
+}
+
+func healthzAnswer(where string, resp *http.Response) error {
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	var h HealthzResponse
+	if json.Unmarshal(data, &h) == nil && h.Reason != "" {
+		return fmt.Errorf("cutover at %s is not serving (%s): %s", where, resp.Status, h.Reason)
+	}
+	return fmt.Errorf("cutover at %s answered %s to GET /healthz: %s", where, resp.Status, strings.TrimSpace(string(data)))
+}
+
 // Status returns every service, or the named one.
 func (c *Client) Status(ctx context.Context, service string) (*StatusResponse, error) {
 	path := "/v1/status"

@@ -2,8 +2,6 @@ package admin
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,6 +50,9 @@ type Options struct {
 	Reload func(ctx context.Context) error
 	// Logger receives admin requests that change something (default: discard).
 	Logger *slog.Logger
+	// Ready says whether cutover serves (nil error) for GET /healthz; nil
+	// means it does whenever the admin API answers.
+	Ready func() error
 	// SocketRetry, when set, keeps cutover serving when the socket cannot
 	// be made because its folder is not writable (permissions, read-only
 	// or full disk, a stale socket file that cannot be removed): Listen
@@ -97,6 +98,8 @@ type Server struct {
 	socketPending bool
 	// done is closed by Close and Shutdown, ending the socket retries.
 	done chan struct{}
+	// sessions are the dashboard's logins (TCP listener only).
+	sessions *sessions
 
 	closeOnce sync.Once
 	// lnMu guards unix, which retrySocket sets late, for the hand-over.
@@ -156,7 +159,8 @@ func Listen(o Options) (*Server, error) {
 	mux := s.routes()
 	s.unixHS = newHTTPServer(mux, s.log)
 	if s.tcp != nil {
-		s.tcpHS = newHTTPServer(requireToken(o.Token, mux), s.log)
+		s.sessions = newSessions()
+		s.tcpHS = newHTTPServer(s.tcpRoutes(mux), s.log)
 	}
 	return s, nil
 }
@@ -350,27 +354,12 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST /v1/reload", s.gated(s.reload))
 	mux.HandleFunc("POST /v1/upgrade", s.upgrade)
 	mux.HandleFunc("GET /v1/history", s.history)
+	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &Error{Kind: KindNotFound,
-			Message: fmt.Sprintf("no admin route %s %s — the routes are GET /v1/health, GET /v1/status, GET /v1/history, POST /v1/deploy, POST /v1/rollback, POST /v1/reload, POST /v1/upgrade", r.Method, r.URL.Path)})
+			Message: fmt.Sprintf("no admin route %s %s — the routes are GET /healthz, GET /v1/health, GET /v1/status, GET /v1/history, POST /v1/deploy, POST /v1/rollback, POST /v1/reload, POST /v1/upgrade", r.Method, r.URL.Path)})
 	})
 	return mux
-}
-
-// requireToken lets through requests with "Authorization: Bearer TOKEN".
-// The comparison is of SHA-256 sums in constant time, so neither the
-// token's content nor its length leaks through timing.
-func requireToken(token string, next http.Handler) http.Handler {
-	want := sha256.Sum256([]byte("Bearer " + token))
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got := sha256.Sum256([]byte(r.Header.Get("Authorization")))
-		if subtle.ConstantTimeCompare(got[:], want[:]) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="cutover"`)
-			writeError(w, &Error{Kind: KindUnauthorized, Message: "missing or wrong bearer token — send Authorization: Bearer <admin.token>"})
-			return
-		}
-		next.ServeHTTP(w, r)
-	})
 }
 
 func (s *Server) health(w http.ResponseWriter, r *http.Request) {

@@ -37,6 +37,7 @@ func NewRoot(s Streams) *cobra.Command {
 		newRestartCmd(s),
 		newReleaseCmd(s),
 		newHistoryCmd(s),
+		newHealthCmd(s),
 	)
 	return root
 }

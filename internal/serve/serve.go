@@ -92,6 +92,9 @@ type Instance struct {
 	upgraded chan struct{}
 	// handover is set when this process was started by an upgrade.
 	handover *child
+	// stopping is set when a shutdown begins: GET /healthz then answers
+	// 503 so load balancers stop sending before the listeners close.
+	stopping atomic.Bool
 }
 
 // Start loads the configuration (unless given), restores state, binds every
@@ -210,7 +213,7 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	}
 	ao := admin.Options{
 		Socket: cfg.Admin.Socket, TCP: cfg.Admin.TCP, Token: cfg.Admin.Token,
-		Manager: in.mgr, Logger: log, SocketRetry: socketRetry, Gate: in.enterGate,
+		Manager: in.mgr, Logger: log, SocketRetry: socketRetry, Gate: in.enterGate, Ready: in.readiness,
 	}
 	if o.Config == nil {
 		ao.Reload = func(context.Context) error { return in.reloadGated() }
@@ -230,7 +233,7 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	}
 	in.met.SetSources(in.mgr.Router(), in.lis.Counts)
 	if cfg.Metrics.Listen != "" {
-		mo := metrics.ServerOptions{Addr: cfg.Metrics.Listen, Metrics: in.met, Ready: in.ready.Load}
+		mo := metrics.ServerOptions{Addr: cfg.Metrics.Listen, Metrics: in.met, Ready: func() bool { return in.readiness() == nil }}
 		if mo.Listener, err = inherited.Take(listen.NameMetrics, cfg.Metrics.Listen); err != nil {
 			return nil, err
 		}
@@ -418,12 +421,25 @@ func (in *Instance) reloadGated() error {
 	return in.Reload()
 }
 
+// readiness is GET /healthz's answer on every listener that serves it:
+// nil while the proxy serves.
+func (in *Instance) readiness() error {
+	switch {
+	case in.stopping.Load():
+		return errors.New("shutting down: requests in flight are finishing, new connections are not accepted")
+	case !in.ready.Load():
+		return errors.New("starting")
+	}
+	return nil
+}
+
 // ReopenLogs reopens the access log file (after logrotate moved it).
 func (in *Instance) ReopenLogs() error { return in.access.Reopen() }
 
 // Shutdown stops accepting, lets requests in flight finish until ctx ends,
 // and closes everything.
 func (in *Instance) Shutdown(ctx context.Context) error {
+	in.stopping.Store(true)
 	err := in.lis.Shutdown(ctx)
 	in.closeAll()
 	return err
