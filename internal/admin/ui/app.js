@@ -301,8 +301,8 @@
       g.fillStyle = '#f3f5f9';
       g.fillRect(0, 0, w, h);
       if (list.length < 2) continue;
-      // The x axis spans what has been seen, from 30 s up to the window.
-      const span = Math.min(WINDOW_MS, Math.max(30000, now - list[0].t));
+      // The x axis spans what has been seen, from 10 s up to the window.
+      const span = Math.min(WINDOW_MS, Math.max(10000, now - list[0].t));
       const x = (t) => w * (1 - (now - t) / span);
       const line = (pick, color, fill) => {
         const max = Math.max(...list.map((p) => pick(p) || 0));
