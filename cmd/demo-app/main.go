@@ -22,6 +22,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -40,6 +42,23 @@ func main() {
 	os.Exit(run(os.Args[1:], os.Getenv, os.Stderr))
 }
 
+// parseFailRate reads FAIL_RATE: a share such as 0.05 or a percentage
+// such as 5%; "" is 0.
+func parseFailRate(v string) (float64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	s, scale := v, 1.0
+	if strings.HasSuffix(s, "%") {
+		s, scale = strings.TrimSuffix(s, "%"), 100
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 || f/scale > 1 {
+		return 0, fmt.Errorf("FAIL_RATE=%q: give the share of GET / requests to fail, e.g. 5%% or 0.05", v)
+	}
+	return f / scale, nil
+}
+
 // run is main without the process exit, returning the exit code.
 func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo-app", flag.ContinueOnError)
@@ -54,7 +73,7 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "demo-app: unexpected arguments %q: configuration is by flags and the PORT, PROFILE and VERSION variables\n", fs.Args())
+		fmt.Fprintf(stderr, "demo-app: unexpected arguments %q: configuration is by flags and the PORT, PROFILE, VERSION and FAIL_RATE variables\n", fs.Args())
 		return 2
 	}
 	if *healthURL != "" {
@@ -66,7 +85,12 @@ func run(args []string, getenv func(string) string, stderr io.Writer) int {
 	if version == "" {
 		version = defaultVersion
 	}
-	app := demoapp.New(demoapp.Options{Profile: getenv("PROFILE"), Version: version, Logger: logger})
+	failRate, err := parseFailRate(getenv("FAIL_RATE"))
+	if err != nil {
+		fmt.Fprintf(stderr, "demo-app: %v\n", err)
+		return 2
+	}
+	app := demoapp.New(demoapp.Options{Profile: getenv("PROFILE"), Version: version, Logger: logger, FailRate: failRate})
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -48,6 +49,10 @@ type Options struct {
 	Hostname string
 	// Logger receives server errors; nil means slog.Default().
 	Logger *slog.Logger
+	// FailRate is the share (0..1) of GET / requests answered 500, evenly
+	// spread (every 1/FailRate-th request), for showing a broken version
+	// that a deploy's guard rolls back. /healthz keeps passing.
+	FailRate float64
 }
 
 // App is the demo application. Create it with New; its handler can be
@@ -59,8 +64,12 @@ type App struct {
 	hostname string
 	log      *slog.Logger
 
-	healthy      atomic.Bool
-	served       atomic.Int64
+	healthy atomic.Bool
+	served  atomic.Int64
+	// failEvery is n when every n-th GET / fails (0: none); roots counts
+	// them.
+	failEvery    int64
+	roots        atomic.Int64
 	healthChecks atomic.Int64
 	inflight     tracker
 
@@ -97,6 +106,9 @@ func New(o Options) *App {
 	}
 	a.inflight.init()
 	a.healthy.Store(true)
+	if o.FailRate > 0 {
+		a.failEvery = max(1, int64(math.Round(1/min(o.FailRate, 1))))
+	}
 	a.handler = a.routes()
 
 	base, cancel := context.WithCancel(context.Background())

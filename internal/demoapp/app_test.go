@@ -661,3 +661,28 @@ func TestShutdownDeadlineClosesLongConnections(t *testing.T) {
 		t.Errorf("InFlight() = %d after Shutdown, want 0", n)
 	}
 }
+
+// TestFailRate: with FailRate 5%, exactly 5 of 100 GET / answers are 500,
+// and /healthz keeps passing.
+func TestFailRate(t *testing.T) {
+	srv := start(t, Options{Profile: "p", Version: "broken", FailRate: 0.05})
+	failed := 0
+	for i := 0; i < 100; i++ {
+		resp, err := http.Get(srv.url + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == 500 {
+			failed++
+		}
+	}
+	if failed != 5 {
+		t.Fatalf("%d of 100 GET / failed, want 5", failed)
+	}
+	resp, err := http.Get(srv.url + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/healthz with FailRate: %v %v", resp, err)
+	}
+	resp.Body.Close()
+}

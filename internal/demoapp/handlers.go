@@ -65,7 +65,7 @@ type Event struct {
 
 func (a *App) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", a.count(a.info))
+	mux.HandleFunc("GET /{$}", a.count(a.root))
 	mux.HandleFunc("GET /info", a.count(a.info))
 	mux.HandleFunc("GET /healthz", a.health)
 	mux.HandleFunc("POST /admin/health", a.setHealth)
@@ -80,6 +80,16 @@ func (a *App) routes() http.Handler {
 		w.Header().Set(profileHeader, a.profile)
 		mux.ServeHTTP(w, r)
 	})
+}
+
+// root is GET /: the info page, or a 500 for the share of requests
+// Options.FailRate says.
+func (a *App) root(w http.ResponseWriter, r *http.Request) {
+	if a.failEvery > 0 && a.roots.Add(1)%a.failEvery == 0 {
+		http.Error(w, "500 Internal Server Error: this version fails on purpose (FAIL_RATE)", http.StatusInternalServerError)
+		return
+	}
+	a.info(w, r)
 }
 
 // count wraps the handlers whose requests Served counts.
