@@ -5,6 +5,11 @@ import (
 	"fmt"
 	"os"
 
+	// The image is FROM scratch, without the system's CA certificates:
+	// these roots are used only when the system has none, so tls.acme can
+	// verify Let's Encrypt's directory there too.
+	_ "golang.org/x/crypto/x509roots/fallback"
+
 	"github.com/cutover/cutover/internal/cli"
 )
 

@@ -34,6 +34,7 @@ import (
 	"github.com/letsencrypt/pebble/v2/wfe"
 	"github.com/miekg/dns"
 
+	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/dataplane/listen"
 	"github.com/cutover/cutover/internal/serve"
@@ -151,6 +152,12 @@ func (p *pebbleCA) start(t *testing.T, in *serve.Instance) {
 	if a := in.HTTPAddr(); a != nil {
 		httpPort = portOf(t, a)
 	}
+	p.startPorts(t, httpPort, httpsPort)
+}
+
+// startPorts is start with the VA's ports given.
+func (p *pebbleCA) startPorts(t *testing.T, httpPort, httpsPort int) {
+	t.Helper()
 	logger := log.New(p.log, "pebble ", log.Lmicroseconds)
 	store := db.NewMemoryStore()
 	profiles := map[string]ca.Profile{"default": {Description: "test", ValidityPeriod: uint64(p.validity / time.Second)}}
@@ -189,6 +196,8 @@ type acmeSetup struct {
 	hosts     []string
 	backend   string
 	logs      *lockedBuffer
+	// adminSocket defaults to admin.sock in stateDir.
+	adminSocket string
 }
 
 func startACMEInstance(t *testing.T, p *pebbleCA, s acmeSetup) *serve.Instance {
@@ -200,6 +209,9 @@ func startACMEInstance(t *testing.T, p *pebbleCA, s acmeSetup) *serve.Instance {
 	}
 	cfg.StateDir = s.stateDir
 	cfg.Admin.Socket = filepath.Join(s.stateDir, config.AdminSocketName)
+	if s.adminSocket != "" {
+		cfg.Admin.Socket = s.adminSocket
+	}
 	cfg.Log.Access = config.AccessOff
 	cfg.TLS.ACME = &config.ACME{
 		Email: "ops@example.com", Directory: p.dir, CARoots: p.rootsFile,
@@ -501,6 +513,24 @@ func TestACMERefusedHostStaysOnFallback(t *testing.T) {
 	}
 	if days := in.Certificates().DaysToExpiry(); days[good] < 0.9 || days[bad] != 0 {
 		t.Errorf("days to expiry = %v", days)
+	}
+
+	// cutover status shows the same, through the admin API.
+	c := admin.NewUnixClient(filepath.Join(s.stateDir, config.AdminSocketName))
+	defer c.Close()
+	resp, err := c.Status(context.Background(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := map[string]admin.CertificateStatus{}
+	for _, cs := range resp.Certificates {
+		states[cs.Host] = cs
+	}
+	if g := states[good]; g.State != listen.CertValid || g.NotAfter == nil || g.Warning != "" || g.DaysLeft < 0.9 {
+		t.Errorf("status of %s through the admin API = %+v", good, g)
+	}
+	if b := states[bad]; b.State != listen.CertFailing || !strings.Contains(b.Warning, "self-signed stand-in") || b.NotAfter != nil {
+		t.Errorf("status of %s through the admin API = %+v", bad, b)
 	}
 }
 

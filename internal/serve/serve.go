@@ -193,13 +193,6 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	if in.lis, err = listen.New(lo); err != nil {
 		return nil, err
 	}
-	if in.certs != nil {
-		// After the listeners are bound: the ACME challenges are answered
-		// on them.
-		if err = in.certs.StartACME(ctx, addrString(in.lis.HTTPAddr()), addrString(in.lis.HTTPSAddr())); err != nil {
-			return nil, err
-		}
-	}
 	if n := in.lis.Loops(); n > 0 {
 		// Each loop waits in epoll_wait as a system call, which keeps its
 		// processor until the runtime's monitor takes it back; goroutines
@@ -246,6 +239,14 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	}
 	if in.handover != nil {
 		if err = in.handover.takeOver(in); err != nil {
+			return nil, err
+		}
+	}
+	if in.certs != nil {
+		// Last, once nothing can fail any more (a lock taken by an order
+		// must not be left by a start that is refused), and after the
+		// listeners are bound: the ACME challenges are answered on them.
+		if err = in.certs.StartACME(ctx, addrString(in.lis.HTTPAddr()), addrString(in.lis.HTTPSAddr())); err != nil {
 			return nil, err
 		}
 	}
