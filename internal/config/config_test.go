@@ -505,6 +505,7 @@ tls:
   acme:
     email: ops@example.com
     ca_roots: pebble.pem
+    storage: shared/acme
 `
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -519,7 +520,7 @@ tls:
 	}
 	a := c.TLS.ACME
 	if a == nil || a.Directory != DefaultACMEDirectory || a.Challenge != ChallengeHTTP01 ||
-		a.CARoots != filepath.Join(dir, "pebble.pem") || a.Email != "ops@example.com" {
+		a.CARoots != filepath.Join(dir, "pebble.pem") || a.Email != "ops@example.com" || a.Storage != filepath.Join(dir, "shared/acme") {
 		t.Fatalf("acme = %+v", a)
 	}
 	// Wildcards and IP addresses cannot be had by http-01/tls-alpn-01;

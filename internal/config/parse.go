@@ -126,6 +126,7 @@ func (p *parser) root(n *yaml.Node, c *Config) {
 						{"ca_roots", p.str(&a.CARoots)},
 						{"hosts", p.strList(&a.Hosts)},
 						{"challenge", p.str(&a.Challenge)},
+						{"storage", p.str(&a.Storage)},
 					})
 					c.TLS.ACME = a
 				}},
@@ -698,6 +699,7 @@ func resolvePaths(c *Config, path string) error {
 	}
 	if a := c.TLS.ACME; a != nil {
 		a.CARoots = rel(a.CARoots)
+		a.Storage = rel(a.Storage)
 	}
 	c.StateDir = rel(c.StateDir)
 	if c.Admin.Socket == "" {

@@ -85,6 +85,10 @@ type ACME struct {
 	// Challenge is ChallengeHTTP01 (default; answered on listen.http) or
 	// ChallengeTLSALPN01 (answered on listen.https).
 	Challenge string
+	// Storage is the folder for the account, certificates and locks
+	// (default <state_dir>/acme). Several cutovers (each with its own
+	// state_dir) that share it obtain each certificate once.
+	Storage string
 }
 
 // ACME challenge types of tls.acme.challenge.

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -21,29 +20,28 @@ import (
 const helperEnv = "CUTOVER_ACME_HELPER"
 
 type helperSpec struct {
-	Directory, CARoots, StateDir, Backend string
-	Hosts                                 []string
+	Directory, CARoots, Storage, Backend string
+	Hosts                                []string
 }
 
 // TestACMEHelperProcess is not a test: it is one of the cutover processes
-// TestACMEProcessesShareStateDir starts. It serves until its stdin closes,
+// TestACMEProcessesShareStorage starts. It serves until its stdin closes,
 // printing its listener and then, per host, the certificate it serves.
 func TestACMEHelperProcess(t *testing.T) {
 	raw := os.Getenv(helperEnv)
 	if raw == "" {
-		t.Skip("helper process for TestACMEProcessesShareStateDir")
+		t.Skip("helper process for TestACMEProcessesShareStorage")
 	}
 	var spec helperSpec
 	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
 		t.Fatal(err)
 	}
 	p := &pebbleCA{dir: spec.Directory, rootsFile: spec.CARoots}
+	// Each process has its own state_dir (a cutover holds a lease on
+	// it); the ACME storage is what they share.
 	in := startACMEInstance(t, p, acmeSetup{
-		stateDir: spec.StateDir, challenge: config.ChallengeHTTP01, hosts: spec.Hosts,
+		stateDir: t.TempDir(), storage: spec.Storage, challenge: config.ChallengeHTTP01, hosts: spec.Hosts,
 		backend: spec.Backend, logs: &lockedBuffer{},
-		// Each process has its own admin socket; the ACME storage is what
-		// they share.
-		adminSocket: filepath.Join(spec.StateDir, fmt.Sprintf("admin-%d.sock", os.Getpid())),
 	})
 	fmt.Printf("HTTP %d\n", portOf(t, in.HTTPAddr()))
 	for _, h := range spec.Hosts {
@@ -57,19 +55,19 @@ func TestACMEHelperProcess(t *testing.T) {
 	io.Copy(io.Discard, os.Stdin)
 }
 
-// Two cutover processes sharing a state_dir start at once: each host is
+// Two cutover processes sharing tls.acme.storage start at once: each host is
 // ordered from the CA once (the storage lock), the one account is shared,
 // the CA's HTTP-01 request reaches only the first process yet is answered
 // whichever process placed the order (challenge state in the storage),
 // and both end up serving the same certificate.
-func TestACMEProcessesShareStateDir(t *testing.T) {
+func TestACMEProcessesShareStorage(t *testing.T) {
 	if os.Getenv(helperEnv) != "" {
 		t.Skip("inside a helper")
 	}
 	p := newPebble(t, 24*time.Hour)
 	hosts := []string{"x.example.com", "y.example.com"}
 	spec, err := json.Marshal(helperSpec{
-		Directory: p.dir, CARoots: p.rootsFile, StateDir: t.TempDir(), Backend: okBackend(t), Hosts: hosts,
+		Directory: p.dir, CARoots: p.rootsFile, Storage: t.TempDir(), Backend: okBackend(t), Hosts: hosts,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -137,8 +135,8 @@ func TestACMEProcessesShareStateDir(t *testing.T) {
 	// The CA checks HTTP-01 at the first process's port only.
 	var firstPort int
 	fmt.Sscan(next(procs[0], "HTTP"), &firstPort)
-	next(procs[1], "HTTP")
 	p.startPorts(t, firstPort, 0)
+	next(procs[1], "HTTP")
 
 	served := make([]map[string]string, 2)
 	for i, pr := range procs {
@@ -158,5 +156,5 @@ func TestACMEProcessesShareStateDir(t *testing.T) {
 	}
 	var spec2 helperSpec
 	json.Unmarshal(spec, &spec2)
-	assertKeysPrivate(t, filepath.Join(spec2.StateDir, "acme"))
+	assertKeysPrivate(t, spec2.Storage)
 }

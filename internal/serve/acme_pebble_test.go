@@ -196,8 +196,8 @@ type acmeSetup struct {
 	hosts     []string
 	backend   string
 	logs      *lockedBuffer
-	// adminSocket defaults to admin.sock in stateDir.
-	adminSocket string
+	// storage is tls.acme.storage ("" for the default in stateDir).
+	storage string
 }
 
 func startACMEInstance(t *testing.T, p *pebbleCA, s acmeSetup) *serve.Instance {
@@ -209,13 +209,10 @@ func startACMEInstance(t *testing.T, p *pebbleCA, s acmeSetup) *serve.Instance {
 	}
 	cfg.StateDir = s.stateDir
 	cfg.Admin.Socket = filepath.Join(s.stateDir, config.AdminSocketName)
-	if s.adminSocket != "" {
-		cfg.Admin.Socket = s.adminSocket
-	}
 	cfg.Log.Access = config.AccessOff
 	cfg.TLS.ACME = &config.ACME{
 		Email: "ops@example.com", Directory: p.dir, CARoots: p.rootsFile,
-		Hosts: s.hosts, Challenge: s.challenge,
+		Hosts: s.hosts, Challenge: s.challenge, Storage: s.storage,
 	}
 	svc := config.DefaultService("web")
 	svc.Hosts = s.hosts

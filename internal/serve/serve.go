@@ -283,7 +283,7 @@ func certOptions(cfg *config.Config, renewCheck time.Duration, log *slog.Logger)
 	if a := cfg.TLS.ACME; a != nil {
 		co.ACME = &listen.ACMEOptions{
 			Email: a.Email, Directory: a.Directory, CARoots: a.CARoots,
-			Hosts: cfg.ACMEHosts(), Challenge: a.Challenge, RenewCheckInterval: renewCheck,
+			Hosts: cfg.ACMEHosts(), Challenge: a.Challenge, Storage: a.Storage, RenewCheckInterval: renewCheck,
 		}
 	}
 	return co

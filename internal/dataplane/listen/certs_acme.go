@@ -63,6 +63,9 @@ type ACMEOptions struct {
 	Hosts []string
 	// Challenge is ChallengeHTTP01 or ChallengeTLSALPN01.
 	Challenge string
+	// Storage is the folder for the account, certificates and locks (""
+	// for <state_dir>/acme).
+	Storage string
 	// RenewCheckInterval is how often the certificates are checked for
 	// renewal (default: certmagic's, 10 minutes). Tests shorten it.
 	RenewCheckInterval time.Duration
@@ -103,7 +106,7 @@ func newACMEManager(o ACMEOptions, stateDir string, log *slog.Logger) (*acmeMana
 	if len(o.Hosts) == 0 {
 		return nil, errors.New("tls.acme: no hosts to obtain certificates for: set tls.acme.hosts, or hosts: on a service")
 	}
-	if stateDir == "" {
+	if stateDir == "" && o.Storage == "" {
 		return nil, errors.New("tls.acme needs state_dir to keep the account and certificates in: set state_dir to a writable directory")
 	}
 	switch o.Challenge {
@@ -133,6 +136,9 @@ func newACMEManager(o ACMEOptions, stateDir string, log *slog.Logger) (*acmeMana
 		hosts:    make(map[string]bool, len(o.Hosts)),
 		fallback: fallback,
 		state:    make(map[string]*acmeHost, len(o.Hosts)),
+	}
+	if o.Storage != "" {
+		m.storage = o.Storage
 	}
 	for _, h := range o.Hosts {
 		m.hosts[h] = true
