@@ -210,6 +210,7 @@ func startACMEInstance(t *testing.T, p *pebbleCA, s acmeSetup) *serve.Instance {
 	cfg.StateDir = s.stateDir
 	cfg.Admin.Socket = filepath.Join(s.stateDir, config.AdminSocketName)
 	cfg.Log.Access = config.AccessOff
+	cfg.Metrics.Listen = "127.0.0.1:0"
 	cfg.TLS.ACME = &config.ACME{
 		Email: "ops@example.com", Directory: p.dir, CARoots: p.rootsFile,
 		Hosts: s.hosts, Challenge: s.challenge, Storage: s.storage,
@@ -508,8 +509,23 @@ func TestACMERefusedHostStaysOnFallback(t *testing.T) {
 	if st == nil || st.Warning == "" || st.LastError == "" || st.DaysLeft(time.Now()) != 0 {
 		t.Errorf("status of %s = %+v, want a warning with the error and 0 days left", bad, st)
 	}
-	if days := in.Certificates().DaysToExpiry(); days[good] < 0.9 || days[bad] != 0 {
-		t.Errorf("days to expiry = %v", days)
+	// The expiry gauge, scraped from metrics.listen.
+	resp0, err := http.Get("http://" + in.MetricsAddr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp0.Body)
+	resp0.Body.Close()
+	gauges := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, "cutover_certificate_expiry_days{"); ok {
+			labels, value, _ := strings.Cut(rest, "} ")
+			v, _ := strconv.ParseFloat(value, 64)
+			gauges[labels] = v
+		}
+	}
+	if g, b := gauges[`host="`+good+`",source="acme"`], gauges[`host="`+bad+`",source="acme"`]; g < 0.9 || b != 0 || len(gauges) != 2 {
+		t.Errorf("cutover_certificate_expiry_days = %v, want ~1 for %s and 0 for %s", gauges, good, bad)
 	}
 
 	// cutover status shows the same, through the admin API.

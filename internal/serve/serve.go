@@ -189,6 +189,7 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 		}
 		lo.TLS = in.certs.TLSConfig()
 		lo.HTTPChallenge = in.certs.HTTPChallenge
+		in.met.SetCertificates(in.certs.Status)
 	}
 	if in.lis, err = listen.New(lo); err != nil {
 		return nil, err
@@ -316,8 +317,8 @@ func (in *Instance) certificateStatus() []admin.CertificateStatus {
 }
 
 // Certificates is the HTTPS certificates' source (nil without
-// listen.https): Status for `cutover status`, DaysToExpiry for the
-// per-host expiry gauge.
+// listen.https): its Status is what `cutover status` and the per-host
+// expiry gauge show.
 func (in *Instance) Certificates() *listen.CertSource { return in.certs }
 
 func addrString(a net.Addr) string {

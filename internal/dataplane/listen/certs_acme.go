@@ -382,7 +382,7 @@ type CertStatus struct {
 }
 
 // DaysLeft is the time to expiry in days (negative once expired, 0 when
-// there is no certificate): the per-host expiry gauge.
+// there is no certificate): the value of the per-host expiry gauge.
 func (s CertStatus) DaysLeft(now time.Time) float64 {
 	if s.NotAfter.IsZero() {
 		return 0
@@ -453,19 +453,6 @@ func (m *acmeManager) status(now time.Time) []CertStatus {
 			s.State, s.NotAfter = CertValid, c.Leaf.NotAfter
 		}
 		out = append(out, s)
-	}
-	return out
-}
-
-// DaysToExpiry is the expiry gauge's source: days left per host for every
-// certificate in Status (0 for an ACME host without a certificate yet).
-func (cs *CertSource) DaysToExpiry() map[string]float64 {
-	now := time.Now()
-	out := make(map[string]float64)
-	for _, s := range cs.Status() {
-		if _, dup := out[s.Host]; !dup {
-			out[s.Host] = s.DaysLeft(now)
-		}
 	}
 	return out
 }
