@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -175,49 +177,111 @@ func startLoad(ctx context.Context, t *testing.T, o loadclient.Options) *loadRun
 	return l
 }
 
+// strictCount counts the failed requests of res: any socket error, or a
+// status other than want (2xx when want is 0).
+func strictCount(res *loadclient.Result, want int) (requests, failed int, kinds map[loadclient.ErrKind]int, backends map[string]int) {
+	kinds, backends = map[loadclient.ErrKind]int{}, map[string]int{}
+	for _, r := range res.Records {
+		requests++
+		switch {
+		case r.Err != "":
+			failed++
+			kinds[r.Err]++
+		case want == 0 && r.Failed(), want != 0 && r.Status != want:
+			failed++
+		default:
+			backends[r.Backend]++
+		}
+	}
+	return requests, failed, kinds, backends
+}
+
 // TestUpgradeUnderLoadDropsNothing: 10 upgrades in a row under 32 strict
-// keep-alive clients on the plain-HTTP event loops: no request fails, and
-// each upgrade leaves one process, the new one, serving the same pool.
+// keep-alive clients (no retries; every socket error and unexpected status
+// counted): on plain HTTP served by the event loops, and on HTTPS (TLS,
+// goroutine engine) with plain-HTTP clients getting the 308 redirect. No
+// request fails, and each upgrade leaves exactly one cutover process, the
+// new one, serving the same active pool.
 func TestUpgradeUnderLoadDropsNothing(t *testing.T) {
-	bs := newBinaryStack(t)
-	bs.writeUpgradeConfig(t, upgradeConfig{http: bs.proxyAddr})
-	s := bs.serve(t)
-	if out, errOut, code := bs.cli(t, "deploy", "green", "--timeout", "20s"); code != 0 {
-		t.Fatalf("deploy green: exit %d\n%s%s", code, out, errOut)
+	for _, tc := range []struct {
+		name       string
+		tls        bool
+		plain, tlc int // plain-HTTP and TLS clients
+	}{
+		{name: "plain HTTP, event loops", plain: 32},
+		{name: "HTTPS, and HTTP redirecting", tls: true, plain: 8, tlc: 24},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bs := newBinaryStack(t)
+			c := upgradeConfig{http: bs.proxyAddr}
+			if tc.tls {
+				c.https = freeAddr(t)
+			}
+			bs.writeUpgradeConfig(t, c)
+			s := bs.serve(t)
+			if out, errOut, code := bs.cli(t, "deploy", "green", "--timeout", "20s"); code != 0 {
+				t.Fatalf("deploy green: exit %d\n%s%s", code, out, errOut)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var plain, secure *loadRun
+			if tc.plain > 0 {
+				plain = startLoad(ctx, t, loadclient.Options{
+					Addr: bs.proxyAddr, Connections: tc.plain, Duration: time.Minute, Host: "localhost",
+					BackendHeader: "X-Backend", Timeout: requestTimeout,
+				})
+			}
+			if tc.tlc > 0 {
+				secure = startLoad(ctx, t, loadclient.Options{
+					Addr: c.https, Connections: tc.tlc, Duration: time.Minute, Host: "localhost",
+					BackendHeader: "X-Backend", Timeout: requestTimeout,
+					TLS: &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}},
+				})
+			}
+			pid := s.cmd.Process.Pid
+			var ready, switched []string
+			for i := 0; i < 10; i++ {
+				var out string
+				pid, out = bs.upgradeOnce(t, pid)
+				ready = append(ready, between(out, "ready in ", " ms"))
+				switched = append(switched, between(out, "switched in ", " ms"))
+				if got := bs.activePool(t); got != "green" {
+					t.Fatalf("after upgrade %d the active pool is %q, want green", i+1, got)
+				}
+			}
+			cancel()
+			total, totalFailed := 0, 0
+			for _, l := range []struct {
+				run  *loadRun
+				want int
+				what string
+			}{{plain, 0, "plain HTTP"}, {secure, 0, "TLS"}} {
+				if l.run == nil {
+					continue
+				}
+				want := l.want
+				if l.what == "plain HTTP" && tc.tls {
+					want = http.StatusPermanentRedirect
+				}
+				res := <-l.run.done
+				if res == nil {
+					t.FailNow()
+				}
+				n, failed, kinds, backends := strictCount(res, want)
+				total, totalFailed = total+n, totalFailed+failed
+				if failed != 0 || n == 0 {
+					t.Errorf("%s: %d of %d requests failed across 10 upgrades (%v)", l.what, failed, n, kinds)
+				}
+				for backend := range backends {
+					if backend != "green-1" && want == 0 {
+						t.Errorf("%s: %s answered; the active pool is green", l.what, backend)
+					}
+				}
+			}
+			t.Logf("10 upgrades under %d strict clients (%s): %d requests, %d failed; new process ready in %v ms; admin API switched in %v ms",
+				tc.plain+tc.tlc, tc.name, total, totalFailed, ready, switched)
+		})
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	load := startLoad(ctx, t, loadclient.Options{
-		Addr: bs.proxyAddr, Connections: 32, Duration: time.Minute, Host: "app",
-		BackendHeader: "X-Backend", Timeout: requestTimeout,
-	})
-	pid := s.cmd.Process.Pid
-	var ready, switched []string
-	for i := 0; i < 10; i++ {
-		var out string
-		pid, out = bs.upgradeOnce(t, pid)
-		ready = append(ready, between(out, "ready in ", " ms"))
-		switched = append(switched, between(out, "switched in ", " ms"))
-		if got := bs.activePool(t); got != "green" {
-			t.Fatalf("after upgrade %d the active pool is %q, want green", i+1, got)
-		}
-	}
-	cancel()
-	res := <-load.done
-	if res == nil {
-		t.FailNow()
-	}
-	sum := res.Summarize()
-	if sum.Failed != 0 || sum.Requests == 0 {
-		t.Fatalf("%d of %d requests failed across 10 upgrades (%v)", sum.Failed, sum.Requests, sum.ErrorKinds)
-	}
-	for backend := range sum.ByBackend {
-		if backend != "green-1" {
-			t.Errorf("%s answered; the active pool is green", backend)
-		}
-	}
-	t.Logf("10 upgrades under 32 strict clients (plain HTTP, event loops): %d requests, %d failed; ready in %v ms, admin switch %v ms",
-		sum.Requests, sum.Failed, ready, switched)
 }
 
 func between(s, from, to string) string {

@@ -72,6 +72,10 @@ type Server struct {
 	mu        sync.Mutex
 	conns     map[*conn]struct{}
 	serveOnce sync.Once
+	// accepting counts the accept loops; graceful is set by Drain with an
+	// idle grace.
+	accepting sync.WaitGroup
+	graceful  atomic.Bool
 	// loops serve the plain-HTTP listener's connections when it does not
 	// redirect; nil when the goroutine engine does.
 	loops *proxy.Loops
@@ -227,7 +231,7 @@ func addrOf(ln net.Listener) net.Addr {
 // Serve accepts connections until Shutdown. It returns after the accept
 // loops end; connections may still be finishing (Shutdown waits for them).
 func (s *Server) Serve() error {
-	var wg sync.WaitGroup
+	wg := &s.accepting
 	errs := make(chan error, 2)
 	if s.httpLn != nil {
 		info := proxy.ConnInfo{}
@@ -352,7 +356,10 @@ func (c *conn) Begin() bool { return c.state.CompareAndSwap(connIdle, connActive
 func (c *conn) End() bool {
 	c.idleSince.Store(time.Now().UnixNano())
 	c.state.Store(connIdle)
-	return !c.srv.closing.Load()
+	// Draining gracefully, the connection stays open unless its response
+	// said Connection: close (a head sent before the drain began did not);
+	// it is closed when idle for the grace.
+	return !c.srv.closing.Load() || c.srv.graceful.Load()
 }
 
 // Closing implements proxy.Tracker.
@@ -361,7 +368,7 @@ func (c *conn) Closing() bool { return c.srv.closing.Load() }
 func (s *Server) track(c *conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing.Load() {
+	if s.closing.Load() && !s.graceful.Load() {
 		return false
 	}
 	c.idleSince.Store(time.Now().UnixNano())
@@ -391,6 +398,7 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.Drain(ctx, 0) }
 // reconnect, so only connections really left idle take that risk, as at
 // any idle timeout.
 func (s *Server) Drain(ctx context.Context, idleGrace time.Duration) error {
+	s.graceful.Store(idleGrace > 0)
 	s.mu.Lock()
 	s.closing.Store(true)
 	s.mu.Unlock()
@@ -400,6 +408,10 @@ func (s *Server) Drain(ctx context.Context, idleGrace time.Duration) error {
 	if s.httpsLn != nil {
 		s.httpsLn.Close()
 	}
+	// A connection accepted just before the listener closed is served too
+	// when draining gracefully (its client has sent or is sending a
+	// request); once the accept loops are done, all of them are tracked.
+	s.accepting.Wait()
 	if s.h2base != nil {
 		// Sends GOAWAY on HTTP/2 connections; they close after their streams.
 		s.h2base.Shutdown(ctx)

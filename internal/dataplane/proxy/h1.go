@@ -381,7 +381,7 @@ func (c *clientConn) redirect(start time.Time) bool {
 		loc.WriteString(port)
 	}
 	loc.Write(c.req.URI)
-	keep := !c.req.Close && c.bodyConsumed()
+	keep := !c.req.Close && c.bodyConsumed() && !c.draining()
 	body := "308 Permanent Redirect\n"
 	c.writeLocal(308, body, []string{"Location", loc.String()}, keep)
 	c.x.answeredLocally(308, len(body))

@@ -190,9 +190,12 @@ func (e *Loops) shutdown(ctx context.Context) error {
 }
 
 // begin, end and draining are the loops' Tracker: no per-connection state
-// is needed, as a loop owns its connections.
+// is needed, as a loop owns its connections. A graceful Drain keeps
+// serving: a response whose head went out before the drain began did not
+// say Connection: close, so its client may send another request, which is
+// answered (with Connection: close) rather than cut.
 func (e *Loops) begin() bool    { return !e.closing.Load() || e.idleGrace.Load() > 0 }
-func (e *Loops) end() bool      { return !e.closing.Load() }
+func (e *Loops) end() bool      { return !e.closing.Load() || e.idleGrace.Load() > 0 }
 func (e *Loops) draining() bool { return e.closing.Load() }
 
 func (e *Loops) clientGone() {

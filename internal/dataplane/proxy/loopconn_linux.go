@@ -58,7 +58,9 @@ type lclient struct {
 }
 
 func (l *evloop) addClient(nc newConn) {
-	if l.e.closing.Load() {
+	// A connection accepted as a graceful Drain began is served: its
+	// client is sending a request.
+	if l.e.closing.Load() && l.e.idleGrace.Load() == 0 {
 		syscall.Close(nc.fd)
 		l.e.clientGone()
 		return
