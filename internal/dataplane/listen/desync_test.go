@@ -123,7 +123,6 @@ func startRawTarget(t *testing.T, mode desyncMode) *rawTarget {
 func (rt *rawTarget) serve(c net.Conn, preface bool) {
 	if preface {
 		io.WriteString(c, forged)
-		rt.wrote <- struct{}{}
 	}
 	br := bufio.NewReader(c)
 	for {
@@ -139,6 +138,11 @@ func (rt *rawTarget) serve(c net.Conn, preface bool) {
 		}
 		late := rt.mode.respond(c)
 		if late == "" {
+			if preface {
+				// The answer to the trigger is what is stray here: the
+				// forged preface was taken for it. It is written now.
+				rt.wrote <- struct{}{}
+			}
 			continue
 		}
 		<-rt.passedOn
