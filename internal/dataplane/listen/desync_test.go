@@ -2,21 +2,17 @@ package listen
 
 import (
 	"bufio"
-	"context"
 	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/cutover/cutover/internal/dataplane/forward"
 	"github.com/cutover/cutover/internal/dataplane/proxy"
-	"github.com/cutover/cutover/internal/dataplane/route"
-	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
 
 // The response-desynchronisation suite: a target that writes more than the
@@ -74,48 +70,14 @@ type rawTarget struct {
 	// passedOn is signalled by the test once the trigger's answer reached
 	// the client; the target then writes the late bytes and signals wrote.
 	passedOn, wrote chan struct{}
-	wg              sync.WaitGroup
-	mu              sync.Mutex
-	conns           []net.Conn
 }
 
 func startRawTarget(t *testing.T, mode desyncMode) *rawTarget {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt := &rawTarget{ln: ln, mode: mode, passedOn: make(chan struct{}), wrote: make(chan struct{}, 1)}
-	rt.wg.Add(1)
-	go func() {
-		defer rt.wg.Done()
-		first := true
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			rt.mu.Lock()
-			rt.conns = append(rt.conns, c)
-			rt.mu.Unlock()
-			preface := first && mode.preface
-			first = false
-			rt.wg.Add(1)
-			go func() {
-				defer rt.wg.Done()
-				defer c.Close()
-				rt.serve(c, preface)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		rt.mu.Lock()
-		for _, c := range rt.conns {
-			c.Close()
-		}
-		rt.mu.Unlock()
-		rt.wg.Wait()
+	rt := &rawTarget{mode: mode, passedOn: make(chan struct{}), wrote: make(chan struct{}, 1)}
+	rt.ln = serveRaw(t, func(c net.Conn, n int) {
+		defer c.Close()
+		rt.serve(c, n == 0 && mode.preface)
 	})
 	return rt
 }
@@ -171,16 +133,8 @@ var desyncFronts = []desyncFront{
 
 func startDesyncFront(t *testing.T, f desyncFront, target string) (base string, c *http.Client) {
 	t.Helper()
-	svc := route.NewService("web")
-	p := upstream.NewPool("blue", upstream.RoundRobin)
-	p.SetTargets([]upstream.TargetSpec{{Addr: target}}, func(s upstream.TargetSpec) *upstream.Target {
-		return upstream.NewTarget(upstream.TargetOptions{Addr: s.Addr, Initial: upstream.Up})
-	})
-	svc.AddPool(p)
-	svc.Activate("blue")
-	tbl := route.NewTable()
-	tbl.Add(svc, nil)
-	px := proxy.New(proxy.Options{Router: route.NewRouter(tbl), Trusted: forward.NewTrusted(nil), Logger: quietLogger()})
+	router, _ := webService(target)
+	px := proxy.New(proxy.Options{Router: router, Trusted: forward.NewTrusted(nil), Logger: quietLogger()})
 	o := Options{Proxy: px, Engine: f.engine, Logger: quietLogger()}
 	var leaf *x509.Certificate
 	if f.https {
@@ -192,18 +146,7 @@ func startDesyncFront(t *testing.T, f desyncFront, target string) (base string, 
 	} else {
 		o.HTTP = "127.0.0.1:0"
 	}
-	s, err := New(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve() }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		<-served
-	})
+	s := runServer(t, o)
 	if f.https {
 		return "https://" + s.HTTPSAddr().String(), tlsClient(leaf, f.h2)
 	}

@@ -9,10 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cutover/cutover/internal/dataplane/forward"
 	"github.com/cutover/cutover/internal/dataplane/proxy"
-	"github.com/cutover/cutover/internal/dataplane/route"
-	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
 
 // outcomes is an Observer passing each request's failure and status on.
@@ -31,38 +28,13 @@ func TestHTTP2StreamResetIsTheClientsDoing(t *testing.T) {
 		io.Copy(io.Discard, r.Body)
 	}))
 	t.Cleanup(backend.Close)
-	svc := route.NewService("web")
-	pool := upstream.NewPool("blue", upstream.RoundRobin)
-	pool.SetTargets([]upstream.TargetSpec{{Addr: strings.TrimPrefix(backend.URL, "http://")}}, func(s upstream.TargetSpec) *upstream.Target {
-		return upstream.NewTarget(upstream.TargetOptions{Addr: s.Addr, Initial: upstream.Up})
-	})
-	svc.AddPool(pool)
-	svc.Activate("blue")
-	tbl := route.NewTable()
-	tbl.Add(svc, nil)
-	seen := make(outcomes, 16)
-	px := proxy.New(proxy.Options{Router: route.NewRouter(tbl), Trusted: forward.NewTrusted(nil), Logger: quietLogger(), Observers: []proxy.Observer{seen}})
-	certs, err := NewCertSource(CertOptions{SelfSigned: true, Hosts: []string{"localhost"}, StateDir: t.TempDir(), Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := New(Options{HTTPS: "127.0.0.1:0", TLS: certs.TLSConfig(), Proxy: px, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve() }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		<-served
-	})
+	f := startH2Front(t, proxy.Options{}, strings.TrimPrefix(backend.URL, "http://"))
+	seen, pool := f.seen, f.pool
 
-	client := tlsClient(certs.Leaf(), true)
+	client := tlsClient(f.leaf, true)
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "POST", "https://"+s.HTTPSAddr().String()+"/upload", pr)
+	req, _ := http.NewRequestWithContext(ctx, "POST", "https://"+f.addr+"/upload", pr)
 	req.ContentLength = 1 << 20
 	done := make(chan error, 1)
 	go func() {

@@ -174,7 +174,14 @@ func New(o Options) (*Server, error) {
 			Handler:           o.Proxy,
 			ReadHeaderTimeout: o.HandshakeTimeout,
 			IdleTimeout:       o.IdleTimeout,
-			ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
+			// The proxy applies limits.max_header_bytes to HTTP/2 heads
+			// itself, counted as HTTP/1.1 text, and answers like any other
+			// request. x/net's limit only bounds the memory a header block
+			// takes before that: it counts 32 bytes per field where
+			// HTTP/1.1 counts 4, so the same head can count up to 8 times
+			// more.
+			MaxHeaderBytes: max(http.DefaultMaxHeaderBytes, 8*o.Proxy.MaxHeaderBytes()),
+			ErrorLog:       slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
 		}
 		if err := http2.ConfigureServer(s.h2base, s.h2); err != nil {
 			return nil, fmt.Errorf("configuring HTTP/2: %w", err)
@@ -323,7 +330,11 @@ func (s *Server) serve(c *conn, info proxy.ConnInfo) {
 	case http2.NextProtoTLS:
 		c.h2.Store(true)
 		c.state.Store(connActive)
-		s.h2.ServeConn(tc, &http2.ServeConnOpts{BaseConfig: s.h2base, Handler: s.o.Proxy})
+		s.h2.ServeConn(tc, &http2.ServeConnOpts{
+			Context:    proxy.TLSConnContext(context.Background()),
+			BaseConfig: s.h2base,
+			Handler:    s.o.Proxy,
+		})
 		tc.Close()
 		return
 	}

@@ -14,8 +14,6 @@ import (
 
 	"github.com/cutover/cutover/internal/dataplane/forward"
 	"github.com/cutover/cutover/internal/dataplane/proxy"
-	"github.com/cutover/cutover/internal/dataplane/route"
-	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
 
 // newProxy returns a proxy in front of one backend handler.
@@ -23,16 +21,8 @@ func newProxy(t *testing.T, h http.HandlerFunc) *proxy.Proxy {
 	t.Helper()
 	backend := httptest.NewServer(h)
 	t.Cleanup(backend.Close)
-	svc := route.NewService("web")
-	p := upstream.NewPool("blue", upstream.RoundRobin)
-	p.SetTargets([]upstream.TargetSpec{{Addr: strings.TrimPrefix(backend.URL, "http://")}}, func(s upstream.TargetSpec) *upstream.Target {
-		return upstream.NewTarget(upstream.TargetOptions{Addr: s.Addr, Initial: upstream.Up})
-	})
-	svc.AddPool(p)
-	svc.Activate("blue")
-	tbl := route.NewTable()
-	tbl.Add(svc, nil)
-	return proxy.New(proxy.Options{Router: route.NewRouter(tbl), Trusted: forward.NewTrusted(nil), Logger: quietLogger()})
+	router, _ := webService(strings.TrimPrefix(backend.URL, "http://"))
+	return proxy.New(proxy.Options{Router: router, Trusted: forward.NewTrusted(nil), Logger: quietLogger()})
 }
 
 // startServer runs a Server with HTTP and HTTPS (self-signed) in front of
@@ -44,18 +34,7 @@ func startServer(t *testing.T, h http.HandlerFunc) (*Server, *x509.Certificate) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(Options{HTTP: "127.0.0.1:0", HTTPS: "127.0.0.1:0", TLS: certs.TLSConfig(), Proxy: px, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve() }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s.Shutdown(ctx)
-		<-served
-	})
+	s := runServer(t, Options{HTTP: "127.0.0.1:0", HTTPS: "127.0.0.1:0", TLS: certs.TLSConfig(), Proxy: px, Logger: quietLogger()})
 	return s, certs.Leaf()
 }
 

@@ -211,7 +211,8 @@ func (c *clientConn) serveRequest(head []byte, start time.Time) (keep bool) {
 		x.fail(failureOf(err))
 		var cbe *clientBodyError
 		if errors.As(err, &cbe) {
-			c.local(start, 400, "could not read the request body\n")
+			code, msg := clientBodyStatus(err)
+			c.local(start, code, msg)
 			return false
 		}
 		st, msg := failureStatus(err)

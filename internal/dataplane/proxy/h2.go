@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"github.com/cutover/cutover/internal/dataplane/forward"
+	"github.com/cutover/cutover/internal/dataplane/upstream"
 	"github.com/cutover/cutover/internal/dataplane/wire"
 )
 
 // h2State is the per-request state of the HTTP/2 front end, pooled.
 type h2State struct {
 	req    wire.Request
+	build  wire.RequestBuilder
 	x      exchange
 	client forward.Client
 	body   readerBody
@@ -32,41 +34,32 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer p.h2pool.Put(st)
 
 	req := &st.req
-	st.buf = st.buf[:0]
-	req.Method = st.bytes(r.Method)
-	req.URI = st.bytes(r.RequestURI)
-	req.Host = st.bytes(r.Host)
-	req.Minor = 1
-	req.Headers = req.Headers[:0]
-	req.ContentLength = -1
-	req.Chunked, req.Close, req.Upgrade, req.ConnTokens, req.ExpectContinue = false, false, false, false, false
-	for name, values := range r.Header {
-		n := st.bytes(name)
-		k := wire.KindOf(n)
-		if k == wire.KindHost {
-			continue
-		}
-		for _, v := range values {
-			req.Headers = append(req.Headers, wire.Header{Name: n, Value: st.bytes(v), Kind: k})
-		}
-	}
-	st.client = forward.NewClient(remoteAddr(r.RemoteAddr), r.TLS != nil, p.o.Trusted)
+	refused := p.h2Request(st, r)
+	st.client = forward.NewClient(remoteAddr(r.RemoteAddr), cameOverTLS(r), p.o.Trusted)
 
 	x := &st.x
 	p.startExchange(x, req, &st.client, start, r.Proto)
-	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
-		st.body.reset(r.Body)
-		x.body = &st.body
-		if r.ContentLength > 0 {
-			x.reqFraming, x.reqLength = wire.FrameLength, r.ContentLength
-			req.ContentLength = r.ContentLength
-		} else {
-			x.reqFraming = wire.FrameChunked
-			req.Chunked = true
-		}
-	}
 	// end runs on every way out, the handler's abort panic included.
 	defer p.end(x)
+	if refused != nil {
+		status := wire.StatusFor(refused)
+		p.h2Local(w, x, status, localErrorBody(status, headErrorReason(refused)))
+		return
+	}
+	rc := http.NewResponseController(w)
+	switch {
+	case req.ContentLength > 0:
+		x.reqFraming, x.reqLength = wire.FrameLength, req.ContentLength
+	case req.ContentLength < 0 && r.ContentLength < 0:
+		// The stream is open and no length was given: the body's end is
+		// the stream's.
+		x.reqFraming = wire.FrameChunked
+		req.Chunked = true
+	}
+	if x.reqFraming != wire.FrameNone {
+		st.body.reset(r.Body, rc, p.o.ReadTimeout)
+		x.body = &st.body
+	}
 
 	if status, body := p.begin(x); status != 0 {
 		p.h2Local(w, x, status, body)
@@ -81,7 +74,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		x.fail(failureOf(err))
 		var cbe *clientBodyError
 		if errors.As(err, &cbe) {
-			p.h2Local(w, x, 400, "could not read the request body\n")
+			code, msg := clientBodyStatus(err)
+			p.h2Local(w, x, code, msg)
 			return
 		}
 		code, msg := failureStatus(err)
@@ -125,7 +119,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in = wire.FrameClose
 	}
 	x.rbody.Reset(uc.R, in, resp.ContentLength)
-	rc := http.NewResponseController(w)
 	var clientErr error
 	for !x.rbody.Done() {
 		if !x.rbody.Buffered() {
@@ -194,15 +187,21 @@ func remoteAddr(s string) net.Addr {
 	return a
 }
 
-// readerBody adapts a net/http request body to bodySource.
+// readerBody adapts a net/http request body to bodySource, with
+// timeouts.read between two reads: the stream's read deadline, which
+// x/net/http2 enforces by failing the read.
 type readerBody struct {
-	r    io.Reader
-	buf  []byte
-	done bool
+	r       io.Reader
+	rc      *http.ResponseController
+	timeout time.Duration
+	dl      upstream.Deadline
+	buf     []byte
+	done    bool
 }
 
-func (b *readerBody) reset(r io.Reader) {
-	b.r = r
+func (b *readerBody) reset(r io.Reader, rc *http.ResponseController, timeout time.Duration) {
+	b.r, b.rc, b.timeout = r, rc, timeout
+	b.dl = upstream.Deadline{}
 	b.done = false
 	if b.buf == nil {
 		b.buf = make([]byte, 32<<10)
@@ -215,6 +214,7 @@ func (b *readerBody) Next(max int) ([]byte, error) {
 	if b.done {
 		return nil, io.EOF
 	}
+	b.dl.Extend(time.Now(), b.timeout, b.rc.SetReadDeadline)
 	n, err := b.r.Read(b.buf[:min(max, len(b.buf))])
 	if err == io.EOF {
 		b.done = true

@@ -51,10 +51,25 @@ func failureStatus(err error) (int, string) {
 // writeLocalError writes the answer to a request that could not be read,
 // closing the connection, and sets x up to log it. Both engines use it.
 func writeLocalError(w *bufio.Writer, x *exchange, req *wire.Request, client *forward.Client, start time.Time, status int, reason string) {
-	body := strconv.Itoa(status) + " " + statusText(status) + ": " + reason + "\n"
+	body := localErrorBody(status, reason)
 	writeLocal(w, req, status, body, nil, false)
 	// The exchange of a request that was never parsed holds nothing else.
 	x.reset()
 	x.req, x.client, x.start, x.proto = req, client, start, protoName(req.Minor)
 	x.answeredLocally(status, len(body))
+}
+
+// localErrorBody is the body of the proxy's answer to a request it refuses.
+func localErrorBody(status int, reason string) string {
+	return strconv.Itoa(status) + " " + statusText(status) + ": " + reason + "\n"
+}
+
+// clientBodyStatus is the answer to a request whose body could not be
+// read from the client: 408 when it stopped arriving for timeouts.read,
+// as nginx answers, else 400. Both engines and HTTP/2 use it.
+func clientBodyStatus(err error) (int, string) {
+	if isTimeout(err) {
+		return 408, localErrorBody(408, "the request body did not arrive in time")
+	}
+	return 400, "could not read the request body\n"
 }

@@ -188,6 +188,14 @@ func (p *Proxy) try(ctx context.Context, x *exchange, t *upstream.Target) (stale
 	}
 	x.uc = uc
 	x.cur = t
+	if ctx.Done() != nil {
+		// An HTTP/2 client that resets its stream ends the attempt at
+		// once: the target's connection is not left waiting on a response
+		// nobody will read (a rapid reset would otherwise hold one per
+		// stream for upstream.response_timeout).
+		stop := context.AfterFunc(ctx, func() { uc.Conn.Close() })
+		defer stop()
+	}
 	uc.ReadDL.Extend(x.start, p.o.ResponseTimeout, uc.SetReadDeadline)
 	uc.WriteDL.Extend(x.start, p.o.ResponseTimeout, uc.SetWriteDeadline)
 	if err := p.writeRequest(x); err != nil {

@@ -214,8 +214,8 @@ func ParseRequest(head []byte, r *Request) error {
 		return bad("malformed request line")
 	}
 	r.Method = line[:sp]
-	if !isToken(r.Method) {
-		return bad("invalid method")
+	if err := checkMethod(r.Method); err != nil {
+		return err
 	}
 	line = line[sp+1:]
 	sp = bytes.IndexByte(line, ' ')
@@ -231,6 +231,32 @@ func ParseRequest(head []byte, r *Request) error {
 		return err
 	}
 	r.Minor = minor
+	if err := r.checkForm(); err != nil {
+		return err
+	}
+	hosts := hostRule{fromURI: r.Host != nil}
+	if err := parseFields(rest, &r.Fields, true, func(h *Header) error {
+		return r.requestField(h, &hosts)
+	}); err != nil {
+		return err
+	}
+	return r.finishRequest(&hosts)
+}
+
+// The request rules, one function each, shared by ParseRequest and
+// RequestBuilder.
+
+func checkMethod(m []byte) error {
+	if !isToken(m) {
+		return bad("invalid method")
+	}
+	return nil
+}
+
+// checkForm refuses CONNECT and checks the target's form: origin-form,
+// "*" for OPTIONS only, or absolute-form, which it splits into Host and an
+// origin-form URI.
+func (r *Request) checkForm() error {
 	if string(r.Method) == "CONNECT" {
 		return &Error{Status: 405, Reason: "CONNECT is not supported"}
 	}
@@ -242,37 +268,46 @@ func ParseRequest(head []byte, r *Request) error {
 			return bad("request target * with a method other than OPTIONS")
 		}
 	default:
-		if err := r.absoluteForm(); err != nil {
-			return err
-		}
+		return r.absoluteForm()
 	}
+	return nil
+}
 
-	hostFromURI := r.Host != nil
-	hosts := 0
-	if err := parseFields(rest, &r.Fields, true, func(h *Header) error {
-		switch h.Kind {
-		case KindHost:
-			hosts++
-			if hosts > 1 {
-				return bad("duplicate Host header")
-			}
-			if !validHost(h.Value) {
-				return bad("invalid Host header")
-			}
-			if !hostFromURI {
-				r.Host = h.Value
-			}
-		case KindExpect:
-			// HTTP/1.0 clients know no 100 Continue (RFC 9110 10.1.1).
-			if r.Minor == 1 && equalFold(h.Value, "100-continue") {
-				r.ExpectContinue = true
-			}
+// hostRule follows the Host fields of one request.
+type hostRule struct {
+	n int
+	// fromURI: the host came with an absolute-form target and wins over
+	// any Host field.
+	fromURI bool
+}
+
+// requestField applies the request-only rules to one field, after the
+// rules every field meets (fieldRules.add).
+func (r *Request) requestField(h *Header, hosts *hostRule) error {
+	switch h.Kind {
+	case KindHost:
+		hosts.n++
+		if hosts.n > 1 {
+			return bad("duplicate Host header")
 		}
-		return nil
-	}); err != nil {
-		return err
+		if !validHost(h.Value) {
+			return bad("invalid Host header")
+		}
+		if !hosts.fromURI {
+			r.Host = h.Value
+		}
+	case KindExpect:
+		// HTTP/1.0 clients know no 100 Continue (RFC 9110 10.1.1).
+		if r.Minor == 1 && equalFold(h.Value, "100-continue") {
+			r.ExpectContinue = true
+		}
 	}
-	if r.Minor == 1 && hosts == 0 {
+	return nil
+}
+
+// finishRequest applies the rules that need the whole head.
+func (r *Request) finishRequest(hosts *hostRule) error {
+	if r.Minor == 1 && hosts.n == 0 {
 		return bad("HTTP/1.1 request without Host header")
 	}
 	if r.Minor == 0 && !r.KeepAlive {
@@ -399,8 +434,7 @@ func (r *Response) BodyAllowed(head bool) bool {
 // for a request. each is called for every field after the framing fields
 // are interpreted.
 func parseFields(rest []byte, f *Fields, request bool, each func(*Header) error) error {
-	sawCL := false
-	sawTE := false
+	var rules fieldRules
 	for {
 		line, next, ok := cutLine(rest)
 		if !ok {
@@ -417,61 +451,9 @@ func parseFields(rest []byte, f *Fields, request bool, each func(*Header) error)
 		if colon <= 0 {
 			return bad("header line without a colon")
 		}
-		name := line[:colon]
-		if !isToken(name) {
-			// This also catches whitespace before the colon.
-			return bad("invalid header name")
-		}
-		value := trimOWS(line[colon+1:])
-		for _, c := range value {
-			if c < ' ' && c != '\t' || c == 0x7f {
-				return bad("invalid character in header value")
-			}
-		}
-		f.Headers = append(f.Headers, Header{Name: name, Value: value, Kind: KindOf(name)})
-		h := &f.Headers[len(f.Headers)-1]
-		switch h.Kind {
-		case KindContentLength:
-			if sawCL {
-				return bad("duplicate Content-Length header")
-			}
-			sawCL = true
-			n, ok := parseContentLength(value)
-			if !ok {
-				return bad("invalid Content-Length header")
-			}
-			f.ContentLength = n
-		case KindTransferEncoding:
-			if request && f.Minor == 0 {
-				// As nginx: an HTTP/1.0 client cannot mean it, whatever
-				// the coding, and a 1.0 hop before us may have ignored it.
-				return bad("Transfer-Encoding in an HTTP/1.0 request")
-			}
-			if sawTE {
-				return bad("duplicate Transfer-Encoding header")
-			}
-			sawTE = true
-			if !equalFold(value, "chunked") {
-				return &Error{Status: 501, Reason: "unsupported Transfer-Encoding"}
-			}
-			f.Chunked = true
-		case KindConnection:
-			v := value
-			for len(v) > 0 {
-				var tok []byte
-				tok, v = nextToken(v)
-				switch {
-				case len(tok) == 0:
-				case equalFold(tok, "close"):
-					f.Close = true
-				case equalFold(tok, "keep-alive"):
-					f.KeepAlive = true
-				case equalFold(tok, "upgrade"):
-					f.Upgrade = true
-				default:
-					f.ConnTokens = true
-				}
-			}
+		h, err := rules.add(f, line[:colon], trimOWS(line[colon+1:]), request)
+		if err != nil {
+			return err
 		}
 		if each != nil {
 			if err := each(h); err != nil {
@@ -479,7 +461,78 @@ func parseFields(rest []byte, f *Fields, request bool, each func(*Header) error)
 			}
 		}
 	}
-	if sawCL && sawTE {
+	return rules.end()
+}
+
+// fieldRules applies the rules every header field meets, and follows the
+// framing fields across one head for the rules that span fields.
+type fieldRules struct {
+	sawCL, sawTE bool
+}
+
+// add checks a field whose value has surrounding whitespace removed,
+// appends it to f and interprets the framing and Connection fields.
+func (fr *fieldRules) add(f *Fields, name, value []byte, request bool) (*Header, error) {
+	if !isToken(name) {
+		// This also catches whitespace before the colon.
+		return nil, bad("invalid header name")
+	}
+	for _, c := range value {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return nil, bad("invalid character in header value")
+		}
+	}
+	f.Headers = append(f.Headers, Header{Name: name, Value: value, Kind: KindOf(name)})
+	h := &f.Headers[len(f.Headers)-1]
+	switch h.Kind {
+	case KindContentLength:
+		if fr.sawCL {
+			return nil, bad("duplicate Content-Length header")
+		}
+		fr.sawCL = true
+		n, ok := parseContentLength(value)
+		if !ok {
+			return nil, bad("invalid Content-Length header")
+		}
+		f.ContentLength = n
+	case KindTransferEncoding:
+		if request && f.Minor == 0 {
+			// As nginx: an HTTP/1.0 client cannot mean it, whatever
+			// the coding, and a 1.0 hop before us may have ignored it.
+			return nil, bad("Transfer-Encoding in an HTTP/1.0 request")
+		}
+		if fr.sawTE {
+			return nil, bad("duplicate Transfer-Encoding header")
+		}
+		fr.sawTE = true
+		if !equalFold(value, "chunked") {
+			return nil, &Error{Status: 501, Reason: "unsupported Transfer-Encoding"}
+		}
+		f.Chunked = true
+	case KindConnection:
+		v := value
+		for len(v) > 0 {
+			var tok []byte
+			tok, v = nextToken(v)
+			switch {
+			case len(tok) == 0:
+			case equalFold(tok, "close"):
+				f.Close = true
+			case equalFold(tok, "keep-alive"):
+				f.KeepAlive = true
+			case equalFold(tok, "upgrade"):
+				f.Upgrade = true
+			default:
+				f.ConnTokens = true
+			}
+		}
+	}
+	return h, nil
+}
+
+// end applies the rules that need all of a head's fields.
+func (fr *fieldRules) end() error {
+	if fr.sawCL && fr.sawTE {
 		return bad("both Content-Length and Transfer-Encoding")
 	}
 	return nil

@@ -1,0 +1,65 @@
+package proxy
+
+import (
+	"context"
+	"net/http"
+
+	"github.com/cutover/cutover/internal/dataplane/wire"
+)
+
+// An HTTP/2 request is forwarded as HTTP/1.1, so it must meet the rules an
+// HTTP/1.1 request meets: x/net/http2 checks the HTTP/2 framing and field
+// syntax, but lets through what HTTP/1.1 forbids (a space in :method or
+// :path, "*" with GET, CONNECT, two Content-Length fields, a Content-Length
+// of "+5", heads larger than limits.max_header_bytes). The rules are
+// package wire's, applied by wire.RequestBuilder; only what has no
+// HTTP/1.1 counterpart is here.
+
+// errBodyMissing refuses a request whose Content-Length announces a body
+// that the stream, ended by its HEADERS frame, does not carry: a malformed
+// request (RFC 9113 8.1.1) that x/net checks only for a body it reads.
+var errBodyMissing = &wire.Error{Status: 400, Reason: "the stream ended without the body its Content-Length announces"}
+
+// h2Request makes st.req from r under the HTTP/1.1 parser's rules and
+// returns the error the request is refused with, if any. st.req is filled
+// in as far as the request allows either way, for the access log.
+func (p *Proxy) h2Request(st *h2State, r *http.Request) error {
+	req := &st.req
+	st.buf = st.buf[:0]
+	b := &st.build
+	b.Start(req, st.bytes(r.Method), st.bytes(r.RequestURI), st.bytes(r.Host))
+	for name, values := range r.Header {
+		n := st.bytes(name)
+		for _, v := range values {
+			b.Add(n, st.bytes(v))
+		}
+	}
+	if err := b.Finish(p.o.MaxHeaderBytes); err != nil {
+		return err
+	}
+	// x/net gives Request.ContentLength as 0 when HEADERS ended the
+	// stream, else the field's value when it has one.
+	if req.ContentLength > 0 && r.ContentLength != req.ContentLength {
+		return errBodyMissing
+	}
+	return nil
+}
+
+// tlsConnKey marks the context of a connection that came over TLS.
+type tlsConnKey struct{}
+
+// TLSConnContext returns ctx marked as the base context of an HTTP/2
+// connection that came over TLS. X-Forwarded-Proto must say how the client
+// connected, and net/http sets Request.TLS only when the client's :scheme
+// says https.
+func TLSConnContext(ctx context.Context) context.Context {
+	return context.WithValue(ctx, tlsConnKey{}, true)
+}
+
+func cameOverTLS(r *http.Request) bool {
+	return r.TLS != nil || r.Context().Value(tlsConnKey{}) != nil
+}
+
+// MaxHeaderBytes is the largest request head the proxy accepts, counted
+// as HTTP/1.1 text (limits.max_header_bytes).
+func (p *Proxy) MaxHeaderBytes() int { return p.o.MaxHeaderBytes }
