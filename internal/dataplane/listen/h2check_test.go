@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -516,4 +517,59 @@ func TestHTTP2ResetWhileTheTargetThinks(t *testing.T) {
 		t.Error("the connection to the target is still open")
 	}
 	f.targetsUp(t, "a reset while the target was answering")
+}
+
+// TestHTTP2UnfinishedHeaderBlockEndsAtReadHeaderTimeout: a header block
+// whose CONTINUATION never comes (which stops the whole connection) is
+// ended after about twice timeouts.read_header: a PING the client cannot
+// answer, then the connection is closed.
+func TestHTTP2UnfinishedHeaderBlockEndsAtReadHeaderTimeout(t *testing.T) {
+	rt := startRecordingTarget(t)
+	f := startH2Front(t, proxy.Options{ReadHeaderTimeout: 200 * time.Millisecond}, rt.ln.Addr().String())
+	h := dialH2(t, f)
+	h.hbuf.Reset()
+	h.enc.WriteField(hpack.HeaderField{Name: ":method", Value: "GET"})
+	if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.hbuf.Bytes()}); err != nil {
+		t.Fatal(err)
+	}
+	// Before: still open when the client gave up, 20 s later.
+	h.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for {
+		_, err := h.fr.ReadFrame()
+		if err == nil {
+			continue // the server's SETTINGS, its PING
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Fatal("the connection is still open 10 s after an unfinished header block")
+		}
+		break
+	}
+	if head := rt.reached(); head != "" {
+		t.Errorf("an unfinished header block reached the target as %q", head)
+	}
+}
+
+// TestHTTP2IdleClientThatAnswersPingsStays: the PING that ends unfinished
+// header blocks does not end a connection whose client is only idle.
+func TestHTTP2IdleClientThatAnswersPingsStays(t *testing.T) {
+	rt := startRecordingTarget(t)
+	f := startH2Front(t, proxy.Options{ReadHeaderTimeout: 100 * time.Millisecond}, rt.ln.Addr().String())
+	h := dialH2(t, f)
+	pings := 0
+	for pings < 3 {
+		fr, err := h.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("after %d pings: %v", pings, err)
+		}
+		if p, ok := fr.(*http2.PingFrame); ok && !p.IsAck() {
+			pings++
+			h.fr.WritePing(true, p.Data)
+		}
+	}
+	id := h.headers(request("GET", "/"), true)
+	if got := h.await(id); got.status != 200 {
+		t.Fatalf("after 3 pings answered, a request got %v; want 200", got)
+	}
+	f.outcome(t)
 }

@@ -169,19 +169,14 @@ func New(o Options) (*Server, error) {
 			}
 			return nil, fmt.Errorf("listen.https %s: %w", o.HTTPS, err)
 		}
-		s.h2 = &http2.Server{IdleTimeout: o.IdleTimeout}
+		lim := o.Proxy.HTTP2Limits()
+		s.h2 = &http2.Server{IdleTimeout: o.IdleTimeout, ReadIdleTimeout: lim.ReadIdleTimeout, PingTimeout: lim.PingTimeout}
 		s.h2base = &http.Server{
 			Handler:           o.Proxy,
 			ReadHeaderTimeout: o.HandshakeTimeout,
 			IdleTimeout:       o.IdleTimeout,
-			// The proxy applies limits.max_header_bytes to HTTP/2 heads
-			// itself, counted as HTTP/1.1 text, and answers like any other
-			// request. x/net's limit only bounds the memory a header block
-			// takes before that: it counts 32 bytes per field where
-			// HTTP/1.1 counts 4, so the same head can count up to 8 times
-			// more.
-			MaxHeaderBytes: max(http.DefaultMaxHeaderBytes, 8*o.Proxy.MaxHeaderBytes()),
-			ErrorLog:       slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
+			MaxHeaderBytes:    lim.MaxHeaderBytes,
+			ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
 		}
 		if err := http2.ConfigureServer(s.h2base, s.h2); err != nil {
 			return nil, fmt.Errorf("configuring HTTP/2: %w", err)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net/http"
+	"time"
 
 	"github.com/cutover/cutover/internal/dataplane/wire"
 )
@@ -60,6 +61,31 @@ func cameOverTLS(r *http.Request) bool {
 	return r.TLS != nil || r.Context().Value(tlsConnKey{}) != nil
 }
 
-// MaxHeaderBytes is the largest request head the proxy accepts, counted
-// as HTTP/1.1 text (limits.max_header_bytes).
-func (p *Proxy) MaxHeaderBytes() int { return p.o.MaxHeaderBytes }
+// HTTP2Limits carry the proxy's limits to the HTTP/2 server in front of
+// ServeHTTP, for what x/net/http2 reads before the handler runs.
+type HTTP2Limits struct {
+	// MaxHeaderBytes bounds the memory a header block takes. The proxy
+	// applies limits.max_header_bytes itself, to the head counted as
+	// HTTP/1.1 text, and answers 431 like any other refusal; HTTP/2
+	// counts 32 bytes per field where HTTP/1.1 text has 4, so the same
+	// head can count up to 8 times more here.
+	MaxHeaderBytes int
+	// ReadIdleTimeout and PingTimeout are timeouts.read_header for a
+	// header block: x/net has no deadline on the CONTINUATION frames
+	// that finish one, and while they are awaited the connection carries
+	// nothing else (RFC 9113 6.10). After ReadIdleTimeout without a
+	// complete frame the server sends a PING; a client in the middle of a
+	// header block cannot answer it (any frame but CONTINUATION is a
+	// connection error) and one that does not answer within PingTimeout
+	// is hung up on. A client that is merely idle answers and stays.
+	ReadIdleTimeout, PingTimeout time.Duration
+}
+
+// HTTP2Limits returns the limits of the proxy's HTTP/2 server.
+func (p *Proxy) HTTP2Limits() HTTP2Limits {
+	return HTTP2Limits{
+		MaxHeaderBytes:  max(http.DefaultMaxHeaderBytes, 8*p.o.MaxHeaderBytes),
+		ReadIdleTimeout: p.o.ReadHeaderTimeout,
+		PingTimeout:     p.o.ReadHeaderTimeout,
+	}
+}
