@@ -5,17 +5,20 @@
 #   scripts/images.sh            # cutover/cutover:dev, cutover/demo-app:v1 v2 v3
 #   TAG=1.0 scripts/images.sh    # cutover/cutover:1.0
 #
-# Environment: CUTOVER_IMAGE (default cutover/cutover), TAG (default dev),
-# DEMO_APP_IMAGE (default cutover/demo-app), DEMO_APP_VERSIONS (default
+# Environment: CUTOVER_REPO (the proxy image's repository, default
+# cutover/cutover) and TAG (its tag, default dev); DEMO_APP_REPO (the demo
+# app's repository, default cutover/demo-app) and DEMO_APP_VERSIONS (default
 # "v1 v2 v3": one image per version, VERSION baked in, as the examples use).
+# examples/seed takes the proxy image whole as PROXY_IMAGE (REPO:TAG) and
+# the demo app's repository as DEMO_APP_REPO.
 # The binaries are left in bin/ (bin/cutover is the CLI for the host).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$PATH:/usr/local/go/bin"
 
-CUTOVER_IMAGE=${CUTOVER_IMAGE:-cutover/cutover}
+CUTOVER_REPO=${CUTOVER_REPO:-cutover/cutover}
 TAG=${TAG:-dev}
-DEMO_APP_IMAGE=${DEMO_APP_IMAGE:-cutover/demo-app}
+DEMO_APP_REPO=${DEMO_APP_REPO:-cutover/demo-app}
 DEMO_APP_VERSIONS=${DEMO_APP_VERSIONS:-v1 v2 v3}
 
 ctx=$(mktemp -d)
@@ -32,9 +35,9 @@ for cmd in cutover demo-app; do
 done
 
 echo "== images (FROM scratch)"
-docker build -q -f build/cutover.Dockerfile -t "$CUTOVER_IMAGE:$TAG" "$ctx" >/dev/null
-echo "$CUTOVER_IMAGE:$TAG"
+docker build -q -f build/cutover.Dockerfile -t "$CUTOVER_REPO:$TAG" "$ctx" >/dev/null
+echo "$CUTOVER_REPO:$TAG"
 for v in $DEMO_APP_VERSIONS; do
-	docker build -q -f build/demo-app.Dockerfile --build-arg "VERSION=$v" -t "$DEMO_APP_IMAGE:$v" "$ctx" >/dev/null
-	echo "$DEMO_APP_IMAGE:$v"
+	docker build -q -f build/demo-app.Dockerfile --build-arg "VERSION=$v" -t "$DEMO_APP_REPO:$v" "$ctx" >/dev/null
+	echo "$DEMO_APP_REPO:$v"
 done

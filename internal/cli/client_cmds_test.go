@@ -206,8 +206,19 @@ func TestCLISocketDiscovery(t *testing.T) {
 	if code != 2 || err == nil || err.Error() != want {
 		t.Fatalf("status at a missing socket: exit %d, %v\nwant: %s", code, err, want)
 	}
-	// Nothing given.
+	// -c FILE whose socket is not on this host (a container's path, say):
+	// the message names the file and the way out, not "no cutover runs".
 	t.Setenv(SocketEnv, "")
+	other := filepath.Join(t.TempDir(), "cutover.yaml")
+	if err := os.WriteFile(other, []byte("listen: {http: \"127.0.0.1:1\"}\nstate_dir: /nonexistent/cutover\nservices:\n  web:\n    pools: {blue: [\"127.0.0.1:2\"]}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, code, err = runCLI(t, "status", "-c", other)
+	if code != 2 || err == nil || !strings.Contains(err.Error(), "no admin socket at /nonexistent/cutover/admin.sock (admin.socket of "+other+")") ||
+		!strings.Contains(err.Error(), "in a container") || !strings.Contains(err.Error(), "--socket PATH") {
+		t.Fatalf("status -c with the socket elsewhere: exit %d, %v", code, err)
+	}
+	// Nothing given.
 	_, _, code, err = runCLI(t, "deploy", "green")
 	if code != 2 || err == nil || !strings.Contains(err.Error(), "--socket PATH") || !strings.Contains(err.Error(), SocketEnv) || !strings.Contains(err.Error(), "-c FILE") {
 		t.Fatalf("no socket given: exit %d, %v", code, err)

@@ -63,7 +63,7 @@ func newReleaseCmd(s Streams) *cobra.Command {
   1. picks the idle colour: of --pools (blue,green), the one the service is not served by;
   2. brings it up as its own compose project NAME-COLOUR (NAME: --name, default the service),
      docker compose -p NAME-COLOUR -f FILE... up -d, with --image as every released service's
-     image (a generated override file; CUTOVER_IMAGE and CUTOVER_POOL are also set for the files);
+     image (a generated override file; CUTOVER_APP_IMAGE and CUTOVER_POOL are also set for the files);
   3. waits until every new container passes its Docker HEALTHCHECK (if the image has one) and
      cutover's pool for the colour lists exactly the new containers;
   4. deploys that pool: cutover's health checks, one atomic switch, drain of the old colour;
@@ -187,7 +187,7 @@ func (r *releaser) run(ctx context.Context) error {
 	args = append(args, r.o.compose...)
 	env := append(os.Environ(), "CUTOVER_POOL="+r.idle, "CUTOVER_PROJECT="+r.project)
 	if r.o.image != "" {
-		env = append(env, "CUTOVER_IMAGE="+r.o.image)
+		env = append(env, "CUTOVER_APP_IMAGE="+r.o.image)
 	}
 	r.step("%s %s", strings.Join(compose, " "), strings.Join(args, " "))
 	if err := runCompose(ctx, compose, args, env, r.out); err != nil {

@@ -3,6 +3,7 @@ package cli
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 
 	"github.com/cutover/cutover/internal/admin"
@@ -38,6 +39,11 @@ func (a *adminTarget) socketPath() (string, error) {
 		cfg, err := config.Load(a.config, os.LookupEnv)
 		if err != nil {
 			return "", &exitError{code: 2, err: fmt.Errorf("cannot find the admin socket from %s: %w", a.config, err)}
+		}
+		// The file may be the one a container runs with, whose paths are
+		// the container's: say so rather than "no cutover is running".
+		if _, err := os.Stat(cfg.Admin.Socket); errors.Is(err, fs.ErrNotExist) {
+			return "", &exitError{code: 2, err: fmt.Errorf("no admin socket at %s (admin.socket of %s): no cutover runs with this configuration on this host — if it runs in a container, that path is the container's: give the host path of the folder mounted there with --socket PATH or %s=PATH, or write state_dir relative to the configuration file so it means the same folder inside and out", cfg.Admin.Socket, a.config, SocketEnv)}
 		}
 		return cfg.Admin.Socket, nil
 	}

@@ -326,7 +326,7 @@ func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind str
 	}
 
 	progress(m.event(s.name, name, admin.PhaseHealth, fmt.Sprintf("checking %s of %q: GET %s every %s, %s needed, timeout %s",
-		human.Count(len(p.up.Targets()), "target"), name, settings.Path, settings.Interval, human.Count(needed, "pass", "passes"), timeout)))
+		human.Count(len(p.up.Targets()), "target"), name, settings.Path, settings.Interval, human.Count(needed, "pass", "passes"), human.Duration(timeout))))
 	last := map[string]admin.TargetProgress{}
 	for {
 		wake := p.changed.Wait()
@@ -371,7 +371,7 @@ func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind str
 			return &admin.Error{
 				Kind: admin.KindUnhealthy,
 				Message: fmt.Sprintf("%s of service %q to pool %q refused: %d of %s not healthy within %s — live traffic stays on %q",
-					kind, s.name, name, len(failing), human.Count(len(targets), "target"), timeout, live),
+					kind, s.name, name, len(failing), human.Count(len(targets), "target"), human.Duration(timeout), live),
 				Failing: failing,
 			}
 		case <-ctx.Done():

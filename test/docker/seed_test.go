@@ -26,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -240,18 +241,48 @@ func TestSeedFlowOnDocker(t *testing.T) {
 	}
 	t.Logf("images built at %s", time.Since(began).Round(time.Millisecond))
 
-	// 1. The network (the seed's create_network.sh, without a fixed
-	// subnet so it cannot clash with the host's).
-	dockertest.Network(t, eng, f.name("net"))
-	for _, project := range []string{"web-blue", "web-green", "proxy"} {
-		dockertest.RemoveLabelledAtEnd(t, eng, docker.LabelProject+"="+f.name(project))
+	// The mounted folders are made first, owned by the user cutover runs
+	// as in its container (not root), so nothing is left root's.
+	uid, gid := os.Getuid(), os.Getgid()
+	if uid == 0 {
+		uid, gid = 65534, 65534 // nobody: cutover must not need root
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, sub := range []string{"state", "logs"} {
+		p := filepath.Join(dir, sub)
+		if err := os.Mkdir(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(p, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dockerGID := "0"
+	if fi, err := os.Stat("/var/run/docker.sock"); err == nil {
+		dockerGID = fmt.Sprint(fi.Sys().(*syscall.Stat_t).Gid)
 	}
 	f.socket = filepath.Join(dir, "state", "admin.sock")
 	f.env = append(os.Environ(),
-		"PREFIX="+f.prefix, "NETWORK="+f.name("net"), "DEMO_APP="+f.prefix+"/demo-app",
-		"CUTOVER_IMAGE="+cutoverImage, "STATE_DIR="+filepath.Join(dir, "state"), "LOG_DIR="+filepath.Join(dir, "logs"),
+		"PREFIX="+f.prefix, "NETWORK="+f.name("net"), "DEMO_APP_REPO="+f.prefix+"/demo-app",
+		"PROXY_IMAGE="+cutoverImage, "CUTOVER_STATE_DIR="+filepath.Join(dir, "state"), "CUTOVER_LOG_DIR="+filepath.Join(dir, "logs"),
+		fmt.Sprintf("CUTOVER_USER=%d:%d", uid, gid), "DOCKER_GID="+dockerGID,
 		"HTTP_PORT=", "HTTPS_PORT=", "BIND=127.0.0.1", "NGINX_HOST=localhost", "CUTOVER_SOCKET=",
 	)
+
+	// 1. The network, with the seed's create_network.sh; a second copy
+	// beside it (another NETWORK) must not clash over the subnet.
+	for _, n := range []string{f.name("net"), f.name("net2")} {
+		removeNetworkAtEnd(t, eng, n)
+		env := f.env
+		f.env = append(f.env, "NETWORK="+n)
+		f.run("sh", filepath.Join(f.seed, "create_network.sh"))
+		f.env = env
+	}
+	for _, project := range []string{"web-blue", "web-green", "proxy"} {
+		dockertest.RemoveLabelledAtEnd(t, eng, docker.LabelProject+"="+f.name(project))
+	}
 
 	// 2. Blue. 3. cutover in a container on the network.
 	f.composeUp(f.name("web-blue"), "compose-blue.yaml")
@@ -275,6 +306,11 @@ func TestSeedFlowOnDocker(t *testing.T) {
 	f.waitTarget("blue", f.name("blue-server-1"), 30*time.Second, false)
 	f.waitTarget("blue", f.name("blue-server-2"), 30*time.Second, false)
 	f.expect("blue live", `^set1-server[12]$`, "v1")
+	// The README's `cutover status -c cutover.yaml`, on the host: the
+	// file's state_dir must lead to the socket of the container's.
+	if out := f.run(f.cutover, "status", "-c", filepath.Join(f.seed, "cutover.yaml")); !strings.Contains(out, "web: active blue") {
+		t.Errorf("cutover status -c cutover.yaml on the host:\n%s", out)
+	}
 	t.Logf("blue live at %s", time.Since(began).Round(time.Millisecond))
 
 	f.load = startLoad(t, f.tlsAddr, f.httpAddr)
@@ -358,6 +394,19 @@ func TestSeedFlowOnDocker(t *testing.T) {
 			failed++
 		}
 	}
+	// Nothing the container wrote is root's (unless the test runs as root's
+	// own uid, which it does not ask for).
+	for _, sub := range []string{"state", "logs"} {
+		filepath.WalkDir(filepath.Join(dir, sub), func(path string, d os.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			if fi, err := d.Info(); err == nil && int(fi.Sys().(*syscall.Stat_t).Uid) != uid {
+				t.Errorf("%s is owned by uid %d; cutover runs as %d", path, fi.Sys().(*syscall.Stat_t).Uid, uid)
+			}
+			return nil
+		})
+	}
 	t.Logf("seed flow on Docker: wall time %s (until the load stopped; cleanup follows), requests sent %d, failed %d, release start to switch %s",
 		end.Sub(began).Round(time.Millisecond), sent, failed, releaseToSwitch)
 }
@@ -406,6 +455,18 @@ func (f *flow) check(records []record) {
 			t.Errorf("after %q no response was checked", s.name)
 		}
 	}
+}
+
+// removeNetworkAtEnd removes a network a script made, also when the test
+// fails.
+func removeNetworkAtEnd(t *testing.T, eng *docker.Engine, name string) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := eng.Client().NetworkRemove(ctx, name); err != nil && !strings.Contains(err.Error(), "not found") {
+			t.Errorf("remove network %s: %v", name, err)
+		}
+	})
 }
 
 func composeCommand(t *testing.T) []string {
