@@ -194,8 +194,8 @@ type cutoverConfOptions struct {
 	Listen, StateDir, AccessLog string
 	// Metrics is the metrics listener's address ("": none).
 	Metrics string
-	Pools                       map[string][]string
-	Active                      string
+	Pools   map[string][]string
+	Active  string
 }
 
 // cutoverConf is cutover's YAML config with one service over the pools.
