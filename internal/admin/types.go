@@ -124,6 +124,10 @@ type DeployResult struct {
 	Drained          int64 `json:"drained"`
 	ClosedAtTimeout  int64 `json:"closed_at_timeout"`
 	ConnsClosed      int   `json:"conns_closed_at_timeout"`
+	// Goodbyes is the number of long-lived connections on From (WebSockets,
+	// event streams) told to close cleanly near the end of the drain,
+	// spread over its last part (drain_close_spread).
+	Goodbyes int64 `json:"goodbyes"`
 	// TimeToDrain is from the switch until From had no request in flight
 	// (or the drain timeout passed).
 	TimeToDrain Duration `json:"time_to_drain"`

@@ -312,6 +312,8 @@ func TestProblems(t *testing.T) {
 		{"bad duration", base + "upstream: {connect_timeout: soon}\n", 6, "upstream.connect_timeout", []string{`"soon" is not a duration`, "500ms"}},
 		{"zero timeout", base + "timeouts: {read_header: 0s}\n", 6, "timeouts.read_header", []string{"must be more than 0", "10s"}},
 		{"negative drain", base + "    drain_timeout: -1s\n", 6, "services.web.drain_timeout", []string{"must not be negative"}},
+		{"close spread longer than the drain", base + "    drain_timeout: 5s\n    drain_close_spread: 10s\n", 7, "services.web.drain_close_spread", []string{"longer than drain_timeout (5s)", "at most 5s"}},
+		{"negative close spread", base + "    drain_close_spread: -1s\n", 6, "services.web.drain_close_spread", []string{"must not be negative", "a fifth of drain_timeout (6s)"}},
 		{"address without port", "listen: {http: \"127.0.0.1\"}\n" + base[33:], 1, "listen.http", []string{"has no port", "host:port"}},
 		{"address port range", "listen: {http: \"127.0.0.1:0\"}\n" + base[33:], 1, "listen.http", []string{"from 1 to 65535"}},
 		{"address bad host", "listen: {http: \"bad host:80\"}\n" + base[33:], 1, "listen.http", []string{"not a valid host name"}},
@@ -597,6 +599,27 @@ services:
 	for _, s := range c.Services {
 		if s.Health.Path != "/up" || s.Health.Healthy != 4 || s.Health.Unhealthy != 3 {
 			t.Errorf("service %s health = %+v", s.Name, s.Health)
+		}
+	}
+}
+
+// TestCloseSpread: drain_close_spread as set, or a fifth of drain_timeout.
+func TestCloseSpread(t *testing.T) {
+	for _, c := range []struct {
+		text string
+		want time.Duration
+	}{
+		{"", 6 * time.Second},
+		{"    drain_timeout: 10s\n", 2 * time.Second},
+		{"    drain_timeout: 10s\n    drain_close_spread: 4s\n", 4 * time.Second},
+		{"    drain_timeout: 0s\n", 0},
+	} {
+		cfg, err := Parse([]byte(base+c.text), "cutover.yaml", env(nil))
+		if err != nil {
+			t.Fatalf("%q: %v", c.text, err)
+		}
+		if got := cfg.Services[0].CloseSpread(); got != c.want {
+			t.Errorf("%q: CloseSpread = %s, want %s", c.text, got, c.want)
 		}
 	}
 }

@@ -208,6 +208,7 @@ func (p *parser) service(key, name string, n *yaml.Node) Service {
 			})
 		}},
 		{"drain_timeout", p.duration(&s.DrainTimeout)},
+		{"drain_close_spread", p.duration(&s.DrainCloseSpread)},
 		{"pools", func(k string, v *yaml.Node) {
 			p.pairs(k, v, func(name, child string, _, v *yaml.Node) {
 				s.Pools = append(s.Pools, p.pool(child, name, v))

@@ -176,6 +176,11 @@ type Service struct {
 	Balance      string
 	Health       Health
 	DrainTimeout time.Duration
+	// DrainCloseSpread is the last part of the drain window over which
+	// the old pool's long-lived connections (WebSockets, event streams)
+	// are told goodbye one after another; 0 means a fifth of DrainTimeout
+	// (CloseSpread).
+	DrainCloseSpread time.Duration
 	// Pools in the order the file lists them.
 	Pools []Pool
 	// Active is the pool that serves on first start (when no state exists).
@@ -260,4 +265,18 @@ func (c *Config) ACMEHosts() []string {
 		}
 	}
 	return out
+}
+
+// closeSpreadShare is the share of drain_timeout that drain_close_spread
+// defaults to.
+const closeSpreadShare = 5 // a fifth
+
+// CloseSpread is how long before the drain timeout the old pool's
+// long-lived connections start to be told goodbye, spread evenly until
+// the timeout: drain_close_spread, or a fifth of drain_timeout when unset.
+func (s *Service) CloseSpread() time.Duration {
+	if s.DrainCloseSpread > 0 {
+		return min(s.DrainCloseSpread, s.DrainTimeout)
+	}
+	return s.DrainTimeout / closeSpreadShare
 }

@@ -355,6 +355,12 @@ func (ch *checker) services() {
 		}
 		ch.health(key+".health", s.Health)
 		ch.durations([]durationRule{{key: key + ".drain_timeout", d: s.DrainTimeout, def: DefaultService("").DrainTimeout, allowZero: true}})
+		switch sp := s.DrainCloseSpread; {
+		case sp < 0:
+			ch.addf(key+".drain_close_spread", "is %s, but must not be negative — leave it out for a fifth of drain_timeout (%s)", sp, s.DrainTimeout/closeSpreadShare)
+		case sp > s.DrainTimeout && s.DrainTimeout >= 0:
+			ch.addf(key+".drain_close_spread", "is %s, longer than drain_timeout (%s) — it is the last part of the drain window; use at most %s", sp, s.DrainTimeout, s.DrainTimeout)
+		}
 
 		if len(s.Pools) == 0 {
 			ch.report(key+".pools", true, `has no pools — add at least one, e.g. pools: {blue: ["127.0.0.1:9001"]}`)

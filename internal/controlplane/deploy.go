@@ -451,12 +451,19 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate b
 	progress(m.event(s.name, name, admin.PhaseSwitch, fmt.Sprintf("switched service %q from %q to %q (%s in flight on %q)",
 		s.name, old.Name(), name, human.Count(int(res.InFlightAtSwitch), "request"), old.Name())))
 
-	drainTimeout := s.cfg.Load().DrainTimeout
+	sc := s.cfg.Load()
+	drainTimeout := sc.DrainTimeout
 	progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("draining %q: waiting up to %s for its requests to finish", old.Name(), drainTimeout)))
 	// The drain is not cut short by the caller going away: the switch has
 	// happened, and ending the old pool's requests early would fail them.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
+	// Long-lived connections (WebSockets, event streams) would run until
+	// the timeout cuts them: they are told goodbye, a few at a time, over
+	// the end of the window, and close the way their clients reconnect on.
+	deadline, _ := dctx.Deadline()
+	bye := upstream.SayGoodbye(old.Targets(), deadline, sc.CloseSpread())
 	remaining := old.Drain(dctx)
+	res.Goodbyes = bye.Stop()
 	cancel()
 	if remaining > 0 {
 		res.ClosedAtTimeout = remaining
@@ -473,6 +480,10 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate b
 	} else {
 		progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("drained %q: %s finished in %s", old.Name(), human.Count(int(res.Drained), "request"), human.Duration(time.Duration(res.TimeToDrain)))))
 	}
+	if res.Goodbyes > 0 {
+		progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("closed %s on %q cleanly over the last %s of the drain (WebSockets with a close frame, event streams at an event's end), for their clients to reconnect",
+			human.Count(int(res.Goodbyes), "long-lived connection"), old.Name(), human.Duration(sc.CloseSpread()))))
+	}
 	res.Message = fmt.Sprintf("service %q switched from %q to %q: healthy after %s, %s drained in %s",
 		s.name, old.Name(), name, human.Duration(took), human.Count(int(res.Drained), "in-flight request"), human.Duration(time.Duration(res.TimeToDrain)))
 	if remaining > 0 {
@@ -486,6 +497,7 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate b
 		slog.String("service", s.name), slog.String("from", old.Name()), slog.String("to", name),
 		slog.Duration("time_to_healthy", human.Duration(took)), slog.Int64("in_flight_at_switch", res.InFlightAtSwitch),
 		slog.Int64("drained", res.Drained), slog.Int64("closed_at_timeout", res.ClosedAtTimeout),
+		slog.Int64("goodbyes", res.Goodbyes),
 		slog.Duration("time_to_drain", human.Duration(time.Duration(res.TimeToDrain))))
 	return res, nil
 }

@@ -48,11 +48,14 @@ type appBackend struct {
 	slowArrived chan string
 	// unhealthy makes /healthz answer 503.
 	unhealthy atomic.Bool
+	// wsClosed records, for each /ws connection that ended, the close
+	// status the proxy sent this backend (-1: none, the connection broke).
+	wsClosed chan websocket.StatusCode
 }
 
 func newAppBackend(t *testing.T, name string, slowArrived chan string) *appBackend {
 	t.Helper()
-	b := &appBackend{name: name, slowArrived: slowArrived, arrivals: make([]time.Time, 0, 1<<16)}
+	b := &appBackend{name: name, slowArrived: slowArrived, arrivals: make([]time.Time, 0, 1<<16), wsClosed: make(chan websocket.StatusCode, 256)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if b.unhealthy.Load() {
@@ -83,14 +86,50 @@ func newAppBackend(t *testing.T, name string, slowArrived chan string) *appBacke
 			return
 		}
 		defer c.CloseNow()
+		c.SetReadLimit(1 << 20)
 		ctx := context.Background()
 		for {
 			typ, msg, err := c.Read(ctx)
 			if err != nil {
+				select {
+				case b.wsClosed <- websocket.CloseStatus(err):
+				default:
+				}
 				return
 			}
 			if err := c.Write(ctx, typ, append([]byte(name+":"), msg...)); err != nil {
+				select {
+				case b.wsClosed <- websocket.CloseStatus(err):
+				default:
+				}
 				return
+			}
+		}
+	})
+	mux.HandleFunc("/events", func(w http.ResponseWriter, r *http.Request) {
+		// An event stream whose events arrive in two writes each, so a
+		// relay sees the middle of events as well as their ends.
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		rc := http.NewResponseController(w)
+		for i := 0; ; i++ {
+			fmt.Fprintf(w, "id: %d\ndata: %s", i, name)
+			if rc.Flush() != nil {
+				return
+			}
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			io.WriteString(w, " event\n\n")
+			if rc.Flush() != nil {
+				return
+			}
+			select {
+			case <-r.Context().Done():
+				return
+			case <-time.After(15 * time.Millisecond):
 			}
 		}
 	})
@@ -116,6 +155,7 @@ func (b *appBackend) lastArrivalIn(from, to time.Time) (time.Time, bool) {
 // 127.0.0.1 listener, admin API on a Unix socket.
 type stack struct {
 	proxyAddr string
+	px        *proxy.Proxy
 	client    *admin.Client
 	m         *controlplane.Manager
 	backends  map[string][]*appBackend // by pool
@@ -124,6 +164,7 @@ type stack struct {
 
 type stackOptions struct {
 	drainTimeout time.Duration
+	closeSpread  time.Duration
 	slowArrived  chan string
 }
 
@@ -142,6 +183,7 @@ func startStack(t *testing.T, o stackOptions) *stack {
 	svc.Health.Interval = 20 * time.Millisecond
 	svc.Health.Timeout = time.Second
 	svc.DrainTimeout = o.drainTimeout
+	svc.DrainCloseSpread = o.closeSpread
 	for _, pool := range []string{"blue", "green"} {
 		var addrs []string
 		for i := 1; i <= 2; i++ {
@@ -164,18 +206,8 @@ func startStack(t *testing.T, o stackOptions) *stack {
 	}
 	t.Cleanup(st.m.Close)
 
-	px := proxy.New(proxy.Options{Router: st.m.Router(), Logger: quiet})
-	ls, err := listen.New(listen.Options{HTTP: "127.0.0.1:0", Proxy: px, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ls.Serve()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		ls.Shutdown(ctx)
-	})
-	st.proxyAddr = ls.HTTPAddr().String()
+	st.px = proxy.New(proxy.Options{Router: st.m.Router(), Logger: quiet})
+	st.proxyAddr = st.listen(t, listen.Options{HTTP: "127.0.0.1:0"}).HTTPAddr().String()
 
 	srv, err := admin.Listen(admin.Options{Socket: cfg.Admin.Socket, Manager: st.m, Logger: quiet})
 	if err != nil {
@@ -191,4 +223,23 @@ func startStack(t *testing.T, o stackOptions) *stack {
 func (st *stack) poolOf(backend string) string {
 	pool, _, _ := strings.Cut(backend, "-")
 	return pool
+}
+
+// listen serves the stack's proxy on one more set of listeners (o's Proxy
+// and Logger are filled in), until the test ends.
+func (st *stack) listen(t *testing.T, o listen.Options) *listen.Server {
+	t.Helper()
+	o.Proxy = st.px
+	o.Logger = slog.New(slog.DiscardHandler)
+	ls, err := listen.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ls.Serve()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ls.Shutdown(ctx)
+	})
+	return ls
 }

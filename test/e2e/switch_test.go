@@ -237,10 +237,11 @@ func TestSwitchesUnderLoad(t *testing.T) {
 
 // TestWebSocketKeepsWorkingUntilDrainTimeout opens a WebSocket on blue,
 // switches to green, and checks the WebSocket still talks to blue after the
-// switch until the drain timeout ends it (reported by the deploy).
+// switch until the end of the drain, where it is closed with a close frame
+// (1001, going away) rather than cut (reported by the deploy).
 func TestWebSocketKeepsWorkingUntilDrainTimeout(t *testing.T) {
-	const drain = 1500 * time.Millisecond
-	st := startStack(t, stackOptions{drainTimeout: drain})
+	const drain, spread = 1500 * time.Millisecond, 300 * time.Millisecond
+	st := startStack(t, stackOptions{drainTimeout: drain, closeSpread: spread})
 	ctx := context.Background()
 	ws, _, err := websocket.Dial(ctx, "ws://"+st.proxyAddr+"/ws", nil)
 	if err != nil {
@@ -289,10 +290,12 @@ func TestWebSocketKeepsWorkingUntilDrainTimeout(t *testing.T) {
 		t.Fatalf("request after the switch answered by %q, want green", body)
 	}
 	var lastOK time.Time
+	var closeErr error
 	n := 0
 	for ; n < 1000; n++ {
 		got, err := echo("ping")
 		if err != nil {
+			closeErr = err
 			break
 		}
 		if !strings.HasPrefix(got, "blue-") {
@@ -306,14 +309,17 @@ func TestWebSocketKeepsWorkingUntilDrainTimeout(t *testing.T) {
 	if o.err != nil {
 		t.Fatal(o.err)
 	}
-	if kept := lastOK.Sub(switchedAt); kept < drain-300*time.Millisecond {
-		t.Fatalf("WebSocket worked for %s after the switch, want about the %s drain timeout", kept, drain)
+	if kept := lastOK.Sub(switchedAt); kept < drain-spread-300*time.Millisecond {
+		t.Fatalf("WebSocket worked for %s after the switch, want about the %s drain timeout less the %s close spread", kept, drain, spread)
 	}
-	if o.res.InFlightAtSwitch != 1 || o.res.ClosedAtTimeout != 1 || o.res.ConnsClosed < 1 {
-		t.Fatalf("deploy result %+v: want the WebSocket in flight at the switch and closed at the drain timeout", o.res)
+	if code := websocket.CloseStatus(closeErr); code != websocket.StatusGoingAway {
+		t.Fatalf("WebSocket ended with %v (close status %d), want a close frame %d", closeErr, code, websocket.StatusGoingAway)
+	}
+	if o.res.InFlightAtSwitch != 1 || o.res.Goodbyes != 1 || o.res.ClosedAtTimeout != 0 {
+		t.Fatalf("deploy result %+v: want the WebSocket in flight at the switch and closed cleanly before the drain timeout", o.res)
 	}
 	if _, err := echo("after"); err == nil || errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("WebSocket after the drain timeout: %v, want it closed", err)
+		t.Fatalf("WebSocket after the drain: %v, want it closed", err)
 	}
-	t.Logf("WebSocket kept working %s after the switch (%d echoes from blue); closed at the %s drain timeout", lastOK.Sub(switchedAt), n, drain)
+	t.Logf("WebSocket kept working %s after the switch (%d echoes from blue); closed with 1001 near the end of the %s drain", lastOK.Sub(switchedAt), n, drain)
 }

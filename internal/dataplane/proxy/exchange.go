@@ -145,6 +145,14 @@ type exchange struct {
 	bodySent bool // some of the request body was consumed
 	gotByte  bool // some of a response arrived
 
+	// held is the goodbye of a long-lived exchange (an upgraded WebSocket,
+	// an event stream), registered on the target until end; waker is it
+	// when goroutines blocked in reads relay the exchange, and stream the
+	// event stream they relay (goodbye.go).
+	held   upstream.Goodbyer
+	waker  *byeWaker
+	stream *streamBye
+
 	// Incoming forwarding headers and IDs, found once per request.
 	inXFF, inProto, inHost, reqID, referer, agent []byte
 	scratch                                       []byte
@@ -304,6 +312,7 @@ func (p *Proxy) end(x *exchange) {
 	}
 	x.ended = true
 	if x.target != nil {
+		x.releaseLongLived()
 		x.target.End(true)
 	}
 	if x.pool != nil {
@@ -395,6 +404,10 @@ func (p *Proxy) logExchange(x *exchange) {
 
 // finish returns the upstream connection for reuse or closes it.
 func (x *exchange) finish(reusable bool) {
+	if x.waker != nil && x.waker.end() {
+		// The goodbye moved the connection's read deadline.
+		reusable = false
+	}
 	if x.uc != nil {
 		t := x.uc.Target()
 		if reusable {

@@ -244,22 +244,21 @@ func (c *clientConn) relayResponse(start time.Time) (keep bool) {
 	writeResponseHead(w, resp, out, keep, req.Minor)
 	x.answered(resp.Status)
 
-	uc := x.uc
-	x.rbody.Reset(uc.R, in, resp.ContentLength)
+	x.rbody.Reset(x.uc.R, in, resp.ContentLength)
+	// An event stream ends cleanly at a drain's goodbye when its end can
+	// be marked: by the last chunk, or by closing a close-delimited body.
+	x.holdEventStream(out == wire.FrameChunked || out == wire.FrameClose)
 	var clientErr error
 	for !x.rbody.Done() {
-		if !x.rbody.Buffered() {
+		if !x.rbody.Buffered() && w.Buffered() > 0 {
 			// The next read may block: what arrived so far goes to the
 			// client now, so streamed responses (SSE) arrive as produced.
-			if w.Buffered() > 0 {
-				if clientErr = c.flush(start); clientErr != nil {
-					break
-				}
+			if clientErr = c.flush(start); clientErr != nil {
+				break
 			}
-			uc.ReadDL.Extend(time.Now(), c.p.o.UpstreamReadTimeout, uc.SetReadDeadline)
 		}
-		b, err := x.rbody.Next(64 << 10)
-		if err == io.EOF {
+		b, end, err := c.p.nextBody(x)
+		if end || err == io.EOF {
 			break
 		}
 		if err != nil {

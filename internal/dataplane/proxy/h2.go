@@ -119,16 +119,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in = wire.FrameClose
 	}
 	x.rbody.Reset(uc.R, in, resp.ContentLength)
+	// An event stream ends cleanly at a drain's goodbye with END_STREAM,
+	// unless the target announced its length (forwarded above).
+	x.holdEventStream(in == wire.FrameChunked || in == wire.FrameClose)
 	var clientErr error
 	for !x.rbody.Done() {
 		if !x.rbody.Buffered() {
 			if clientErr = rc.Flush(); clientErr != nil {
 				break
 			}
-			uc.ReadDL.Extend(time.Now(), p.o.UpstreamReadTimeout, uc.SetReadDeadline)
 		}
-		b, err := x.rbody.Next(64 << 10)
-		if err == io.EOF {
+		b, end, err := p.nextBody(x)
+		if end || err == io.EOF {
 			break
 		}
 		if err != nil {

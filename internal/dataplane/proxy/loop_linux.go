@@ -224,8 +224,10 @@ type evloop struct {
 	ep   int
 	wake int // eventfd: new connections, shutdown, stop
 
-	mu      sync.Mutex
-	inbox   []newConn
+	mu    sync.Mutex
+	inbox []newConn
+	// byes are goodbyes to event streams the loop relays (loopBye).
+	byes    []*loopBye
 	stopped atomic.Bool
 
 	fds     []handler // by descriptor
@@ -340,11 +342,16 @@ func (l *evloop) drainWake() {
 	var b [8]byte
 	syscall.RawSyscall(syscall.SYS_READ, uintptr(l.wake), uintptr(unsafe.Pointer(&b[0])), 8)
 	l.mu.Lock()
-	in := l.inbox
-	l.inbox = nil
+	in, byes := l.inbox, l.byes
+	l.inbox, l.byes = nil, nil
 	l.mu.Unlock()
 	for _, nc := range in {
 		l.addClient(nc)
+	}
+	for _, g := range byes {
+		if g.c.seq == g.seq {
+			g.c.goodbye()
+		}
 	}
 	l.closeIdle()
 }

@@ -55,6 +55,16 @@ type lclient struct {
 	headerTimer bool
 	// idleAt is when the connection last became idle (for Loops.Drain).
 	idleAt time.Time
+	// seq numbers the connection's requests, so a goodbye meant for one
+	// does not reach the next.
+	seq uint64
+	// sse: the response is an event stream a drain may end (goodbye); es
+	// follows its events; bye: it was told goodbye, and ends at the next
+	// event boundary or at byeBy.
+	sse   bool
+	bye   bool
+	es    eventStream
+	byeBy time.Time
 }
 
 func (l *evloop) addClient(nc newConn) {
@@ -161,6 +171,7 @@ func (c *lclient) startRequest(head []byte, start time.Time) {
 		return
 	}
 	c.head = head
+	c.seq++
 	c.attempts = 0
 	c.lastErr = errAllTried
 	c.st = cUpstream
@@ -290,7 +301,43 @@ func (c *lclient) readResponseHead() {
 	x.answered(x.resp.Status)
 	x.rbody.Reset(u.r, c.in, x.resp.ContentLength)
 	c.st = cRelay
+	// An event stream ends cleanly at a drain's goodbye when its end can
+	// be marked: by the last chunk, or by closing a close-delimited body.
+	c.sse, c.bye = false, false
+	if (c.outF == wire.FrameChunked || c.outF == wire.FrameClose) && isEventStream(&x.resp) {
+		c.sse, c.es = true, eventStream{}
+		x.holdLongLived(&loopBye{l: c.l, c: c, seq: c.seq})
+	}
 	c.relay()
+}
+
+// loopBye is the Goodbyer of an event stream a loop relays: Goodbye hands
+// it to the loop, which owns the connection (evloop.drainWake).
+type loopBye struct {
+	l   *evloop
+	c   *lclient
+	seq uint64
+}
+
+func (g *loopBye) Goodbye() {
+	g.l.mu.Lock()
+	g.l.byes = append(g.l.byes, g)
+	g.l.mu.Unlock()
+	g.l.wakeup()
+}
+
+// goodbye ends the event stream being relayed at its next event boundary,
+// or closes it at byeBy when the event does not end by then.
+func (c *lclient) goodbye() {
+	if c.closed || c.st != cRelay || !c.sse || c.bye {
+		return
+	}
+	c.bye = true
+	c.byeBy = c.l.now.Add(goodbyeGrace)
+	if len(c.out.pending) == 0 {
+		c.deadline = c.byeBy
+		c.relay()
+	}
 }
 
 // relay moves response body bytes from the target to the client until
@@ -298,7 +345,7 @@ func (c *lclient) readResponseHead() {
 func (c *lclient) relay() {
 	x := &c.x
 	for len(c.out.pending) == 0 {
-		if x.rbody.Done() {
+		if x.rbody.Done() || c.bye && c.es.atBoundary() {
 			c.endBody()
 			return
 		}
@@ -312,6 +359,9 @@ func (c *lclient) relay() {
 				return
 			}
 			c.deadline = c.l.now.Add(c.l.p.o.UpstreamReadTimeout)
+			if c.bye {
+				c.deadline = c.byeBy
+			}
 			if len(c.out.pending) > 0 {
 				c.deadline = c.l.now.Add(c.l.p.o.WriteTimeout)
 			}
@@ -326,6 +376,9 @@ func (c *lclient) relay() {
 			// the connection closing before the body's end.
 			c.bodyFailed(FailUpstreamBody)
 			return
+		}
+		if c.sse {
+			b = b[:c.es.advance(b, c.bye)]
 		}
 		if c.outF == wire.FrameChunked {
 			wire.WriteChunk(c.w, b)

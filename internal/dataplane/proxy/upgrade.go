@@ -12,8 +12,11 @@ import (
 // upgrade relays a 101 Switching Protocols response and then turns the
 // client and upstream connections into a two-way byte pipe (WebSockets).
 // The pool keeps counting the request until the pipe ends, so a deploy
-// drains it like any other request; when the drain's time is up the
-// upstream connection is closed, which ends the pipe.
+// drains it like any other request. A WebSocket is long-lived on its
+// target: near the drain's end it is told goodbye and closes with a close
+// frame to each side (wsRelay). Other protocols, whose framing the relay
+// does not know, end when the drain's time is up and the upstream
+// connection is closed.
 func (c *clientConn) upgrade(start time.Time) bool {
 	x := &c.x
 	w := c.w
@@ -49,6 +52,9 @@ func (c *clientConn) upgrade(start time.Time) bool {
 	uc.ReadDL.Clear(uc.SetReadDeadline)
 	uc.WriteDL.Clear(uc.SetWriteDeadline)
 
+	if isWebSocket(&x.resp) {
+		return c.relayWebSocket()
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -88,4 +94,37 @@ func pipe(dst net.Conn, r *wire.Reader) (n int64) {
 			return n
 		}
 	}
+}
+
+// relayWebSocket relays an upgraded WebSocket connection frame-aware in
+// both directions until it ends, or until a drain's goodbye has closed it
+// cleanly (wsRelay).
+func (c *clientConn) relayWebSocket() bool {
+	x := &c.x
+	uc := x.uc
+	bye := &byeWaker{conns: [2]net.Conn{uc.Conn, c.nc}}
+	x.waker = bye
+	x.holdLongLived(bye)
+	closeBoth := func() {
+		uc.Conn.Close()
+		c.nc.Close()
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if _, clean := wsRelay(uc.Conn, c.r, c.nc, bye, true); !clean {
+			closeBoth()
+		}
+	}()
+	n, clean := wsRelay(c.nc, uc.R, uc.Conn, bye, false)
+	if !clean {
+		closeBoth()
+	}
+	wg.Wait()
+	closeBoth()
+	x.bytesSent = n
+	x.finish(false)
+	c.p.end(x)
+	return false
 }

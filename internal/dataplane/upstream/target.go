@@ -71,6 +71,9 @@ type Target struct {
 	extOpen, extIdle atomic.Int64
 	idleGen, allGen  atomic.Uint64
 	retired          atomic.Bool
+	// lived holds the target's long-lived exchanges, for drains to say
+	// goodbye to (goodbye.go).
+	lived longLived
 }
 
 // TargetOptions configure a new target.

@@ -97,7 +97,7 @@ func (b *Reader) fill() error {
 			return err
 		}
 		if err != nil {
-			b.err = err
+			b.keep(err)
 			if n > 0 {
 				return nil
 			}
@@ -109,6 +109,18 @@ func (b *Reader) fill() error {
 	}
 	b.err = io.ErrNoProgress
 	return b.err
+}
+
+// keep records a read error, which every later read returns, unless it is
+// a deadline that passed: a deadline can be moved and the read tried again
+// with nothing lost (a drain's goodbye wakes a relay blocked in a read
+// this way, and the relay reads on to the end of an event or a frame).
+func (b *Reader) keep(err error) {
+	var te interface{ Timeout() bool }
+	if errors.As(err, &te) && te.Timeout() {
+		return
+	}
+	b.err = err
 }
 
 // maxEmptyReads is how many (0, nil) reads fill tolerates in a row.
@@ -215,7 +227,7 @@ func (b *Reader) Next(n int) ([]byte, error) {
 			return nil, err
 		}
 		if err != nil && err != ErrWouldBlock {
-			b.err = err
+			b.keep(err)
 			if m == 0 {
 				return nil, err
 			}
@@ -239,7 +251,7 @@ func (b *Reader) Read(p []byte) (int, error) {
 			// Large reads bypass the buffer.
 			n, err := b.rd.Read(p)
 			if err != nil && err != ErrWouldBlock {
-				b.err = err
+				b.keep(err)
 			}
 			return n, err
 		}

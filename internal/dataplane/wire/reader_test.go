@@ -280,3 +280,53 @@ func TestReaderAfterHead(t *testing.T) {
 		t.Fatalf("large Read: %d, %v, %d buffered", n, err, rd.Buffered())
 	}
 }
+
+// TestReaderTimeoutIsNotKept: a read that failed because its deadline
+// passed can be tried again once the deadline moved, and a chunked body
+// read through it goes on where it was (a drain's goodbye wakes a blocked
+// relay this way). Other errors are kept.
+func TestReaderTimeoutIsNotKept(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	defer server.Close()
+	r := NewReader(server, 64, 64)
+	var b Body
+	b.Reset(r, FrameChunked, 0)
+	go client.Write([]byte("5\r\nhel"))
+	got, err := b.Next(64)
+	for err == nil && len(got) < 3 {
+		var more []byte
+		more, err = b.Next(64)
+		got = append(got, more...)
+	}
+	if string(got) != "hel" {
+		t.Fatalf("first piece %q, %v", got, err)
+	}
+	server.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := b.Next(64); !isTimeout(err) {
+		t.Fatalf("read past the data: %v, want a timeout", err)
+	}
+	server.SetReadDeadline(time.Time{})
+	go client.Write([]byte("lo\r\n0\r\n\r\n"))
+	var rest []byte
+	for {
+		p, err := b.Next(64)
+		rest = append(rest, p...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after the timeout: %v (rest %q)", err, rest)
+		}
+	}
+	if string(rest) != "lo" || !b.Done() {
+		t.Fatalf("rest of the body %q, done %v; want \"lo\", done", rest, b.Done())
+	}
+	client.Close()
+	if _, err := r.Next(1); err != io.EOF {
+		t.Fatalf("after the peer closed: %v, want EOF", err)
+	}
+	if _, err := r.Next(1); err != io.EOF {
+		t.Fatalf("EOF is kept: second read %v", err)
+	}
+}
