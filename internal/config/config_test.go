@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
 
 // env returns a lookup function over a fixed map, so tests do not depend on
@@ -54,7 +56,8 @@ trusted_proxies: ["10.0.0.0/8", 192.168.1.5, "fd00::/8", "::1", 172.16.3.4/12]
 log: {access: logs/access.log, format: json, level: debug}
 timeouts: {read_header: 5s, idle: 90s, read: 30s, write: 45s, shutdown: 0s}
 limits: {max_header_bytes: 16384}
-upstream: {connect_timeout: 2s, response_timeout: 30s, read_timeout: 20s, keepalive_timeout: 90s, max_idle_per_target: 0}
+upstream: {connect_timeout: 2s, response_timeout: 30s, read_timeout: 20s, keepalive_timeout: 90s, max_idle_per_target: 0, try_timeout: 2s,
+  outlier: {consecutive_failures: 3, base_ejection_time: 5s, max_ejection_time: 1m, max_ejection_percent: 30}}
 docker: {network: my-network, host: "unix:///run/docker.sock"}
 services:
   web:
@@ -95,13 +98,14 @@ func TestParseFullFile(t *testing.T) {
 			Write: 45 * time.Second, Shutdown: 0},
 		Limits: Limits{MaxHeaderBytes: 16384},
 		Upstream: Upstream{ConnectTimeout: 2 * time.Second, ResponseTimeout: 30 * time.Second,
-			ReadTimeout: 20 * time.Second, KeepaliveTimeout: 90 * time.Second, MaxIdlePerTarget: 0},
+			ReadTimeout: 20 * time.Second, KeepaliveTimeout: 90 * time.Second, MaxIdlePerTarget: 0, TryTimeout: 2 * time.Second,
+			Outlier: Outlier{ConsecutiveFailures: 3, BaseEjectionTime: 5 * time.Second, MaxEjectionTime: time.Minute, MaxEjectionPercent: 30}},
 		Docker: Docker{Network: "my-network", Host: "unix:///run/docker.sock"},
 		Services: []Service{
 			{
 				Name:    "web",
 				Hosts:   []string{"example.com", "*.example.com"},
-				Balance: LeastConn,
+				Balance: "least_conn",
 				Health: Health{Path: "/ready", Interval: 500 * time.Millisecond, Timeout: 3 * time.Second,
 					Healthy: 1, Unhealthy: 5},
 				DrainTimeout: time.Minute,
@@ -116,7 +120,7 @@ func TestParseFullFile(t *testing.T) {
 			},
 			{
 				Name:         "api",
-				Balance:      RoundRobin,
+				Balance:      upstream.DefaultBalance.String(),
 				Health:       DefaultHealth(),
 				DrainTimeout: 30 * time.Second,
 				Pools:        []Pool{{Name: "v1", Targets: []string{"[::1]:7000", "localhost:7001"}}},

@@ -3,6 +3,8 @@ package config
 import (
 	"path/filepath"
 	"time"
+
+	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
 
 // Default values that are not obvious from a field's zero value.
@@ -53,6 +55,7 @@ func Default() *Config {
 			ReadTimeout:      60 * time.Second,
 			KeepaliveTimeout: 60 * time.Second,
 			MaxIdlePerTarget: 64,
+			Outlier:          DefaultOutlier(),
 		},
 	}
 }
@@ -63,9 +66,21 @@ func Default() *Config {
 func DefaultService(name string) Service {
 	return Service{
 		Name:         name,
-		Balance:      RoundRobin,
+		Balance:      upstream.DefaultBalance.String(),
 		Health:       DefaultHealth(),
 		DrainTimeout: 30 * time.Second,
+	}
+}
+
+// DefaultOutlier returns the default outlier detection, which the data
+// plane defines.
+func DefaultOutlier() Outlier {
+	o := upstream.DefaultOutlierOptions()
+	return Outlier{
+		ConsecutiveFailures: o.ConsecutiveFailures,
+		BaseEjectionTime:    o.BaseEjection,
+		MaxEjectionTime:     o.MaxEjection,
+		MaxEjectionPercent:  o.MaxEjectedPercent,
 	}
 }
 

@@ -176,6 +176,16 @@ func (p *parser) root(n *yaml.Node, c *Config) {
 				{"read_timeout", p.duration(&u.ReadTimeout)},
 				{"keepalive_timeout", p.duration(&u.KeepaliveTimeout)},
 				{"max_idle_per_target", p.integer(&u.MaxIdlePerTarget)},
+				{"try_timeout", p.duration(&u.TryTimeout)},
+				{"outlier", func(k string, v *yaml.Node) {
+					o := &u.Outlier
+					p.mapping(k, v, []field{
+						{"consecutive_failures", p.integer(&o.ConsecutiveFailures)},
+						{"base_ejection_time", p.duration(&o.BaseEjectionTime)},
+						{"max_ejection_time", p.duration(&o.MaxEjectionTime)},
+						{"max_ejection_percent", p.integer(&o.MaxEjectionPercent)},
+					})
+				}},
 			})
 		}},
 		{"docker", func(k string, v *yaml.Node) {

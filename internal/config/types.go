@@ -145,6 +145,20 @@ type Upstream struct {
 	ReadTimeout      time.Duration // between two reads of a response body (default 60s)
 	KeepaliveTimeout time.Duration // idle upstream connections are closed after this (default 60s)
 	MaxIdlePerTarget int           // idle keep-alive connections kept per target (default 64)
+	// TryTimeout, when set, sends a request that may be sent again (an
+	// idempotent one without a body) to another target after waiting this
+	// long for a response head on one (default 0: off).
+	TryTimeout time.Duration
+	Outlier    Outlier
+}
+
+// Outlier configures outlier detection: ejecting targets that time out or
+// fail again and again (see upstream.OutlierOptions).
+type Outlier struct {
+	ConsecutiveFailures int           // failures in a row that eject (default 5; 0: only timeouts eject)
+	BaseEjectionTime    time.Duration // first ejection; doubles on each that follows (default 10s)
+	MaxEjectionTime     time.Duration // longest ejection (default 5m)
+	MaxEjectionPercent  int           // most of a pool ejected at once (default 50; 0: no ejection)
 }
 
 // Docker configures the Docker provider.
@@ -154,12 +168,6 @@ type Docker struct {
 	// Host overrides DOCKER_HOST when set.
 	Host string
 }
-
-// Balance policies.
-const (
-	RoundRobin = "round_robin"
-	LeastConn  = "least_conn"
-)
 
 // Engines of listen.engine.
 const (

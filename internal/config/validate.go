@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
 
 // maxSocketPath is the longest Unix socket path Linux accepts (sun_path is
@@ -297,7 +299,23 @@ func (ch *checker) limits() {
 		{key: "upstream.response_timeout", d: u.ResponseTimeout, def: du.ResponseTimeout},
 		{key: "upstream.read_timeout", d: u.ReadTimeout, def: du.ReadTimeout},
 		{key: "upstream.keepalive_timeout", d: u.KeepaliveTimeout, def: du.KeepaliveTimeout},
+		{key: "upstream.try_timeout", d: u.TryTimeout, def: du.TryTimeout, allowZero: true},
+		{key: "upstream.outlier.base_ejection_time", d: u.Outlier.BaseEjectionTime, def: du.Outlier.BaseEjectionTime},
+		{key: "upstream.outlier.max_ejection_time", d: u.Outlier.MaxEjectionTime, def: du.Outlier.MaxEjectionTime},
 	})
+	if u.TryTimeout > 0 && u.ResponseTimeout > 0 && u.TryTimeout >= u.ResponseTimeout {
+		ch.addf("upstream.try_timeout", "is %s, but must be shorter than upstream.response_timeout (%s), which bounds every try — shorten it, or remove it to wait the response timeout on one target", u.TryTimeout, u.ResponseTimeout)
+	}
+	o, do := u.Outlier, du.Outlier
+	if o.BaseEjectionTime > 0 && o.MaxEjectionTime > 0 && o.MaxEjectionTime < o.BaseEjectionTime {
+		ch.addf("upstream.outlier.max_ejection_time", "is %s, shorter than upstream.outlier.base_ejection_time (%s) — make it at least that (default %s)", o.MaxEjectionTime, o.BaseEjectionTime, do.MaxEjectionTime)
+	}
+	if o.ConsecutiveFailures < 0 {
+		ch.addf("upstream.outlier.consecutive_failures", "is %d, but must not be negative — use 0 to eject on timeouts only, or e.g. %d (the default)", o.ConsecutiveFailures, do.ConsecutiveFailures)
+	}
+	if o.MaxEjectionPercent < 0 || o.MaxEjectionPercent > 100 {
+		ch.addf("upstream.outlier.max_ejection_percent", "is %d, but must be from 0 (no ejection) to 100 — the default is %d", o.MaxEjectionPercent, do.MaxEjectionPercent)
+	}
 	if n := c.Limits.MaxHeaderBytes; n < 1024 || n > 1<<20 {
 		ch.addf("limits.max_header_bytes", "is %d, but must be from 1024 to 1048576 — the default is %d", n, def.Limits.MaxHeaderBytes)
 	}
@@ -350,8 +368,8 @@ func (ch *checker) services() {
 			hostOwner[h] = s.Name
 		}
 
-		if s.Balance != RoundRobin && s.Balance != LeastConn {
-			ch.addf(key+".balance", "%q is not a balance policy — use %s or %s", s.Balance, RoundRobin, LeastConn)
+		if _, ok := upstream.ParseBalance(s.Balance); !ok || s.Balance == "" {
+			ch.addf(key+".balance", "%q is not a balance policy — use %s", s.Balance, upstream.BalanceChoices())
 		}
 		ch.health(key+".health", s.Health)
 		ch.durations([]durationRule{{key: key + ".drain_timeout", d: s.DrainTimeout, def: DefaultService("").DrainTimeout, allowZero: true}})

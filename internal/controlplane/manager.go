@@ -65,6 +65,16 @@ func ConnOptions(cfg *config.Config) *upstream.ConnOptions {
 	if cfg.Limits.MaxHeaderBytes > o.MaxHeadBytes {
 		o.MaxHeadBytes = cfg.Limits.MaxHeaderBytes
 	}
+	// A configuration built in code may leave the outlier settings zero;
+	// Load always fills them.
+	if oc := cfg.Upstream.Outlier; oc != (config.Outlier{}) {
+		o.Outlier = upstream.OutlierOptions{
+			ConsecutiveFailures: oc.ConsecutiveFailures,
+			BaseEjection:        oc.BaseEjectionTime,
+			MaxEjection:         oc.MaxEjectionTime,
+			MaxEjectedPercent:   oc.MaxEjectionPercent,
+		}
+	}
 	return o
 }
 

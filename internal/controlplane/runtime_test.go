@@ -213,7 +213,7 @@ func TestReload(t *testing.T) {
 	// green is removed, balance changes.
 	next := reloadConfig(t, cfg, func(c *config.Config) {
 		web := &c.Services[0]
-		web.Balance = config.LeastConn
+		web.Balance = upstream.LeastConn.String()
 		web.Pools = []config.Pool{{Name: "blue", Targets: addrs(b1)}}
 		api := config.DefaultService("api")
 		api.Hosts = []string{"api.example.com"}

@@ -177,6 +177,7 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 		ResponseTimeout:     cfg.Upstream.ResponseTimeout,
 		UpstreamReadTimeout: cfg.Upstream.ReadTimeout,
 		Observers:           []proxy.Observer{in.stats},
+		TryTimeout:          cfg.Upstream.TryTimeout,
 	})
 	lo := listen.Options{
 		HTTP: cfg.Listen.HTTP, HTTPS: cfg.Listen.HTTPS, Proxy: px, Engine: cfg.Listen.Engine,

@@ -131,11 +131,14 @@ type exchange struct {
 	svc    *route.Service
 	pool   *upstream.Pool
 	target *upstream.Target
-	// cur is the target of the attempt under way.
-	cur   *upstream.Target
-	uc    *upstream.Conn
-	resp  wire.Response
-	rbody wire.Body
+	// cur is the target of the attempt under way, begun at tryStart;
+	// tryArmed says its wait is bounded by TryTimeout.
+	cur      *upstream.Target
+	tryStart time.Time
+	tryArmed bool
+	uc       *upstream.Conn
+	resp     wire.Response
+	rbody    wire.Body
 
 	tried    [maxAttempts]*upstream.Target
 	ntried   int
@@ -356,7 +359,7 @@ func failureOf(err error) Failure {
 		return FailClientBody
 	case errors.Is(err, errNoTarget):
 		return FailNoTarget
-	case isTimeout(err):
+	case isTimeout(err), err == errTryTimeout:
 		return FailTimeout
 	case errors.As(err, &de), errors.Is(err, errAllTried):
 		return FailConnect

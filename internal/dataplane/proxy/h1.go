@@ -209,6 +209,9 @@ func (c *clientConn) serveRequest(head []byte, start time.Time) (keep bool) {
 	}
 	if err := c.p.roundTrip(context.Background(), x); err != nil {
 		x.fail(failureOf(err))
+		// The connection closes after a failed exchange: the answer says
+		// so, or a keep-alive client's next request meets a closed socket.
+		req.Close = true
 		var cbe *clientBodyError
 		if errors.As(err, &cbe) {
 			code, msg := clientBodyStatus(err)

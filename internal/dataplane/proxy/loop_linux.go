@@ -378,6 +378,8 @@ func (l *evloop) sweep() {
 	for c := range l.clients {
 		if !c.deadline.IsZero() && l.now.After(c.deadline) {
 			c.timeout()
+		} else if c.moveOK {
+			c.moveIfDown()
 		}
 	}
 	for u := range l.ups {

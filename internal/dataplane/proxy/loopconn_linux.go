@@ -65,6 +65,11 @@ type lclient struct {
 	bye   bool
 	es    eventStream
 	byeBy time.Time
+	// respDeadline ends the wait for a response head; moveOK says the
+	// request may move off a target that goes down or is ejected while it
+	// waits (see Proxy.planWait).
+	respDeadline time.Time
+	moveOK       bool
 }
 
 func (l *evloop) addClient(nc newConn) {
@@ -199,7 +204,7 @@ func (c *lclient) attempt() {
 			c.handoff(c.head, x.start)
 			return
 		}
-		t.Begin()
+		x.beginAttempt(t, c.l.now)
 		c.attempts++
 		x.attempts++
 		u, err := c.l.upstreamConn(t, ap)
@@ -211,12 +216,15 @@ func (c *lclient) attempt() {
 			c.fail(err)
 			return
 		}
-		x.cur = t
-		x.gotByte = false
 		c.up = u
 		u.owner = c
-		c.deadline = x.start.Add(c.l.p.o.ResponseTimeout)
 		c.l.p.writeRequestHead(u.w, x)
+		c.respDeadline = x.start.Add(c.l.p.o.ResponseTimeout)
+		c.deadline = c.respDeadline
+		// The loop's sweep moves the request or ends the try (timeout).
+		if c.moveOK = c.l.p.planWait(x, t); x.tryArmed {
+			c.deadline = x.tryStart.Add(c.l.p.o.TryTimeout)
+		}
 		u.w.Flush()
 		if u.out.err != nil {
 			c.upstreamFailed(u.out.err)
@@ -231,7 +239,8 @@ func (c *lclient) attempt() {
 func (c *lclient) upstreamFailed(err error) {
 	x := &c.x
 	u := c.up
-	stale := u.reused && !x.gotByte
+	stale := staleFailure(u.reused, x, err)
+	c.moveOK = false
 	c.l.closeUp(u)
 	c.up = nil
 	c.lastErr = err
@@ -281,13 +290,19 @@ func (c *lclient) readResponseHead() {
 			return
 		}
 		x.gotByte = true
+		c.moveOK = false
 		// 1xx interim responses are dropped; 101 answers only an upgrade,
 		// which the loop never sends.
 		if x.resp.Status >= 200 || x.resp.Status == 101 {
 			break
 		}
+		if x.tryArmed {
+			// Bytes came: the request waits the response timeout now.
+			x.tryArmed = false
+			c.deadline = c.respDeadline
+		}
 	}
-	x.target = x.cur
+	x.headArrived(c.l.now)
 	if x.resp.Status == 101 {
 		c.l.closeUp(u)
 		c.up = nil
@@ -479,7 +494,7 @@ func (c *lclient) timeout() {
 		c.l.p.end(&c.x)
 		c.close()
 	case cUpstream:
-		c.upstreamFailed(os.ErrDeadlineExceeded)
+		c.upstreamFailed(waitError(&c.x, os.ErrDeadlineExceeded, false))
 	case cRelay, cFinishing:
 		if len(c.out.pending) > 0 {
 			// The client stopped reading.
@@ -487,6 +502,15 @@ func (c *lclient) timeout() {
 		} else {
 			c.bodyFailed(FailTimeout)
 		}
+	}
+}
+
+// moveIfDown sends a request waiting for its response head to another
+// target when its target went down or was ejected and it may move.
+func (c *lclient) moveIfDown() {
+	x := &c.x
+	if c.st == cUpstream && c.moveOK && !x.cur.Healthy() && x.pool.HasOther(x.tried[:x.ntried], x.cur) {
+		c.upstreamFailed(errMoved)
 	}
 }
 
@@ -498,7 +522,7 @@ func (c *lclient) abort() {
 		// nginx's 499, and no mark against the target.
 		c.l.closeUp(c.up)
 		c.up = nil
-		c.x.cur.End(false)
+		c.x.attemptAbandoned(c.l.now)
 		c.x.clientGone()
 		c.l.p.end(&c.x)
 		c.close()

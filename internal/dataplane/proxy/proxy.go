@@ -59,6 +59,10 @@ type Options struct {
 	// Observers are told of every finished request (see Outcome), on
 	// every engine, after its accounting and before its access log line.
 	Observers []Observer
+	// TryTimeout, when set, is how long a request that may be sent again
+	// (see exchange.movable) waits for a response head on one target
+	// before it is sent to another healthy one; 0 waits ResponseTimeout.
+	TryTimeout time.Duration
 }
 
 func (o *Options) defaults() {
@@ -106,6 +110,11 @@ var (
 	// errClientGone ends an exchange whose client went away before the
 	// response: nobody is left to answer.
 	errClientGone = errors.New("the client went away")
+	// errTryTimeout ends an attempt that waited TryTimeout; errMoved one
+	// whose target went down or was ejected while it waited. Neither is a
+	// net.Error timeout: the request may go to another target.
+	errTryTimeout = errors.New("no response head within upstream.try_timeout")
+	errMoved      = errors.New("the target went down or was ejected while the request waited")
 )
 
 // roundTrip sends the request to a target of x.pool and reads the response
@@ -123,17 +132,17 @@ func (p *Proxy) roundTrip(ctx context.Context, x *exchange) error {
 			}
 			return lastErr
 		}
-		t.Begin()
+		x.beginAttempt(t, time.Now())
 		x.attempts++
 		stale, err := p.try(ctx, x, t)
 		if err == nil {
-			x.target = t
+			x.headArrived(time.Now())
 			return nil
 		}
 		if ctx.Err() != nil {
 			// The client reset its stream: the failure is its own doing,
 			// not the target's, and nobody waits for another try.
-			t.End(false)
+			x.attemptAbandoned(time.Now())
 			return errClientGone
 		}
 		lastErr = err
@@ -144,16 +153,82 @@ func (p *Proxy) roundTrip(ctx context.Context, x *exchange) error {
 	return lastErr
 }
 
+// beginAttempt counts an attempt of the request on t, begun at now. Both
+// engines begin attempts here.
+func (x *exchange) beginAttempt(t *upstream.Target, now time.Time) {
+	x.cur, x.tryStart, x.tryArmed, x.gotByte = t, now, false, false
+	t.Begin()
+	t.Await(now)
+}
+
+// headArrived records that the response head of the attempt on x.cur
+// arrived at now: its latency and status feed the balancer and outlier
+// detection.
+func (x *exchange) headArrived(now time.Time) {
+	x.target = x.cur
+	x.cur.Answered(x.tryStart, now, x.resp.Status)
+}
+
+// attemptAbandoned ends the accounting of an attempt whose client went
+// away while it waited.
+func (x *exchange) attemptAbandoned(now time.Time) {
+	x.cur.Failed(x.tryStart, now, upstream.NotTargetFault, nil)
+	x.cur.End(false)
+}
+
+// movable reports whether the request, now waiting for a response head,
+// may be sent to another target instead: it is idempotent and nothing of
+// its body or of a response was consumed.
+func (x *exchange) movable() bool {
+	return x.req.Idempotent() && !x.bodySent && !x.gotByte
+}
+
+// planWait decides how the attempt on t, its request sent, waits for the
+// response head. moveOK says the request may go to another target if t goes
+// down or is ejected meanwhile: it may be sent again, and another healthy
+// target is there to take it. Then, when TryTimeout ends the wait before
+// ResponseTimeout does, x.tryArmed is set: the wait ends at
+// x.tryStart+TryTimeout. Both engines plan waits here.
+func (p *Proxy) planWait(x *exchange, t *upstream.Target) (moveOK bool) {
+	x.tryArmed = false
+	if !x.movable() || !x.pool.HasOther(x.tried[:x.ntried], t) {
+		return false
+	}
+	x.tryArmed = p.o.TryTimeout > 0 && x.tryStart.Add(p.o.TryTimeout).Before(x.start.Add(p.o.ResponseTimeout))
+	return true
+}
+
+// waitError names the failure of a wait for a response head: a timeout of
+// an armed try is errTryTimeout, a wait cut short errMoved.
+func waitError(x *exchange, err error, moved bool) error {
+	switch {
+	case moved:
+		return errMoved
+	case x.tryArmed && !x.gotByte && isTimeout(err):
+		return errTryTimeout
+	}
+	return err
+}
+
+// staleFailure reports whether a failed attempt on a reused connection
+// says nothing about the target: before any response byte, the target most
+// likely closed the connection while it was idle. A timeout is never that:
+// the connection was open and the target did not answer.
+func staleFailure(reused bool, x *exchange, err error) bool {
+	return reused && !x.gotByte && !isTimeout(err) && err != errMoved && err != errTryTimeout
+}
+
 // attemptFailed ends the accounting of a failed attempt on t, tells the
-// target's passive health check when the failure says something about the
-// target, and reports whether the request may be tried on another target.
-// Both engines decide retries here.
+// target what the failure says about it (passive health and outlier
+// detection), and reports whether the request may be tried on another
+// target. Both engines decide retries here.
 func (x *exchange) attemptFailed(t *upstream.Target, err error, stale bool) (retry bool) {
 	t.End(false)
 	var cbe *clientBodyError
 	if errors.As(err, &cbe) {
 		// The client's body broke off: nothing to hold against the
 		// target, and the request cannot be sent again.
+		t.Failed(x.tryStart, time.Now(), upstream.NotTargetFault, err)
 		return false
 	}
 	if !stale {
@@ -161,17 +236,24 @@ func (x *exchange) attemptFailed(t *upstream.Target, err error, stale bool) (ret
 	}
 	var de *upstream.DialError
 	isDial := errors.As(err, &de)
-	if isDial && !errors.Is(err, upstream.ErrTargetClosed) {
-		t.ReportFailure(err)
-	} else if !isDial && !stale && !isTimeout(err) {
-		// A fresh connection that failed: the target is in trouble.
-		t.ReportFailure(err)
+	f := upstream.ConnBroken // a fresh connection that failed: the target is in trouble
+	switch {
+	case isDial && errors.Is(err, upstream.ErrTargetClosed), stale, err == errMoved:
+		f = upstream.NotTargetFault
+	case isDial:
+		f = upstream.ConnectFailed
+	case err == errTryTimeout:
+		f = upstream.TryTimeout
+	case isTimeout(err):
+		f = upstream.ResponseTimeout
 	}
+	t.Failed(x.tryStart, time.Now(), f, err)
 	if !stale && x.ntried < len(x.tried) {
 		x.tried[x.ntried] = t
 		x.ntried++
 	}
-	if isDial {
+	if isDial || err == errMoved || err == errTryTimeout {
+		// Nothing of a response reached the client: planWait allowed it.
 		return true
 	}
 	return !(x.bodySent || x.gotByte || isTimeout(err) || !x.req.Idempotent())
@@ -187,7 +269,6 @@ func (p *Proxy) try(ctx context.Context, x *exchange, t *upstream.Target) (stale
 		return false, err
 	}
 	x.uc = uc
-	x.cur = t
 	if ctx.Done() != nil {
 		// An HTTP/2 client that resets its stream ends the attempt at
 		// once: the target's connection is not left waiting on a response
@@ -201,23 +282,37 @@ func (p *Proxy) try(ctx context.Context, x *exchange, t *upstream.Target) (stale
 	if err := p.writeRequest(x); err != nil {
 		t.Discard(uc)
 		x.uc = nil
-		return uc.Reused && !x.bodySent, err
+		return uc.Reused && !x.bodySent && !isTimeout(err), err
+	}
+	if p.planWait(x, t) {
+		uc.AwaitMovable()
+		if x.tryArmed {
+			uc.ReadDL.Extend(x.tryStart, p.o.TryTimeout, uc.SetReadDeadline)
+		}
 	}
 	for {
 		head, err := uc.R.ReadHead(x.markByte)
 		if err == nil {
 			err = wire.ParseResponse(head, &x.resp)
 		}
-		if err != nil {
+		if moved := !uc.Settle(); moved || err != nil {
 			t.Discard(uc)
 			x.uc = nil
-			return uc.Reused && !x.gotByte, err
+			err = waitError(x, err, moved)
+			return staleFailure(uc.Reused, x, err), err
 		}
 		x.gotByte = true
 		// 1xx interim responses other than 101 are dropped: 100 Continue
 		// was already answered to the client by the proxy itself.
 		if x.resp.Status >= 200 || x.resp.Status == 101 {
 			return false, nil
+		}
+		if x.tryArmed {
+			// Bytes came: the request can no longer move, and waits the
+			// response timeout.
+			x.tryArmed = false
+			uc.ReadDL.Clear(uc.SetReadDeadline)
+			uc.ReadDL.Extend(x.start, p.o.ResponseTimeout, uc.SetReadDeadline)
 		}
 	}
 }

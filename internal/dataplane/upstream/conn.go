@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/cutover/cutover/internal/dataplane/sock"
@@ -18,6 +19,7 @@ type ConnOptions struct {
 	KeepaliveTimeout time.Duration // idle connections older than this are closed
 	MaxIdle          int           // idle connections kept per target
 	MaxHeadBytes     int           // largest response head accepted
+	Outlier          OutlierOptions
 }
 
 // DefaultConnOptions are the defaults of the configuration file.
@@ -27,6 +29,7 @@ func DefaultConnOptions() *ConnOptions {
 		KeepaliveTimeout: 60 * time.Second,
 		MaxIdle:          64,
 		MaxHeadBytes:     64 << 10,
+		Outlier:          DefaultOutlierOptions(),
 	}
 }
 
@@ -52,6 +55,52 @@ type Conn struct {
 	Reused bool
 	// ReadDL and WriteDL are the connection's deadlines, moved lazily.
 	ReadDL, WriteDL Deadline
+	// wait says whether the request waiting on the connection may move to
+	// another target if this one goes down or is ejected (see AwaitMovable).
+	wait atomic.Int32
+}
+
+// States of Conn.wait.
+const (
+	waitFixed   int32 = iota // not waiting, or must not move
+	waitMovable              // waiting for a response head, may move
+	waitMoved                // its target went down: the read was cut short
+)
+
+// AwaitMovable says the request about to wait for its response head on c
+// may be sent to another target instead (idempotent, nothing of it or of a
+// response consumed, and another healthy target exists): if c's target goes
+// down or is ejected meanwhile, the wait is cut short (the read deadline is
+// set to now) and Settle reports it.
+func (c *Conn) AwaitMovable() {
+	c.wait.Store(waitMovable)
+	// The target may have gone down between the pick and now, its wake-up
+	// run before the store above: then the wait ends at once.
+	if !c.target.Healthy() && c.wait.CompareAndSwap(waitMovable, waitMoved) {
+		c.Conn.SetReadDeadline(time.Now())
+	}
+}
+
+// Settle ends the wait begun with AwaitMovable. It reports false when the
+// target cut it short: whatever was read must be dropped and the request
+// sent elsewhere.
+func (c *Conn) Settle() (kept bool) { return c.wait.Swap(waitFixed) != waitMoved }
+
+// wakeMovable cuts short the waits of requests that may move to another
+// target. The caller holds t.mu.
+func (t *Target) wakeMovable() {
+	if len(t.conns.all) == 0 {
+		return
+	}
+	if p := t.pool.Load(); p != nil && !p.HasOther(nil, t) {
+		return
+	}
+	now := time.Now()
+	for c := range t.conns.all {
+		if c.wait.CompareAndSwap(waitMovable, waitMoved) {
+			c.Conn.SetReadDeadline(now)
+		}
+	}
 }
 
 // Target returns the target the connection goes to.

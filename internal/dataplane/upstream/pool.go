@@ -6,33 +6,6 @@ import (
 	"sync/atomic"
 )
 
-// Balance is how a pool picks a target for a request.
-type Balance uint8
-
-// Balance policies.
-const (
-	RoundRobin Balance = iota
-	LeastConn
-)
-
-// ParseBalance maps a configuration name to a policy.
-func ParseBalance(s string) (Balance, bool) {
-	switch s {
-	case "", "round_robin":
-		return RoundRobin, true
-	case "least_conn":
-		return LeastConn, true
-	}
-	return 0, false
-}
-
-func (b Balance) String() string {
-	if b == LeastConn {
-		return "least_conn"
-	}
-	return "round_robin"
-}
-
 // Pool is one colour of a service: a set of targets and the count of
 // requests dispatched to it and not yet finished.
 type Pool struct {
@@ -49,6 +22,8 @@ type Pool struct {
 
 	// mu serialises target set changes; readers use the atomic pointer.
 	mu sync.Mutex
+	// ejectMu serialises ejections, which are bounded by the pool's size.
+	ejectMu sync.Mutex
 }
 
 // NewPool returns an empty pool.
@@ -95,7 +70,9 @@ func (p *Pool) SetTargets(addrs []TargetSpec, newTarget func(TargetSpec) *Target
 			delete(byAddr, a.Addr)
 			continue
 		}
-		next = append(next, newTarget(a))
+		t := newTarget(a)
+		t.pool.Store(p)
+		next = append(next, t)
 	}
 	for _, t := range old {
 		if _, gone := byAddr[t.addr]; gone {
@@ -112,9 +89,10 @@ type TargetSpec struct {
 	Label string
 }
 
-// Pick chooses a target for a request, skipping those in tried (targets
-// this request already failed on). It prefers targets that are Up; when
-// none is, it tries the others rather than fail without trying, as nginx
+// Pick chooses a target for a request by the pool's policy, skipping
+// those in tried (targets this request already failed on). It prefers
+// healthy targets (Up and not ejected), then Up ones even if ejected; when
+// none is Up, it tries the others rather than fail without trying, as nginx
 // does when every server of an upstream is marked failed. It returns nil
 // when every target was tried.
 func (p *Pool) Pick(tried []*Target) *Target {
@@ -123,60 +101,26 @@ func (p *Pool) Pick(tried []*Target) *Target {
 		return nil
 	}
 	turn := p.cursor.Add(1)
-	if t := p.pick(ts, turn, tried, true); t != nil {
-		return t
-	}
-	return p.pick(ts, turn, tried, false)
-}
-
-// pick returns candidate number turn (modulo their count). The candidates
-// are the targets not in tried, Up ones only when upOnly, and under
-// least_conn only those with the fewest requests in flight. Counting them
-// first keeps the rotation even: rotating over all targets and skipping
-// the ineligible ones would hand a skipped target's turns to the one after
-// it (with one of three targets down, another would get two thirds).
-func (p *Pool) pick(ts []*Target, turn uint32, tried []*Target, upOnly bool) *Target {
-	least := p.Balance() == LeastConn
-	var first *Target
-	var count uint32
-	var minLoad int64
-	for _, t := range ts {
-		if !eligible(t, tried, upOnly) {
-			continue
-		}
-		if !least {
-			if first == nil {
-				first = t
-			}
-			count++
-			continue
-		}
-		switch l := t.inflight.Load(); {
-		case first == nil || l < minLoad:
-			first, minLoad, count = t, l, 1
-		case l == minLoad:
-			count++
-		}
-	}
-	if count <= 1 {
-		return first
-	}
-	k := turn % count
-	for _, t := range ts {
-		if !eligible(t, tried, upOnly) || least && t.inflight.Load() != minLoad {
-			continue
-		}
-		if k == 0 {
+	pol := p.Balance().policy()
+	f := filter{tried: tried, now: nanotime()}
+	for f.level = onlyHealthy; f.level <= anyTarget; f.level++ {
+		if t := pol.pick(ts, turn, f); t != nil {
 			return t
 		}
-		k--
 	}
-	// A verdict or a load changed between the two passes.
-	return first
+	return nil
 }
 
-func eligible(t *Target, tried []*Target, upOnly bool) bool {
-	return (!upOnly || t.State() == Up) && !contains(tried, t)
+// HasOther reports whether a healthy target other than t and those in
+// tried exists: somewhere a request waiting on t could go instead.
+func (p *Pool) HasOther(tried []*Target, t *Target) bool {
+	now := nanotime()
+	for _, o := range *p.targets.Load() {
+		if o != t && o.healthyAt(now) && !contains(tried, o) {
+			return true
+		}
+	}
+	return false
 }
 
 func contains(ts []*Target, t *Target) bool {

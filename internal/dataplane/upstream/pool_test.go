@@ -178,7 +178,7 @@ func TestPickConcurrent(t *testing.T) {
 }
 
 func TestPickAllocs(t *testing.T) {
-	for _, b := range []Balance{RoundRobin, LeastConn} {
+	for _, b := range []Balance{RoundRobin, LeastConn, PeakEWMA} {
 		p, ts := newPool(b, Up, Down, Up, Up)
 		tried := ts[:1]
 		if n := testing.AllocsPerRun(1000, func() { p.Pick(tried) }); n != 0 {
@@ -188,7 +188,7 @@ func TestPickAllocs(t *testing.T) {
 }
 
 func TestParseBalance(t *testing.T) {
-	for in, want := range map[string]Balance{"": RoundRobin, "round_robin": RoundRobin, "least_conn": LeastConn} {
+	for in, want := range map[string]Balance{"": DefaultBalance, "round_robin": RoundRobin, "least_conn": LeastConn, "peak_ewma": PeakEWMA} {
 		got, ok := ParseBalance(in)
 		if !ok || got != want {
 			t.Errorf("ParseBalance(%q) = %v, %v; want %v, true", in, got, ok, want)

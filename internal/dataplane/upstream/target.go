@@ -64,6 +64,19 @@ type Target struct {
 	// is false when addr is a host name, which needs a resolver.
 	ap   netip.AddrPort
 	apOK bool
+
+	// Outlier detection and latency (outlier.go). pool is the pool the
+	// target is in, whose share of ejected targets is bounded.
+	lat        latency
+	pool       atomic.Pointer[Pool]
+	consec     atomic.Int32 // failures in a row
+	ejectUntil atomic.Int64 // nanotime the ejection ends; 0: not ejected
+	ejections  atomic.Uint64
+	// ejectRun counts ejections that followed each other closely (the
+	// interval doubles along a run); lastEjectEnd is when the last ended.
+	// Both under mu.
+	ejectRun     int
+	lastEjectEnd int64
 	// Connections held outside conns (the event loops keep their own, as
 	// one loop's connections are useless to another): the loops count them
 	// here for Conns, and follow idleGen and allGen to close theirs when
@@ -152,6 +165,11 @@ type Status struct {
 	InFlight  int64     `json:"in_flight"`
 	Served    uint64    `json:"served"`
 	Failures  uint64    `json:"failures"`
+	// Ejected says outlier detection keeps the target out now; Ejections
+	// counts the times it did; Latency is the peak-EWMA estimate.
+	Ejected   bool          `json:"ejected,omitempty"`
+	Ejections uint64        `json:"ejections,omitempty"`
+	Latency   time.Duration `json:"latency_ns,omitempty"`
 }
 
 // Status returns a snapshot.
@@ -162,6 +180,7 @@ func (t *Target) Status() Status {
 		Addr: t.addr, Label: t.Label(), State: t.State().String(),
 		LastError: t.lastErr, LastProbe: t.lastProbe, Since: t.changed,
 		InFlight: t.inflight.Load(), Served: t.served.Load(), Failures: t.failures.Load(),
+		Ejected: t.Ejected(), Ejections: t.ejections.Load(), Latency: t.Latency(),
 	}
 }
 
@@ -228,7 +247,12 @@ func (t *Target) ConsecutivePasses() int {
 	return t.passes
 }
 
+// setState changes the verdict; the caller holds t.mu. Requests waiting
+// on a target that goes down move to another when they may.
 func (t *Target) setState(s State) {
 	t.state.Store(int32(s))
 	t.changed = time.Now()
+	if s != Up {
+		t.wakeMovable()
+	}
 }
