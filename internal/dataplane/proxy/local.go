@@ -38,7 +38,7 @@ func failureStatus(err error) (int, string) {
 	switch {
 	case errors.Is(err, errNoTarget):
 		return 503, "503 Service Unavailable: the active pool has no targets\n"
-	case isTimeout(err):
+	case isTimeout(err), errors.Is(err, errTryTimeout):
 		return 504, "504 Gateway Timeout: the target did not answer in time\n"
 	case errors.As(err, &de), errors.Is(err, errAllTried):
 		return 502, "502 Bad Gateway: no target could be reached\n"
