@@ -219,8 +219,9 @@ func TestSlowTargetGetsLessTrafficUnderPeakEWMA(t *testing.T) {
 	if share[upstream.RoundRobin] < 0.3 {
 		t.Fatalf("round robin sent %.1f%% to the slow target, want about half", 100*share[upstream.RoundRobin])
 	}
-	if share[upstream.PeakEWMA]*20 > share[upstream.RoundRobin] {
-		t.Errorf("peak EWMA sent %.2f%% to the slow target, round robin %.2f%%: want at least 20 times less",
+	// Typically 0.5% against 50%; a busy machine slows the fast target too.
+	if share[upstream.PeakEWMA]*5 > share[upstream.RoundRobin] {
+		t.Errorf("peak EWMA sent %.2f%% to the slow target, round robin %.2f%%: want at least 5 times less",
 			100*share[upstream.PeakEWMA], 100*share[upstream.RoundRobin])
 	}
 }
