@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -158,6 +159,36 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	return r.soak(ctx)
 }
 
+// backendAddr returns a free 127.0.0.1 address below the kernel's
+// ephemeral port range. A killed backend's port is free until its restart;
+// one from the ephemeral range may meanwhile become the local port of an
+// outgoing connection (the load client's, the proxy's), and the restart
+// would fail to bind.
+func backendAddr() (string, error) {
+	low := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				low = n
+			}
+		}
+	}
+	if low <= 2048 {
+		return freeAddr() // no room below the range: take an ephemeral one
+	}
+	for range 200 {
+		port := 1024 + rand.IntN(low-1024)
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		return addr, nil
+	}
+	return "", fmt.Errorf("no free port below %d on 127.0.0.1", low)
+}
+
 func freeAddr() (string, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -191,13 +222,38 @@ func (r *run) start(name string, args ...string) (*exec.Cmd, chan struct{}, erro
 	return cmd, done, nil
 }
 
+// startBackend starts b and waits until it accepts connections.
 func (r *run) startBackend(b *backend) error {
 	cmd, done, err := r.start("backend-"+b.name, r.o.Backend, "-addr", b.addr, "-name", b.name)
 	if err != nil {
 		return err
 	}
 	b.cmd, b.done = cmd, done
-	return nil
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		select {
+		case <-done:
+			b.cmd = nil
+			log, _ := os.ReadFile(filepath.Join(r.o.Dir, "backend-"+b.name+".log"))
+			return fmt.Errorf("backend %s on %s exited at start: %v: %s", b.name, b.addr, cmd.ProcessState, lastLine(log))
+		default:
+		}
+		c, err := net.DialTimeout("tcp", b.addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("backend %s does not accept connections on %s within 5s: %w", b.name, b.addr, err)
+		}
+		// A child process's readiness: there is no signal to await.
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func lastLine(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return lines[len(lines)-1]
 }
 
 func (r *run) setUp(ctx context.Context) error {
@@ -207,7 +263,7 @@ func (r *run) setUp(ctx context.Context) error {
 	}
 	for _, colour := range []string{"blue", "green"} {
 		for i := 1; i <= 2; i++ {
-			addr, err := freeAddr()
+			addr, err := backendAddr()
 			if err != nil {
 				return err
 			}
@@ -301,10 +357,14 @@ func (r *run) soak(ctx context.Context) (*Result, error) {
 		res, err := loadclient.Run(loadCtx, loadclient.Options{Addr: r.proxy, Connections: o.Connections, Duration: o.Duration})
 		loadDone <- loadResult{res, err}
 	}()
+	// The sampler stops with the soak's loop, before the load client closes
+	// its connections: the last sample is of the proxy under load.
+	sampleCtx, stopSampling := context.WithCancel(loadCtx)
+	defer stopSampling()
 	samplerDone := make(chan struct{})
 	go func() {
 		defer close(samplerDone)
-		r.sample(loadCtx)
+		r.sample(sampleCtx)
 	}()
 
 	live, kills := "blue", 0
@@ -355,6 +415,19 @@ loop:
 			if b.cmd == nil {
 				continue // still down from the last kill
 			}
+			select {
+			case <-b.done:
+				// Nobody killed it: a failure of the soak's own, reported,
+				// and the backend started again.
+				state := b.cmd.ProcessState
+				b.cmd = nil
+				err := r.startBackend(b)
+				r.record(func(res *Result) {
+					res.addError("backend %s exited by itself (%v); restarted: %v", b.name, state, err)
+				})
+				continue
+			default:
+			}
 			kills++
 			err := b.cmd.Process.Signal(syscall.SIGKILL)
 			if err == nil {
@@ -387,9 +460,10 @@ loop:
 			})
 		}
 	}
+	stopSampling()
+	<-samplerDone
 	lr := <-loadDone
 	stopLoad()
-	<-samplerDone
 	if lr.err != nil {
 		return nil, lr.err
 	}
