@@ -319,7 +319,7 @@ func (m *Manager) installCandidateLocked(s *service, cand *pool) {
 	name := cand.up.Name()
 	if old, ok := s.pools[name]; ok {
 		m.stopCheckers(old)
-		m.retireTargets(old.up.Targets(), s.cfg.Load().DrainTimeout, old.up)
+		m.retireTargets(old.up.Targets(), s.cfg.Load(), old.up)
 	}
 	s.rs.PutPool(cand.up)
 	s.pools[name] = cand
@@ -397,11 +397,13 @@ func (m *Manager) stopCheckers(p *pool) {
 }
 
 // retireTargets lets the requests running on targets that left their pool
-// finish, up to the drain timeout, then closes their connections for good.
+// finish, up to the service's drain timeout, then closes their connections
+// for good. Long-lived connections on them are told goodbye over the end of
+// the drain (drain_close_spread), as a deploy's drain does.
 // Requests counted on one of pools (pools that left their service) are
 // waited for too, as they may not have picked their target yet. It does
 // not block.
-func (m *Manager) retireTargets(ts []*upstream.Target, drain time.Duration, pools ...*upstream.Pool) {
+func (m *Manager) retireTargets(ts []*upstream.Target, sc *config.Service, pools ...*upstream.Pool) {
 	if len(ts) == 0 {
 		return
 	}
@@ -425,8 +427,10 @@ func (m *Manager) retireTargets(ts []*upstream.Target, drain time.Duration, pool
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		ctx, cancel := context.WithTimeout(base, drain)
+		ctx, cancel := context.WithTimeout(base, sc.DrainTimeout)
 		defer cancel()
+		deadline, _ := ctx.Deadline()
+		bye := upstream.SayGoodbye(ts, deadline, sc.CloseSpread())
 		tick := time.NewTicker(retirePoll)
 		defer tick.Stop()
 	wait:
@@ -437,6 +441,7 @@ func (m *Manager) retireTargets(ts []*upstream.Target, drain time.Duration, pool
 			case <-tick.C:
 			}
 		}
+		bye.Stop()
 		for _, t := range ts {
 			if n := t.InFlight(); n > 0 {
 				m.log.Warn("removed target still had requests at the drain timeout; closing them",
@@ -548,8 +553,7 @@ func (m *Manager) SetTargets(service, poolName string, specs []upstream.TargetSp
 		return errorf(admin.KindNotFound, "service %q has no pool %q — the pools are: %s", s.name, poolName, strings.Join(poolNames(s), ", "))
 	}
 	removed := m.setPoolTargets(p, specs, upstream.Unknown)
-	drain := s.cfg.Load().DrainTimeout
-	m.retireTargets(removed, drain)
+	m.retireTargets(removed, s.cfg.Load())
 	m.mu.Unlock()
 	return nil
 }

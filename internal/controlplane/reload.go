@@ -103,7 +103,7 @@ func (m *Manager) Reload(cfg *config.Config) error {
 			m.stopCheckers(p)
 			ts = append(ts, p.up.Targets()...)
 		}
-		m.retireTargets(ts, s.cfg.Load().DrainTimeout, pools...)
+		m.retireTargets(ts, s.cfg.Load(), pools...)
 	}
 	m.services = next
 	m.cfg = cfg
@@ -153,7 +153,6 @@ func (m *Manager) updateServiceLocked(s *service, sc *config.Service) {
 	cp := *sc
 	s.cfg.Store(&cp)
 	bal, _ := upstream.ParseBalance(sc.Balance)
-	drain := sc.DrainTimeout
 	seen := map[string]bool{}
 	for _, pc := range sc.Pools {
 		seen[pc.Name] = true
@@ -175,7 +174,7 @@ func (m *Manager) updateServiceLocked(s *service, sc *config.Service) {
 		// them from the containers.
 		if !pc.FromDocker() {
 			gone := m.setPoolTargets(p, specsOf(pc.Targets), upstream.Unknown)
-			m.retireTargets(gone, drain)
+			m.retireTargets(gone, sc)
 		}
 	}
 	for name, p := range s.pools {
@@ -187,7 +186,7 @@ func (m *Manager) updateServiceLocked(s *service, sc *config.Service) {
 		}
 		delete(s.pools, name)
 		m.stopCheckers(p)
-		m.retireTargets(p.up.Targets(), drain, p.up)
+		m.retireTargets(p.up.Targets(), sc, p.up)
 	}
 	// Pools created by deploy keep the service's balance.
 	for _, p := range s.pools {

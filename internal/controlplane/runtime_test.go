@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
@@ -347,5 +348,56 @@ func TestSingleServiceNameOptional(t *testing.T) {
 	var ce *admin.Error
 	if !errors.As(err, &ce) || ce.Kind != admin.KindInvalid || !strings.Contains(err.Error(), "web, api") || !strings.Contains(err.Error(), "-s SERVICE") {
 		t.Fatalf("deploy without -s with two services: %v", err)
+	}
+}
+
+// goodbyeExchange stands for a long-lived exchange on a target (a
+// WebSocket, an event stream): in flight on the target until told
+// goodbye, then it ends, as the data plane's do.
+type goodbyeExchange struct {
+	t    *upstream.Target
+	told chan time.Time
+}
+
+func (g *goodbyeExchange) Goodbye() {
+	g.told <- time.Now()
+	g.t.Release(g)
+	g.t.End(true)
+}
+
+// TestRemovedTargetsSayGoodbye: a reload that removes a target tells the
+// long-lived exchanges on it goodbye within the drain's last part
+// (drain_close_spread), as a deploy's drain does, instead of letting the
+// drain timeout cut them.
+func TestRemovedTargetsSayGoodbye(t *testing.T) {
+	const drain, spread = 2 * time.Second, time.Second
+	b1, b2, g1 := newBackend(t, "b1"), newBackend(t, "b2"), newBackend(t, "g1")
+	cfg := testConfig(t, t.TempDir(), addrs(b1, b2), addrs(g1))
+	cfg.Services[0].DrainTimeout, cfg.Services[0].DrainCloseSpread = drain, spread
+	m := startManager(t, cfg)
+	blue := poolOf(t, m, "web", "blue")
+	var gone *upstream.Target
+	for _, tg := range blue.Targets() {
+		if tg.Addr() == b2.addr() {
+			gone = tg
+		}
+	}
+	ex := &goodbyeExchange{t: gone, told: make(chan time.Time, 1)}
+	gone.Begin()
+	gone.Hold(ex)
+	next := reloadConfig(t, cfg, func(c *config.Config) {
+		c.Services[0].Pools[0].Targets = addrs(b1)
+	})
+	reloaded := time.Now()
+	if err := m.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-ex.told:
+		if d := at.Sub(reloaded); d < drain-spread-100*time.Millisecond || d > drain {
+			t.Errorf("told goodbye %s after the reload, want within the last %s of the %s drain", d, spread, drain)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the long-lived exchange on the removed target was never told goodbye")
 	}
 }
