@@ -93,10 +93,7 @@ type acmeManager struct {
 
 // acmeHost is what is known about one host's certificate beyond the cache.
 type acmeHost struct {
-	obtaining bool
-	renewal   bool
 	lastError string
-	failedAt  time.Time
 	// onFallback is set once a handshake got the stand-in certificate
 	// (and that was logged), until the CA's certificate arrives.
 	onFallback bool
@@ -192,7 +189,9 @@ func (m *acmeManager) start(ctx context.Context, httpAddr, httpsAddr string) err
 	}
 	m.issuer.ListenHost = host
 	m.issuer.AltHTTPPort, m.issuer.AltTLSALPNPort = p, p
-	ctx, m.cancel = context.WithCancel(ctx)
+	// The management lives until Close, not as long as the context that
+	// started it.
+	ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	// Certificates already in storage are loaded before this returns, so
 	// a restart serves them from the first handshake (ManageAsync would
 	// load them in the background); the cache's maintenance renews them
@@ -290,14 +289,10 @@ func (m *acmeManager) onEvent(_ context.Context, event string, data map[string]a
 		return nil
 	}
 	switch event {
-	case "cert_obtaining":
-		st.obtaining, st.renewal = true, renewal
 	case "cert_obtained":
-		st.obtaining, st.lastError, st.failedAt, st.onFallback = false, "", time.Time{}, false
+		st.lastError, st.onFallback = "", false
 	case "cert_failed":
-		st.obtaining = false
 		st.lastError = fmt.Sprint(data["error"])
-		st.failedAt = time.Now()
 	}
 	m.mu.Unlock()
 
