@@ -42,6 +42,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strings"
 	"sync"
 	"syscall"
@@ -444,13 +445,15 @@ func (t *tailBuffer) String() string {
 // child is this process's side of a hand-over, when it was started by an
 // upgrade.
 type child struct {
-	env       upgradeEnv
-	status    *os.File
-	control   *os.File
-	stderr    *os.File
-	listeners *listen.Inherited
-	goOn      chan struct{} // closed on "go"
-	orphaned  chan struct{} // closed when the parent's end of control closed
+	env        upgradeEnv
+	status     *os.File
+	control    *os.File
+	stderr     *os.File
+	listeners  *listen.Inherited
+	goOn       chan struct{} // closed on "go"
+	sigpipe    chan os.Signal
+	stderrOnce sync.Once
+	orphaned   chan struct{} // closed when the parent's end of control closed
 }
 
 // childFromEnv reads $CUTOVER_UPGRADE; nil when this is a plain start.
@@ -482,6 +485,11 @@ func childFromEnv() (*child, error) {
 	if c.listeners, err = listen.NewInherited(env.Listeners); err != nil {
 		return nil, err
 	}
+	// Until serving moves stderr off the pipe to the parent, a parent that
+	// dies leaves it broken: a write would raise SIGPIPE, which kills a Go
+	// program writing to fd 2 unless the signal is being notified.
+	c.sigpipe = make(chan os.Signal, 1)
+	signal.Notify(c.sigpipe, syscall.SIGPIPE)
 	go func() {
 		sc := bufio.NewScanner(c.control)
 		for sc.Scan() {
@@ -493,6 +501,7 @@ func childFromEnv() (*child, error) {
 		// Keep reading: the end of the pipe tells the parent is gone.
 		for sc.Scan() {
 		}
+		c.moveStderr()
 		close(c.orphaned)
 	}()
 	return c, nil
@@ -588,6 +597,18 @@ func (c *child) ready(in *Instance) (bool, error) {
 	return true, nil
 }
 
+// moveStderr points fd 2 at the parent's own stderr, off the pipe the
+// parent reads (once; later calls do nothing).
+func (c *child) moveStderr() error {
+	var err error
+	c.stderrOnce.Do(func() {
+		err = syscall.Dup3(int(c.stderr.Fd()), 2, 0)
+		c.stderr.Close()
+		signal.Stop(c.sigpipe)
+	})
+	return err
+}
+
 // serving tells the parent this process accepts now, moves its stderr to
 // the parent's (the pipe ends with the parent), and tells systemd.
 func (c *child) serving(in *Instance) {
@@ -595,10 +616,9 @@ func (c *child) serving(in *Instance) {
 		in.log.Warn("upgrade: could not tell the old process this one serves", "err", err)
 	}
 	c.status.Close()
-	if err := syscall.Dup3(int(c.stderr.Fd()), 2, 0); err != nil {
+	if err := c.moveStderr(); err != nil {
 		in.log.Warn("upgrade: diagnostics stay on the hand-over pipe", "err", err)
 	}
-	c.stderr.Close()
 	in.adm.KeepSocketFile(false)
 	if err := sdNotify(os.LookupEnv, mainPIDLines()...); err != nil {
 		in.log.Warn("upgrade: telling systemd the new main pid failed", "err", err)

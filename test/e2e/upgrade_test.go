@@ -4,13 +4,17 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/cutover/cutover/bench/loadclient"
 	"github.com/cutover/cutover/internal/admin"
@@ -73,8 +77,9 @@ func procGone(pid int) bool {
 	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z' || s[i+2] == 'X'
 }
 
-// cutoverPIDs lists the live processes running the test's cutover binary.
-func cutoverPIDs(t *testing.T, bin string) []int {
+// cutoverPIDs lists the live `cutover serve -c FILE` processes of the
+// stack (CLI commands run the same binary; other tests' stacks another FILE).
+func cutoverPIDs(t *testing.T, bs *binaryStack) []int {
 	t.Helper()
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
@@ -87,7 +92,8 @@ func cutoverPIDs(t *testing.T, bin string) []int {
 			continue
 		}
 		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
-		if err == nil && exe == bin && !procGone(pid) {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err == nil && exe == bs.bin && string(cmdline) == bs.bin+"\x00serve\x00-c\x00"+bs.cfgPath+"\x00" && !procGone(pid) {
 			pids = append(pids, pid)
 		}
 	}
@@ -153,7 +159,7 @@ func (bs *binaryStack) upgradeOnce(t *testing.T, oldPID int, args ...string) (ne
 		t.Fatalf("after the upgrade the admin API is served by pid %d (old %d); upgrade said:\n%s", newPID, oldPID, out)
 	}
 	awaitGone(t, oldPID, 15*time.Second)
-	if pids := cutoverPIDs(t, bs.bin); len(pids) != 1 || pids[0] != newPID {
+	if pids := cutoverPIDs(t, bs); len(pids) != 1 || pids[0] != newPID {
 		t.Fatalf("after the upgrade these cutover processes run: %v, want only %d", pids, newPID)
 	}
 	return newPID, out
@@ -294,4 +300,353 @@ func between(s, from, to string) string {
 		return s[:j]
 	}
 	return "?"
+}
+
+// fakeBinary writes an executable shell script standing in for a new
+// cutover.
+func fakeBinary(t *testing.T, dir, name, script string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// awaitFile waits until path exists: a script signals it started.
+func awaitFile(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not appear within 20s", path)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestUpgradeRefusedKeepsServing: a new binary that exits at once, the
+// real one with a broken configuration, and one that never gets ready are
+// each refused with their output, under strict load: the old process keeps
+// serving (same pid, nothing failed), and while an upgrade waits a deploy
+// and a second upgrade are refused with a message.
+func TestUpgradeRefusedKeepsServing(t *testing.T) {
+	bs := newBinaryStack(t)
+	bs.writeUpgradeConfig(t, upgradeConfig{http: bs.proxyAddr})
+	s := bs.serve(t)
+	pid := s.cmd.Process.Pid
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	load := startLoad(ctx, t, loadclient.Options{
+		Addr: bs.proxyAddr, Connections: 16, Duration: time.Minute, Host: "app",
+		BackendHeader: "X-Backend", Timeout: requestTimeout,
+	})
+	refused := func(what string, want []string, args ...string) {
+		t.Helper()
+		out, errOut, code := bs.cli(t, append([]string{"upgrade"}, args...)...)
+		if code != 1 {
+			t.Fatalf("%s: upgrade exit %d, want 1\n%s%s", what, code, out, errOut)
+		}
+		for _, w := range append(want, "keeps serving") {
+			if !strings.Contains(errOut, w) {
+				t.Errorf("%s: the refusal does not say %q:\n%s", what, w, errOut)
+			}
+		}
+		if got := bs.adminPID(t); got != pid {
+			t.Fatalf("%s: the admin API is served by pid %d, want the old %d", what, got, pid)
+		}
+		if pids := cutoverPIDs(t, bs); len(pids) != 1 || pids[0] != pid {
+			t.Fatalf("%s: cutover processes %v, want only %d", what, pids, pid)
+		}
+	}
+
+	exits := fakeBinary(t, bs.dir, "exits", "echo 'new cutover: cannot start, exiting' >&2\nexit 3\n")
+	refused("exits at once", []string{"new cutover: cannot start, exiting", "exit status 3"}, "--binary", exits)
+
+	good, err := os.ReadFile(bs.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bs.cfgPath, append(good, "    bogus_key: 1\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	refused("broken configuration", []string{"bogus_key", bs.cfgPath}, "--binary", bs.bin)
+	if err := os.WriteFile(bs.cfgPath, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	started := filepath.Join(bs.dir, "never-ready.started")
+	never := fakeBinary(t, bs.dir, "never", fmt.Sprintf("echo 'starting, slowly' >&2\ntouch %s\nexec sleep 60\n", started))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		refused("never ready", []string{"was not ready within --timeout 2s", "starting, slowly"}, "--binary", never, "--timeout", "2s")
+	}()
+	awaitFile(t, started)
+	// While it waits: a deploy and another upgrade are refused.
+	if out, errOut, code := bs.cli(t, "deploy", "green", "--timeout", "5s"); code == 0 || !strings.Contains(errOut, "upgrading itself") {
+		t.Errorf("deploy during an upgrade: exit %d, want a refusal naming the upgrade\n%s%s", code, out, errOut)
+	}
+	if out, errOut, code := bs.cli(t, "upgrade", "--binary", bs.bin); code == 0 || !strings.Contains(errOut, "already running") {
+		t.Errorf("second upgrade during an upgrade: exit %d\n%s%s", code, out, errOut)
+	}
+	<-done
+	// After the refusals a deploy and a real upgrade work.
+	if out, errOut, code := bs.cli(t, "deploy", "green", "--timeout", "20s"); code != 0 {
+		t.Fatalf("deploy after the refused upgrades: exit %d\n%s%s", code, out, errOut)
+	}
+	bs.upgradeOnce(t, pid)
+	cancel()
+	res := <-load.done
+	if res == nil {
+		t.FailNow()
+	}
+	n, failed, kinds, _ := strictCount(res, 0)
+	if failed != 0 || n == 0 {
+		t.Fatalf("%d of %d requests failed across the refused upgrades (%v)", failed, n, kinds)
+	}
+	t.Logf("3 refused upgrades, 1 refused deploy, 1 refused second upgrade, then a deploy and an upgrade, under 16 strict clients: %d requests, %d failed", n, failed)
+}
+
+// TestUpgradeKeepsWebSocketUntilDrainTimeout: a WebSocket opened before an
+// upgrade keeps working on the old process after the new one took over,
+// and is closed only when the drain timeout has passed.
+func TestUpgradeKeepsWebSocketUntilDrainTimeout(t *testing.T) {
+	bs := newBinaryStack(t)
+	const drain = 2 * time.Second
+	bs.writeUpgradeConfig(t, upgradeConfig{http: bs.proxyAddr, drain: drain.String()})
+	s := bs.serve(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws://"+bs.proxyAddr+"/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	echo := func(msg string) error {
+		if err := ws.Write(ctx, websocket.MessageText, []byte(msg)); err != nil {
+			return err
+		}
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			return err
+		}
+		if string(b) != "blue-1:"+msg {
+			return fmt.Errorf("echo %q, want %q", b, "blue-1:"+msg)
+		}
+		return nil
+	}
+	if err := echo("before"); err != nil {
+		t.Fatal(err)
+	}
+	upgraded := time.Now()
+	newPID := bs.upgradeOnceKeepOld(t, s.cmd.Process.Pid)
+	if err := echo("after the upgrade"); err != nil {
+		t.Fatalf("the WebSocket stopped working when the new process took over: %v", err)
+	}
+	if procGone(s.cmd.Process.Pid) {
+		t.Fatal("the old process exited with a WebSocket open before the drain timeout")
+	}
+	// The old process closes it at the drain timeout and exits.
+	_, _, err = ws.Read(ctx)
+	closedAfter := time.Since(upgraded)
+	if err == nil {
+		t.Fatal("the WebSocket read a message nobody sent")
+	}
+	if closedAfter < drain {
+		t.Fatalf("the WebSocket was closed %v after the upgrade, before the drain timeout %v", closedAfter, drain)
+	}
+	// (s.done waits for the output pipe, which the new process shares.)
+	awaitGone(t, s.cmd.Process.Pid, 10*time.Second)
+	if got := bs.get(t); got != "blue-1" || bs.adminPID(t) != newPID {
+		t.Fatalf("after the old process exited: %q from pid %d, want blue-1 from %d", got, bs.adminPID(t), newPID)
+	}
+	t.Logf("WebSocket kept %v after the upgrade (drain timeout %v)", closedAfter.Round(time.Millisecond), drain)
+}
+
+// upgradeOnceKeepOld runs an upgrade and returns the new pid without
+// waiting for the old process to exit.
+func (bs *binaryStack) upgradeOnceKeepOld(t *testing.T, oldPID int) int {
+	t.Helper()
+	out, errOut, code := bs.cli(t, "upgrade")
+	if code != 0 {
+		t.Fatalf("cutover upgrade: exit %d\n%s%s", code, out, errOut)
+	}
+	newPID := bs.adminPID(t)
+	killAtCleanup(t, newPID)
+	if newPID == oldPID {
+		t.Fatalf("after the upgrade the admin API is still served by the old pid %d", oldPID)
+	}
+	return newPID
+}
+
+// TestUpgradeKill9DuringHandOver: kill -9 of the new process or of the old
+// one while the new one waits to be ready. Killing the new one leaves the
+// old serving; killing the old one lets the new one take over once ready.
+// Either way the state then makes a plain restart serve the right pool
+// (green, not the configuration's blue).
+func TestUpgradeKill9DuringHandOver(t *testing.T) {
+	for _, victim := range []string{"new", "old"} {
+		t.Run("kill -9 the "+victim+" process", func(t *testing.T) {
+			bs := newBinaryStack(t)
+			bs.writeUpgradeConfig(t, upgradeConfig{http: bs.proxyAddr})
+			s := bs.serve(t)
+			oldPID := s.cmd.Process.Pid
+			if out, errOut, code := bs.cli(t, "deploy", "green", "--timeout", "20s"); code != 0 {
+				t.Fatalf("deploy green: exit %d\n%s%s", code, out, errOut)
+			}
+			// The new process cannot be ready while green fails its checks.
+			bs.green.unhealthy.Store(true)
+			upgradeDone := make(chan int, 1)
+			go func() {
+				_, _, code := bs.cli(t, "upgrade", "--timeout", "30s")
+				upgradeDone <- code
+			}()
+			newPID := 0
+			deadline := time.Now().Add(20 * time.Second)
+			for newPID == 0 {
+				for _, p := range cutoverPIDs(t, bs) {
+					if p != oldPID {
+						newPID = p
+					}
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("no new cutover process appeared within 20s of the upgrade")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			killAtCleanup(t, newPID)
+			survivor := oldPID
+			if victim == "new" {
+				syscall.Kill(newPID, syscall.SIGKILL)
+				if code := <-upgradeDone; code != 1 {
+					t.Fatalf("upgrade whose new process was killed: exit %d, want 1", code)
+				}
+				bs.green.unhealthy.Store(false)
+			} else {
+				// (not s.kill9: its wait ends only when the new process,
+				// which shares the output pipe, ends too)
+				syscall.Kill(oldPID, syscall.SIGKILL)
+				awaitGone(t, oldPID, 10*time.Second)
+				survivor = newPID
+				<-upgradeDone // its connection died with the old process
+				bs.green.unhealthy.Store(false)
+				// The orphaned new process takes over once green passes.
+				deadline := time.Now().Add(20 * time.Second)
+				for {
+					c := admin.NewUnixClient(bs.socket)
+					h, err := c.Health(context.Background())
+					c.Close()
+					if err == nil && h.PID == newPID {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("the new process did not take over within 20s of the old one's kill -9 (last: %v %v)", h, err)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			if got := bs.adminPID(t); got != survivor {
+				t.Fatalf("admin API served by pid %d, want the survivor %d", got, survivor)
+			}
+			if got := bs.get(t); got != "green-1" {
+				t.Fatalf("the survivor serves %q, want green-1", got)
+			}
+			// Then the survivor dies too, and a plain start serves green.
+			syscall.Kill(survivor, syscall.SIGKILL)
+			awaitGone(t, survivor, 10*time.Second)
+			bs.serve(t)
+			if got := bs.get(t); got != "green-1" {
+				t.Fatalf("a plain restart after kill -9 during the hand-over serves %q, want green-1", got)
+			}
+			if got := bs.activePool(t); got != "green" {
+				t.Fatalf("a plain restart after kill -9 during the hand-over: active %q, want green", got)
+			}
+		})
+	}
+}
+
+// TestRestartAppliesListenAddresses: cutover restart applies what a reload
+// cannot: the HTTP listener moves to a new address (opened fresh; the old
+// one closes with the old process), and an admin TCP listener appears.
+func TestRestartAppliesListenAddresses(t *testing.T) {
+	bs := newBinaryStack(t)
+	bs.writeUpgradeConfig(t, upgradeConfig{http: bs.proxyAddr})
+	s := bs.serve(t)
+	oldAddr := bs.proxyAddr
+	bs.proxyAddr = freeAddr(t)
+	tcp := freeAddr(t)
+	bs.writeUpgradeConfig(t, upgradeConfig{http: bs.proxyAddr, adminTCP: tcp})
+	out, errOut, code := bs.cli(t, "reload")
+	if code != 0 || !strings.Contains(out+errOut, "configuration reloaded") {
+		t.Fatalf("reload: exit %d\n%s%s", code, out, errOut)
+	}
+	if c, err := net.DialTimeout("tcp", bs.proxyAddr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("a reload opened the new listen address; only a restart should")
+	}
+	out, errOut, code = bs.cli(t, "restart")
+	if code != 0 {
+		t.Fatalf("restart: exit %d\n%s%s", code, out, errOut)
+	}
+	newPID := bs.adminPID(t)
+	killAtCleanup(t, newPID)
+	if got := bs.get(t); got != "blue-1" {
+		t.Fatalf("after the restart the new address serves %q", got)
+	}
+	c := admin.NewTCPClient(tcp, "e2e-secret")
+	defer c.Close()
+	if h, err := c.Health(context.Background()); err != nil || h.PID != newPID {
+		t.Fatalf("admin TCP after the restart: %v %v, want pid %d", h, err, newPID)
+	}
+	awaitGone(t, s.cmd.Process.Pid, 10*time.Second)
+	if c, err := net.DialTimeout("tcp", oldAddr, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("the old listen address %s still accepts after the restart", oldAddr)
+	}
+}
+
+// TestUpgradeTellsSystemdTheNewMainPID: with $NOTIFY_SOCKET set (systemd
+// Type=notify), serve sends READY=1, and the new process of an upgrade
+// sends MAINPID=<its pid> and READY=1 (examples/systemd/cutover.service).
+func TestUpgradeTellsSystemdTheNewMainPID(t *testing.T) {
+	bs := newBinaryStack(t)
+	bs.writeUpgradeConfig(t, upgradeConfig{http: bs.proxyAddr})
+	sock := filepath.Join(bs.dir, "notify.sock")
+	nc, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	t.Setenv("NOTIFY_SOCKET", sock)
+	s := bs.serve(t)
+	read := func() string {
+		t.Helper()
+		nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+		b := make([]byte, 4096)
+		n, err := nc.Read(b)
+		if err != nil {
+			t.Fatalf("no sd_notify datagram: %v", err)
+		}
+		return string(b[:n])
+	}
+	if got := read(); got != "READY=1\n" {
+		t.Fatalf("first datagram %q, want READY=1", got)
+	}
+	newPID, _ := bs.upgradeOnce(t, s.cmd.Process.Pid)
+	if got, want := read(), fmt.Sprintf("MAINPID=%d\nREADY=1\n", newPID); got != want {
+		t.Fatalf("datagram after the upgrade %q, want %q", got, want)
+	}
+	unit, err := os.ReadFile("../../examples/systemd/cutover.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Type=notify", "NotifyAccess=all", "ExecReload=/usr/local/bin/cutover upgrade"} {
+		if !strings.Contains(string(unit), want) {
+			t.Errorf("examples/systemd/cutover.service lacks %q", want)
+		}
+	}
 }
