@@ -383,12 +383,19 @@ func (r *run) soak(ctx context.Context) (*Result, error) {
 			t.Stop()
 		}
 	}()
+	var lr loadResult
+	gotLoad := false
 loop:
 	for {
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-end:
+			break loop
+		case lr = <-loadDone:
+			// The load may end a moment before the timer: from here on the
+			// proxy has no clients and samples would say nothing.
+			gotLoad = true
 			break loop
 		case <-r.served:
 			r.record(func(res *Result) { res.addError("cutover serve exited during the soak: %v", r.serve.ProcessState) })
@@ -462,7 +469,9 @@ loop:
 	}
 	stopSampling()
 	<-samplerDone
-	lr := <-loadDone
+	if !gotLoad {
+		lr = <-loadDone
+	}
 	stopLoad()
 	if lr.err != nil {
 		return nil, lr.err
