@@ -475,6 +475,29 @@ func (m *Manager) Start(ctx context.Context) error {
 	return nil
 }
 
+// SayGoodbye tells the long-lived connections (WebSockets, event streams)
+// on every pool of every service goodbye, each service's spread over its
+// last drain_close_spread before end (upstream.SayGoodbye): how a process
+// that handed its listeners to another lets them go, so their clients
+// reconnect, to the new process, a few at a time. stop ends it.
+func (m *Manager) SayGoodbye(end time.Time) (stop func()) {
+	m.mu.Lock()
+	var byes []*upstream.Farewell
+	for _, s := range m.services {
+		var ts []*upstream.Target
+		for _, p := range s.pools {
+			ts = append(ts, p.up.Targets()...)
+		}
+		byes = append(byes, upstream.SayGoodbye(ts, end, s.cfg.Load().CloseSpread()))
+	}
+	m.mu.Unlock()
+	return func() {
+		for _, b := range byes {
+			b.Stop()
+		}
+	}
+}
+
 // Close stops the health checks and waits for them and for pending
 // retirements (which close their connections at once).
 func (m *Manager) Close() {

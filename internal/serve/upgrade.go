@@ -376,12 +376,17 @@ func (in *Instance) drainTimeout() time.Duration {
 
 // drainAfterUpgrade ends this process after a hand-over: its listeners
 // close (the new process has its own copies), idle connections close after
-// drainIdleGrace, requests finish, WebSockets run until the drain timeout.
+// drainIdleGrace, requests finish, WebSockets and event streams run until
+// the end of the drain, where they are told goodbye (a close frame, the end
+// of the stream) and reconnect to the new process.
 func (in *Instance) drainAfterUpgrade() error {
 	d := in.drainTimeout()
 	ctx, cancel := context.WithTimeout(context.Background(), max(d, time.Millisecond))
 	defer cancel()
+	deadline, _ := ctx.Deadline()
+	stopGoodbyes := in.mgr.SayGoodbye(deadline)
 	err := in.lis.Drain(ctx, drainIdleGrace)
+	stopGoodbyes()
 	if err != nil {
 		in.log.Warn("drain after the upgrade ended with connections still open", "err", err)
 	}

@@ -413,7 +413,8 @@ func TestUpgradeRefusedKeepsServing(t *testing.T) {
 
 // TestUpgradeKeepsWebSocketUntilDrainTimeout: a WebSocket opened before an
 // upgrade keeps working on the old process after the new one took over,
-// and is closed only when the drain timeout has passed.
+// and is closed, with a close frame 1001, only in the last part of the
+// drain (drain_close_spread, by default a fifth of the drain timeout).
 func TestUpgradeKeepsWebSocketUntilDrainTimeout(t *testing.T) {
 	bs := newBinaryStack(t)
 	const drain = 2 * time.Second
@@ -450,14 +451,17 @@ func TestUpgradeKeepsWebSocketUntilDrainTimeout(t *testing.T) {
 	if procGone(s.cmd.Process.Pid) {
 		t.Fatal("the old process exited with a WebSocket open before the drain timeout")
 	}
-	// The old process closes it at the drain timeout and exits.
+	// The old process tells it goodbye near the end of its drain, and exits.
 	_, _, err = ws.Read(ctx)
 	closedAfter := time.Since(upgraded)
 	if err == nil {
 		t.Fatal("the WebSocket read a message nobody sent")
 	}
-	if closedAfter < drain {
-		t.Fatalf("the WebSocket was closed %v after the upgrade, before the drain timeout %v", closedAfter, drain)
+	if code := websocket.CloseStatus(err); code != websocket.StatusGoingAway {
+		t.Fatalf("the WebSocket ended with %v (close status %d), want a close frame %d", err, code, websocket.StatusGoingAway)
+	}
+	if spread := drain / 5; closedAfter < drain-spread {
+		t.Fatalf("the WebSocket was closed %v after the upgrade, before the last %v of the %v drain", closedAfter, spread, drain)
 	}
 	// (s.done waits for the output pipe, which the new process shares.)
 	awaitGone(t, s.cmd.Process.Pid, 10*time.Second)
@@ -648,5 +652,51 @@ func TestUpgradeTellsSystemdTheNewMainPID(t *testing.T) {
 		if !strings.Contains(string(unit), want) {
 			t.Errorf("examples/systemd/cutover.service lacks %q", want)
 		}
+	}
+}
+
+// TestUpgradeSaysGoodbyeToWebSockets upgrades cutover while WebSockets run
+// through the old process: each gets a close frame 1001 near the end of the
+// old process's drain (and its target one too), rather than a bare TCP
+// close when the old process exits, and a client reconnecting is served by
+// the new process.
+func TestUpgradeSaysGoodbyeToWebSockets(t *testing.T) {
+	const sockets = 4
+	bs := newBinaryStack(t)
+	bs.writeUpgradeConfig(t, upgradeConfig{http: bs.proxyAddr, drain: "3s"})
+	s := bs.serve(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	ends := make(chan wsEnd, sockets)
+	opened := make(chan struct{}, sockets)
+	for i := range sockets {
+		go func() { ends <- runWebSocket(ctx, "ws://"+bs.proxyAddr+"/ws", i, opened) }()
+	}
+	for range sockets {
+		select {
+		case <-opened:
+		case <-ctx.Done():
+			t.Fatal("the WebSockets did not open")
+		}
+	}
+	bs.upgradeOnce(t, s.cmd.Process.Pid)
+	for i := range sockets {
+		e := <-ends
+		if e.status != websocket.StatusGoingAway {
+			t.Errorf("WebSocket %d through the old process ended with close status %d (%v), want a close frame %d", i, e.status, e.err, websocket.StatusGoingAway)
+		}
+	}
+	for i := range sockets {
+		select {
+		case code := <-bs.blue.wsClosed:
+			if code != websocket.StatusGoingAway {
+				t.Errorf("the target saw WebSocket %d end with close status %d, want %d", i, code, websocket.StatusGoingAway)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("the target saw %d of %d WebSockets end", i, sockets)
+		}
+	}
+	if got := echoOnce(ctx, "ws://"+bs.proxyAddr+"/ws"); !strings.HasPrefix(got, "blue-1:") {
+		t.Errorf("a WebSocket opened after the upgrade was answered %q, want blue's echo", got)
 	}
 }
