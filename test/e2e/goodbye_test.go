@@ -51,8 +51,8 @@ type sseEnd struct {
 // and no ordinary request fails.
 func TestDrainSaysGoodbyeToLongLivedConnections(t *testing.T) {
 	const (
-		drain      = 3 * time.Second
-		spread     = 1500 * time.Millisecond
+		drain      = 4 * time.Second
+		spread     = 2 * time.Second
 		wsClients  = 16
 		ssePerEnd  = 6
 		loadConns  = 8

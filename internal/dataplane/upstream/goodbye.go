@@ -90,9 +90,10 @@ type Farewell struct {
 // SayGoodbye asks the long-lived exchanges held on ts to end (Goodbye),
 // spread evenly over the spread before end, so their clients reconnect to
 // the new pool a few at a time rather than all in the millisecond the
-// drain's time runs out: the first at end-spread, the last a tenth of the
-// spread before end (goodbyeMargin), so its close handshake is over before
-// the drain closes what is left at end, and the others evenly between.
+// drain's time runs out: the first at end-spread, the last a quarter of
+// the spread before end (goodbyeMargin), so its close handshake is over
+// before the drain closes what is left at end even on a busy machine, and
+// the others evenly between.
 // Exchanges that begin on ts once the window is open are told at once. It
 // returns at once; Stop ends it.
 //
@@ -109,9 +110,9 @@ func SayGoodbye(ts []*Target, end time.Time, spread time.Duration) *Farewell {
 	return f
 }
 
-// goodbyeMargin: the last goodbye is told a tenth of the spread before the
-// drain's end.
-const goodbyeMargin = 10
+// goodbyeMargin: the last goodbye is told a quarter of the spread before
+// the drain's end.
+const goodbyeMargin = 4
 
 func (f *Farewell) run(start time.Time, spread time.Duration) {
 	defer close(f.done)
