@@ -395,6 +395,9 @@ func (in *Instance) drainAfterUpgrade() error {
 	defer acancel()
 	in.adm.Shutdown(actx)
 	in.closeAll()
+	if os.Getpid() == 1 {
+		return in.keepAsInit()
+	}
 	in.log.Info("stopped after handing over", "new_pid", in.handedTo.Load())
 	return nil
 }
