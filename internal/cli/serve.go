@@ -21,7 +21,8 @@ func newServeCmd(s Streams) *cobra.Command {
 		Long: `Run the reverse proxy described by the configuration file.
 
 Signals: SIGHUP re-reads the configuration (and TLS certificate files)
-without dropping a connection; SIGUSR1 reopens the access log; SIGTERM or
+without dropping a connection; SIGUSR1 reopens the access log; SIGUSR2
+upgrades in place (as cutover upgrade); SIGTERM or
 SIGINT stop accepting and let requests in flight finish (timeouts.shutdown).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
