@@ -58,6 +58,9 @@ type DeployRequest struct {
 	Targets []string `json:"targets,omitempty"`
 	// Timeout bounds the wait for every target to be healthy (default 60s).
 	Timeout Duration `json:"timeout,omitempty"`
+	// Expect, when set, is the pool the caller saw active: the deploy is
+	// refused when another one is active by the time it would switch.
+	Expect string `json:"expect,omitempty"`
 	// Origin names what asked for the deploy, for the history: "" (a
 	// deploy) or OriginRelease.
 	Origin string `json:"origin,omitempty"`
@@ -70,6 +73,10 @@ const OriginRelease = "release"
 type RollbackRequest struct {
 	Service string   `json:"service"`
 	Timeout Duration `json:"timeout,omitempty"`
+	// Expect, when set, is the pool the caller saw active: the rollback
+	// is refused when another one is active (so ten retries of one
+	// rollback flip the service once).
+	Expect string `json:"expect,omitempty"`
 }
 
 // Operation kinds.
@@ -173,10 +180,15 @@ type TargetProgress struct {
 type ServiceStatus struct {
 	Name string `json:"name"`
 	// Hosts routed to the service; empty for the default service.
-	Hosts    []string `json:"hosts"`
-	Active   string   `json:"active"`
-	Previous string   `json:"previous"` // "" when there is none
-	Balance  string   `json:"balance"`
+	Hosts []string `json:"hosts"`
+	// PreviewHosts go to the preview pool (the active one when none).
+	PreviewHosts []string `json:"preview_hosts,omitempty"`
+	Active       string   `json:"active"`
+	Previous     string   `json:"previous"`          // "" when there is none
+	Preview      string   `json:"preview,omitempty"` // the preview pool, "" when none
+	// Revision is the store revision of the desired state applied now.
+	Revision int64  `json:"revision"`
+	Balance  string `json:"balance"`
 	// Operation is the deploy or rollback in progress (null if none).
 	Operation *Operation   `json:"operation"`
 	Pools     []PoolStatus `json:"pools"`
@@ -193,6 +205,7 @@ const (
 type PoolStatus struct {
 	Name     string         `json:"name"`
 	Active   bool           `json:"active"`
+	Preview  bool           `json:"preview,omitempty"`
 	Source   string         `json:"source"`
 	InFlight int64          `json:"in_flight"`
 	Served   uint64         `json:"served"`

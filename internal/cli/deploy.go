@@ -61,6 +61,11 @@ func newDeployCmd(s Streams) *cobra.Command {
 					return err
 				}
 			}
+			if req.Expect == "" {
+				if req.Expect, err = liveNow(cmd.Context(), c, req.Service); err != nil {
+					return err
+				}
+			}
 			res, err := c.Deploy(cmd.Context(), req, printEvent(s.Out))
 			if err != nil {
 				return apiError(err)
@@ -75,6 +80,7 @@ func newDeployCmd(s Streams) *cobra.Command {
 	f.StringArrayVar(&containers, "container", nil, "set POOL's targets first from Docker containers (NAME[:PORT], repeatable; resolved once, on --network)")
 	f.StringVar(&network, "network", "", "Docker network for --container (default: docker.network of -c FILE, else the container's only network)")
 	f.DurationVar((*time.Duration)(&req.Timeout), "timeout", admin.DefaultTimeout, "how long every target may take to become healthy")
+	f.StringVar(&req.Expect, "expect", "", "refuse unless this pool is active when the deploy switches (default: the pool status shows active now)")
 	at.register(cmd)
 	return cmd
 }

@@ -19,7 +19,8 @@ func newRollbackCmd(s Streams) *cobra.Command {
 		Long: "rollback switches a service back to the pool that was live before the last deploy (the\n" +
 			"seed's deploy.sh rb). When that pool's health checks kept passing the switch is immediate;\n" +
 			"otherwise it is checked afresh first, as by deploy. The pool left becomes the previous one,\n" +
-			"so a second rollback returns to it. Refused when there is no previous pool.",
+			"so a second rollback returns to it. Refused when there is no previous pool, and when another\n" +
+			"change switched the service since this command looked (so retries flip it once).",
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := at.client()
@@ -27,6 +28,11 @@ func newRollbackCmd(s Streams) *cobra.Command {
 				return err
 			}
 			defer c.Close()
+			if req.Expect == "" {
+				if req.Expect, err = liveNow(cmd.Context(), c, req.Service); err != nil {
+					return err
+				}
+			}
 			res, err := c.Rollback(cmd.Context(), req, printEvent(s.Out))
 			if err != nil {
 				return apiError(err)
@@ -37,6 +43,7 @@ func newRollbackCmd(s Streams) *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&req.Service, "service", "s", "", "service to roll back (may be omitted when there is one)")
 	cmd.Flags().DurationVar((*time.Duration)(&req.Timeout), "timeout", admin.DefaultTimeout, "how long the previous pool may take to become healthy when it must be checked")
+	cmd.Flags().StringVar(&req.Expect, "expect", "", "refuse unless this pool is active when the rollback switches (default: the pool status shows active now)")
 	at.register(cmd)
 	return cmd
 }

@@ -206,6 +206,7 @@ func (p *parser) service(key, name string, n *yaml.Node) Service {
 	s := DefaultService(name)
 	p.mapping(key, n, []field{
 		{"hosts", p.strList(&s.Hosts)},
+		{"preview_hosts", p.strList(&s.PreviewHosts)},
 		{"balance", p.str(&s.Balance)},
 		{"health", func(k string, v *yaml.Node) {
 			h := &s.Health

@@ -180,7 +180,10 @@ type Service struct {
 	Name string
 	// Hosts are the Host names routed here: exact names or "*.example.com".
 	// Empty means the default service for any host.
-	Hosts        []string
+	Hosts []string
+	// PreviewHosts go to the service's preview pool (cutover deploy POOL
+	// --preview), or to its active pool while there is none.
+	PreviewHosts []string
 	Balance      string
 	Health       Health
 	DrainTimeout time.Duration

@@ -351,21 +351,26 @@ func (ch *checker) services() {
 				defaultService = s.Name
 			}
 		}
-		for j, h := range s.Hosts {
-			hk := fmt.Sprintf("%s.hosts[%d]", key, j)
-			if msg := hostProblem(h, true); msg != "" {
-				ch.add(hk, msg)
-				continue
-			}
-			if owner, ok := hostOwner[h]; ok {
-				if owner == s.Name {
-					ch.addf(hk, "%q is listed twice — remove one", h)
-				} else {
-					ch.addf(hk, "%q is already routed to service %s — a host belongs to one service; remove it from one of them", h, owner)
+		for _, list := range []struct {
+			field string
+			hosts []string
+		}{{"hosts", s.Hosts}, {"preview_hosts", s.PreviewHosts}} {
+			for j, h := range list.hosts {
+				hk := fmt.Sprintf("%s.%s[%d]", key, list.field, j)
+				if msg := hostProblem(h, true); msg != "" {
+					ch.add(hk, msg)
+					continue
 				}
-				continue
+				if owner, ok := hostOwner[h]; ok {
+					if owner == s.Name {
+						ch.addf(hk, "%q is listed twice in service %s (hosts and preview_hosts together) — remove one", h, s.Name)
+					} else {
+						ch.addf(hk, "%q is already routed to service %s — a host belongs to one service; remove it from one of them", h, owner)
+					}
+					continue
+				}
+				hostOwner[h] = s.Name
 			}
-			hostOwner[h] = s.Name
 		}
 
 		if _, ok := upstream.ParseBalance(s.Balance); !ok || s.Balance == "" {

@@ -2,10 +2,12 @@ package controlplane
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cutover/cutover/internal/admin"
@@ -60,10 +62,13 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 		m.mu.Unlock()
 		return nil, err
 	}
-	active := s.rs.Active()
+	if err := expected(admin.OpDeploy, s.name, req.Pool, req.Expect, s.desired.Active); err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
 	p, exists := s.pools[req.Pool]
-	if active != nil && active.Name() == req.Pool {
-		same := len(specs) == 0 || sameAddrs(active.Targets(), req.Targets)
+	if active := s.pools[s.desired.Active]; active != nil && s.desired.Active == req.Pool {
+		same := len(specs) == 0 || sameAddrs(active.up.Targets(), req.Targets)
 		m.mu.Unlock()
 		if !same {
 			return nil, errorf(admin.KindRefused, "pool %q is the active pool of service %q: its targets cannot be changed by a deploy — deploy the idle pool (%s) with --target instead, then this one is idle",
@@ -81,7 +86,7 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 	}
 	if err := m.checkWritable(); err != nil {
 		m.mu.Unlock()
-		return nil, stateRefusal(admin.OpDeploy, s, req.Pool, err)
+		return nil, stateRefusal(admin.OpDeploy, s.name, req.Pool, s.desired.Active, err)
 	}
 	op := &admin.Operation{Kind: admin.OpDeploy, Service: s.name, Pool: req.Pool, Started: time.Now()}
 	m.ops[s.name] = op
@@ -118,18 +123,46 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 		m.log.Warn("deploy refused", "service", s.name, "pool", req.Pool, "error", err.Error())
 		return nil, err
 	}
-	return m.switchTo(ctx, s, p, cand != nil, admin.OpDeploy, time.Since(start), progress)
+	return m.switchTo(ctx, s, p, switchOptions{kind: admin.OpDeploy, candidate: cand != nil, expect: req.Expect, took: time.Since(start)}, progress)
+}
+
+// expected refuses an operation whose caller expected another pool to be
+// active (expect "" expects nothing): a burst of retries of one rollback
+// then flips the service once.
+func expected(kind, service, to, expect, active string) error {
+	if expect == "" || expect == active {
+		return nil
+	}
+	return errorf(admin.KindRefused, "%s of service %q to pool %q refused: the caller expected pool %q to be active, but %q is (another change came first) — look at cutover status, then retry if it is still wanted",
+		kind, service, to, expect, orNone(active))
+}
+
+func orNone(pool string) string {
+	if pool == "" {
+		return "none"
+	}
+	return pool
 }
 
 // stateRefusal is the error of an operation refused because the state
 // cannot be written.
-func stateRefusal(kind string, s *service, pool string, err error) *admin.Error {
-	live := "none"
-	if a := s.rs.Active(); a != nil {
-		live = a.Name()
-	}
+func stateRefusal(kind, service, pool, live string, err error) *admin.Error {
 	return errorf(admin.KindState, "%s of service %q to pool %q refused: %v — live traffic stays on %q; make the state writable, then retry",
-		kind, s.name, pool, err, live)
+		kind, service, pool, err, orNone(live))
+}
+
+// changeRefusal is the error of an operation whose change was refused:
+// by its own check (an *admin.Error), by another writer that committed
+// first, or by a store that cannot be written.
+func changeRefusal(kind, service, pool, live string, err error) *admin.Error {
+	var ce *admin.Error
+	if errors.As(err, &ce) {
+		return ce
+	}
+	if errors.Is(err, state.ErrConflict) {
+		return errorf(admin.KindRefused, "%s of service %q to pool %q refused: %v — live traffic stays on %q", kind, service, pool, err, orNone(live))
+	}
+	return stateRefusal(kind, service, pool, live, err)
 }
 
 // rollback (see Rollback, which records it) switches a service back to
@@ -144,19 +177,19 @@ func (m *Manager) rollback(ctx context.Context, req admin.RollbackRequest, progr
 	}
 	timeout := opTimeout(req.Timeout)
 	m.mu.Lock()
-	s, err := m.freeServiceLocked(req.Service, admin.OpRollback, func(s *service) string { return s.rs.Previous() })
+	s, err := m.freeServiceLocked(req.Service, admin.OpRollback, func(s *service) string { return s.desired.Previous })
 	if err != nil {
 		m.mu.Unlock()
 		return nil, err
 	}
-	prev := s.rs.Previous()
-	if prev == "" {
-		active := "none"
-		if a := s.rs.Active(); a != nil {
-			active = a.Name()
-		}
+	prev := s.desired.Previous
+	if err := expected(admin.OpRollback, s.name, prev, req.Expect, s.desired.Active); err != nil {
 		m.mu.Unlock()
-		return nil, errorf(admin.KindRefused, "service %q has no previous pool to roll back to (active: %s) — a rollback is possible after a deploy has switched pools", s.name, active)
+		return nil, err
+	}
+	if prev == "" {
+		m.mu.Unlock()
+		return nil, errorf(admin.KindRefused, "service %q has no previous pool to roll back to (active: %s) — a rollback is possible after a deploy has switched pools", s.name, orNone(s.desired.Active))
 	}
 	p := s.pools[prev]
 	if p == nil || len(p.up.Targets()) == 0 {
@@ -165,7 +198,7 @@ func (m *Manager) rollback(ctx context.Context, req admin.RollbackRequest, progr
 	}
 	if err := m.checkWritable(); err != nil {
 		m.mu.Unlock()
-		return nil, stateRefusal(admin.OpRollback, s, prev, err)
+		return nil, stateRefusal(admin.OpRollback, s.name, prev, s.desired.Active, err)
 	}
 	op := &admin.Operation{Kind: admin.OpRollback, Service: s.name, Pool: prev, Started: time.Now()}
 	m.ops[s.name] = op
@@ -184,7 +217,7 @@ func (m *Manager) rollback(ctx context.Context, req admin.RollbackRequest, progr
 		}
 		took = time.Since(start)
 	}
-	return m.switchTo(ctx, s, p, false, admin.OpRollback, took, progress)
+	return m.switchTo(ctx, s, p, switchOptions{kind: admin.OpRollback, expect: req.Expect, took: took}, progress)
 }
 
 // opTimeout is a request's health-wait timeout, or the default.
@@ -364,10 +397,9 @@ func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind str
 					failing = append(failing, tp)
 				}
 			}
-			live := "none"
-			if a := s.rs.Active(); a != nil {
-				live = a.Name()
-			}
+			m.mu.Lock()
+			live := orNone(s.desired.Active)
+			m.mu.Unlock()
 			return &admin.Error{
 				Kind: admin.KindUnhealthy,
 				Message: fmt.Sprintf("%s of service %q to pool %q refused: %d of %s not healthy within %s — live traffic stays on %q",
@@ -403,103 +435,158 @@ func describeProgress(tp admin.TargetProgress, ready, total int) string {
 	return fmt.Sprintf("%s %s — %d of %s ready", name, what, ready, human.Count(total, "target"))
 }
 
-// switchTo makes p active and drains the pool that was active. The state
-// is written first: when it cannot be, nothing switches and the operation
-// is refused. A candidate p (deploy --target) takes the place of the pool
-// of its name in the same step.
-func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, candidate bool, kind string, took time.Duration, progress func(admin.Event)) (*admin.DeployResult, error) {
+// switchOptions say how a pool is switched to.
+type switchOptions struct {
+	kind string // admin.OpDeploy or admin.OpRollback
+	// candidate: p is a deploy's candidate pool, which takes the place of
+	// the pool of its name at the switch.
+	candidate bool
+	// expect is the pool the caller expects to be active ("" any).
+	expect string
+	took   time.Duration // the health wait
+}
+
+// switchTo makes p the stable pool and drains the pool that lost its
+// traffic. The next desired state is committed first: when it cannot be,
+// nothing switches and the operation is refused.
+func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, o switchOptions, progress func(admin.Event)) (*admin.DeployResult, error) {
 	name := p.up.Name()
-	var old *upstream.Pool
-	ok := false
-	err := m.commit(func(st *state.State) {
-		ss := st.Services[s.name]
-		if ss.Active != name && ss.Active != "" {
-			ss.Previous = ss.Active
+	prev, lost, err := m.change(ctx, s, func(cur state.Service) (state.Service, error) {
+		if err := expected(o.kind, s.name, name, o.expect, cur.Active); err != nil {
+			return cur, err
 		}
-		ss.Active = name
-		if candidate {
-			ss.SetTargets(name, p.runtime)
+		if cur.Active != name {
+			cur.Previous = cur.Active
 		}
-		st.Services[s.name] = ss
+		cur.Active = name
+		if cur.Preview == name {
+			cur.Preview = "" // promoted: it serves every host now
+		}
+		if o.candidate {
+			cur.SetTargets(name, p.runtime)
+		}
+		return cur, nil
 	}, func() {
-		if candidate {
+		if o.candidate {
 			m.installCandidateLocked(s, p)
 		}
-		old, ok = s.rs.Activate(name)
 	})
 	switchedAt := time.Now()
 	if err != nil {
-		m.log.Error(kind+" refused: the state cannot be written", "service", s.name, "pool", name, "error", err)
-		return nil, stateRefusal(kind, s, name, err)
-	}
-	if !ok {
-		// The pool left between the health wait and now; reloads are
-		// refused during a deploy, so this is a bug.
-		return nil, errorf(admin.KindInternal, "pool %q of service %q vanished before the switch — live traffic untouched", name, s.name)
+		m.log.Error(o.kind+" refused at the switch", "service", s.name, "pool", name, "error", err)
+		return nil, changeRefusal(o.kind, s.name, name, prev.Active, err)
 	}
 	res := &admin.DeployResult{
-		Service: s.name, Operation: kind, Pool: name,
-		TimeToHealthy: admin.Duration(took), SwitchedAt: switchedAt,
+		Service: s.name, Operation: o.kind, Pool: name,
+		TimeToHealthy: admin.Duration(o.took), SwitchedAt: switchedAt,
 	}
-	if old == nil || old == p.up {
+	from := prev.Active
+	if from == "" || from == name {
 		res.Message = fmt.Sprintf("service %q now served by pool %q", s.name, name)
 		return res, nil
 	}
-	m.metrics.Switched(s.name, kind, took)
-	res.From = old.Name()
-	res.InFlightAtSwitch = old.InFlight()
+	m.metrics.Switched(s.name, o.kind, o.took)
+	res.From = from
+	var atSwitch int64
+	for _, p := range lost {
+		atSwitch += p.InFlight()
+	}
 	progress(m.event(s.name, name, admin.PhaseSwitch, fmt.Sprintf("switched service %q from %q to %q (%s in flight on %q)",
-		s.name, old.Name(), name, human.Count(int(res.InFlightAtSwitch), "request"), old.Name())))
-
-	sc := s.cfg.Load()
-	drainTimeout := sc.DrainTimeout
-	progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("draining %q: waiting up to %s for its requests to finish", old.Name(), drainTimeout)))
-	// The drain is not cut short by the caller going away: the switch has
-	// happened, and ending the old pool's requests early would fail them.
-	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainTimeout)
-	// Long-lived connections (WebSockets, event streams) would run until
-	// the timeout cuts them: they are told goodbye, a few at a time, over
-	// the end of the window, and close the way their clients reconnect on.
-	deadline, _ := dctx.Deadline()
-	bye := upstream.SayGoodbye(old.Targets(), deadline, sc.CloseSpread())
-	remaining := old.Drain(dctx)
-	res.Goodbyes = bye.Stop()
-	cancel()
-	if remaining > 0 {
-		res.ClosedAtTimeout = remaining
-		res.ConnsClosed = old.CloseAll()
-	}
-	old.CloseIdle()
-	res.TimeToDrain = admin.Duration(time.Since(switchedAt))
-	res.Drained = max(res.InFlightAtSwitch-res.ClosedAtTimeout, 0)
-	m.metrics.Drained(s.name, time.Duration(res.TimeToDrain), res.Drained)
-
-	if remaining > 0 {
-		progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("drain timeout (%s) passed: ended %s still running on %q by closing %s",
-			drainTimeout, human.Count(int(remaining), "request"), old.Name(), human.Count(int(res.ConnsClosed), "upstream connection"))))
-	} else {
-		progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("drained %q: %s finished in %s", old.Name(), human.Count(int(res.Drained), "request"), human.Duration(time.Duration(res.TimeToDrain)))))
-	}
-	if res.Goodbyes > 0 {
-		progress(m.event(s.name, name, admin.PhaseDrain, fmt.Sprintf("closed %s on %q cleanly over the last %s of the drain (WebSockets with a close frame, event streams at an event's end), for their clients to reconnect",
-			human.Count(int(res.Goodbyes), "long-lived connection"), old.Name(), human.Duration(sc.CloseSpread()))))
-	}
+		s.name, from, name, human.Count(int(atSwitch), "request"), from)))
+	d := m.drain(ctx, s, lost, switchedAt, progress, name)
+	res.InFlightAtSwitch, res.Drained, res.ClosedAtTimeout, res.ConnsClosed, res.TimeToDrain, res.Goodbyes =
+		d.inFlight, d.drained, d.closed, d.conns, admin.Duration(d.took), d.goodbyes
+	m.metrics.Drained(s.name, d.took, res.Drained)
 	res.Message = fmt.Sprintf("service %q switched from %q to %q: healthy after %s, %s drained in %s",
-		s.name, old.Name(), name, human.Duration(took), human.Count(int(res.Drained), "in-flight request"), human.Duration(time.Duration(res.TimeToDrain)))
-	if remaining > 0 {
-		res.Message += fmt.Sprintf(", %d closed at the drain timeout", remaining)
+		s.name, from, name, human.Duration(o.took), human.Count(int(res.Drained), "in-flight request"), human.Duration(d.took))
+	if d.closed > 0 {
+		res.Message += fmt.Sprintf(", %d closed at the drain timeout", d.closed)
 	}
 	level := slog.LevelInfo
-	if remaining > 0 || len(res.Warnings) > 0 {
+	if d.closed > 0 || len(res.Warnings) > 0 {
 		level = slog.LevelWarn
 	}
-	m.log.LogAttrs(context.Background(), level, kind+" done",
-		slog.String("service", s.name), slog.String("from", old.Name()), slog.String("to", name),
-		slog.Duration("time_to_healthy", human.Duration(took)), slog.Int64("in_flight_at_switch", res.InFlightAtSwitch),
+	m.log.LogAttrs(context.Background(), level, o.kind+" done",
+		slog.String("service", s.name), slog.String("from", from), slog.String("to", name),
+		slog.Duration("time_to_healthy", human.Duration(o.took)), slog.Int64("in_flight_at_switch", res.InFlightAtSwitch),
 		slog.Int64("drained", res.Drained), slog.Int64("closed_at_timeout", res.ClosedAtTimeout),
 		slog.Int64("goodbyes", res.Goodbyes),
-		slog.Duration("time_to_drain", human.Duration(time.Duration(res.TimeToDrain))))
+		slog.Duration("time_to_drain", human.Duration(d.took)))
 	return res, nil
+}
+
+// drained is what a drain of the pools that lost traffic did.
+type drained struct {
+	inFlight, drained, closed int64 // requests at the swap, finished, ended at the timeout
+	conns                     int   // upstream connections closed at the timeout
+	goodbyes                  int64 // long-lived connections closed cleanly before the timeout
+	took                      time.Duration
+}
+
+// drain lets the requests running on each pool that lost its traffic (all
+// of it, or the share it served) finish there, up to the service's
+// drain_timeout; those still running then are ended by closing their
+// upstream connections. The pools drain at once, each under its own
+// deadline. It returns when every one is done. to names the pool switched
+// to, for the progress events.
+func (m *Manager) drain(ctx context.Context, s *service, lost []*upstream.Pool, swapped time.Time, progress func(admin.Event), to string) drained {
+	var d drained
+	if len(lost) == 0 {
+		return d
+	}
+	sc := s.cfg.Load()
+	timeout := sc.DrainTimeout
+	// The drain is not cut short by the caller going away: the switch has
+	// happened, and ending the old pools' requests early would fail them.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	deadline, _ := dctx.Deadline()
+	type one struct {
+		inFlight, remaining, goodbyes int64
+		conns                         int
+	}
+	results := make([]one, len(lost))
+	var wg sync.WaitGroup
+	for i, p := range lost {
+		results[i].inFlight = p.InFlight()
+		progress(m.event(s.name, to, admin.PhaseDrain, fmt.Sprintf("draining %q: waiting up to %s for its %s to finish", p.Name(), timeout, human.Count(int(results[i].inFlight), "request"))))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Long-lived connections (WebSockets, event streams) would run
+			// until the timeout cuts them: they are told goodbye, a few at a
+			// time, over the end of the window, and close the way their
+			// clients reconnect on.
+			bye := upstream.SayGoodbye(p.Targets(), deadline, sc.CloseSpread())
+			results[i].remaining = p.Drain(dctx)
+			results[i].goodbyes = bye.Stop()
+			if results[i].remaining > 0 {
+				results[i].conns = p.CloseAll()
+			}
+			p.CloseIdle()
+		}()
+	}
+	wg.Wait()
+	d.took = time.Since(swapped)
+	for i, p := range lost {
+		r := results[i]
+		d.inFlight += r.inFlight
+		d.closed += r.remaining
+		d.conns += r.conns
+		d.goodbyes += r.goodbyes
+		if r.goodbyes > 0 {
+			progress(m.event(s.name, to, admin.PhaseDrain, fmt.Sprintf("closed %s on %q cleanly over the last %s of the drain (WebSockets with a close frame, event streams at an event's end), for their clients to reconnect",
+				human.Count(int(r.goodbyes), "long-lived connection"), p.Name(), human.Duration(sc.CloseSpread()))))
+		}
+		if r.remaining > 0 {
+			progress(m.event(s.name, to, admin.PhaseDrain, fmt.Sprintf("drain timeout (%s) passed: ended %s still running on %q by closing %s",
+				timeout, human.Count(int(r.remaining), "request"), p.Name(), human.Count(r.conns, "upstream connection"))))
+		} else {
+			progress(m.event(s.name, to, admin.PhaseDrain, fmt.Sprintf("drained %q: %s finished in %s", p.Name(), human.Count(int(r.inFlight), "request"), human.Duration(d.took))))
+		}
+	}
+	d.drained = max(d.inFlight-d.closed, 0)
+	return d
 }
 
 func (m *Manager) event(service, pool, phase, msg string) admin.Event {

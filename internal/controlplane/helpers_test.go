@@ -136,15 +136,17 @@ func waitPool(t *testing.T, m *Manager, service, poolName string, cond func() bo
 
 func poolOf(t *testing.T, m *Manager, service, name string) *upstream.Pool {
 	t.Helper()
-	s, ok := m.Router().Table().Service(service)
-	if !ok {
-		t.Fatalf("no service %s", service)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, err := m.serviceLocked(service)
+	if err != nil {
+		t.Fatal(err)
 	}
-	p, ok := s.Pool(name)
+	p, ok := s.pools[name]
 	if !ok {
 		t.Fatalf("no pool %s/%s", service, name)
 	}
-	return p
+	return p.up
 }
 
 func allUp(p *upstream.Pool) func() bool {

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -88,13 +87,18 @@ type Manager struct {
 	conn      *upstream.ConnOptions
 	router    *route.Router
 	statePath string // "" when state_dir is not set: nothing is persisted
-	prober    *health.Prober
-	hist      *history.Log
-	metrics   *metrics.Metrics
-	stats     *stats.Stats
+	// store keeps each service's desired state (see change).
+	store state.Store
+	// orphans are the services the store holds that the configuration
+	// does not, with their revisions: the next reload removes them.
+	orphans map[string]int64
+	prober  *health.Prober
+	hist    *history.Log
+	metrics *metrics.Metrics
+	stats   *stats.Stats
 
-	// stateMu serialises changes (write the state, then apply it); it is
-	// taken before mu.
+	// stateMu serialises changes (commit the next desired state, then
+	// apply it); it is taken before mu.
 	stateMu sync.Mutex
 	// stateProblem is why the state cannot be written now ("" when it
 	// can); changes are refused while it is set and the next write that
@@ -118,8 +122,28 @@ type service struct {
 	// cfg holds the service's settings (health, drain, balance, hosts);
 	// checkers read it without locks.
 	cfg atomic.Pointer[config.Service]
-	// pools by name; guarded by Manager.mu.
+	// pools by name: the one registry of the service's pools, and order,
+	// their names in the order added; guarded by Manager.mu.
 	pools map[string]*pool
+	order []string
+	// desired is the desired state applied now (its routing is rs's);
+	// guarded by Manager.mu, changed only by Manager.change.
+	desired state.Service
+}
+
+// poolList returns the pools in the order added. m.mu must be held.
+func (s *service) poolList() []*pool {
+	out := make([]*pool, 0, len(s.order))
+	for _, n := range s.order {
+		out = append(out, s.pools[n])
+	}
+	return out
+}
+
+// removePoolLocked drops a pool from the registry. m.mu must be held.
+func (s *service) removePoolLocked(name string) {
+	delete(s.pools, name)
+	s.order = slices.DeleteFunc(s.order, func(n string) bool { return n == name })
 }
 
 func (s *service) settings() health.Settings { return health.FromConfig(s.cfg.Load().Health) }
@@ -185,7 +209,8 @@ func New(cfg *config.Config, o Options) (*Manager, error) {
 	if m.conn == nil {
 		m.conn = ConnOptions(cfg)
 	}
-	var st *state.State
+	stored := map[string]state.Service{}
+	m.store = state.NewMemStore()
 	if cfg.StateDir != "" {
 		// Traffic does not depend on a writable disk: a state_dir that
 		// cannot be created or written is reported, the last state that
@@ -195,12 +220,13 @@ func New(cfg *config.Config, o Options) (*Manager, error) {
 		if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 			m.setStateProblem(fmt.Errorf("create state_dir %s: %w", cfg.StateDir, err))
 		}
+		m.store = state.NewFileStore(cfg.StateDir)
 		var err error
-		if st, err = state.Load(m.statePath); err != nil {
+		if stored, err = m.store.Load(context.Background()); err != nil {
 			return nil, err
 		}
 		if m.StateProblem() == "" {
-			if err := state.CheckWritable(cfg.StateDir); err != nil {
+			if err := m.store.Check(context.Background()); err != nil {
 				m.setStateProblem(err)
 			}
 		}
@@ -217,10 +243,8 @@ func New(cfg *config.Config, o Options) (*Manager, error) {
 	for i := range cfg.Services {
 		sc := &cfg.Services[i]
 		var ss *state.Service
-		if st != nil {
-			if v, ok := st.Services[sc.Name]; ok {
-				ss = &v
-			}
+		if v, ok := stored[sc.Name]; ok {
+			ss = &v
 		}
 		s, err := m.buildService(sc, ss)
 		if err != nil {
@@ -228,13 +252,14 @@ func New(cfg *config.Config, o Options) (*Manager, error) {
 		}
 		m.services = append(m.services, s)
 		table.Add(s.rs, sc.Hosts)
+		table.AddPreview(s.rs, sc.PreviewHosts)
 	}
-	if st != nil {
-		for _, name := range sortedKeys(st.Services) {
-			if _, ok := cfg.Service(name); !ok {
-				m.log.Warn("state names a service the configuration no longer has; its state is dropped",
-					"service", name, "state_file", m.statePath)
-			}
+	m.orphans = map[string]int64{}
+	for _, name := range sortedKeys(stored) {
+		if _, ok := cfg.Service(name); !ok {
+			m.orphans[name] = stored[name].Revision
+			m.log.Warn("state names a service the configuration no longer has; it is dropped at the next reload",
+				"service", name, "state_file", m.statePath)
 		}
 	}
 	m.router = route.NewRouter(table)
@@ -246,9 +271,12 @@ func (m *Manager) buildService(sc *config.Service, ss *state.Service) (*service,
 	s := &service{name: sc.Name, rs: route.NewService(sc.Name), pools: map[string]*pool{}}
 	cp := *sc
 	s.cfg.Store(&cp)
-	active, previous := sc.Active, ""
+	d := state.Service{Active: sc.Active}
 	if ss != nil {
-		active, previous = ss.Active, ss.Previous
+		d = ss.Clone()
+	}
+	active := d.Active
+	if ss != nil {
 		_, inCfg := sc.Pool(active)
 		_, inState := ss.Targets[active]
 		if !inCfg && !inState {
@@ -285,12 +313,43 @@ func (m *Manager) buildService(sc *config.Service, ss *state.Service) (*service,
 			m.setPoolTargets(p, p.runtime, initial(name))
 		}
 	}
-	s.rs.Restore(active, previous)
-	if previous != "" && s.rs.Previous() == "" {
+	if _, ok := s.pools[d.Previous]; d.Previous != "" && !ok {
 		m.log.Warn("state names a previous pool the configuration no longer has; rollback is not possible until the next deploy",
-			"service", sc.Name, "pool", previous, "state_file", m.statePath)
+			"service", sc.Name, "pool", d.Previous, "state_file", m.statePath)
+		d.Previous = ""
 	}
+	if _, ok := s.pools[d.Preview]; d.Preview != "" && !ok {
+		m.log.Warn("state names a preview pool the configuration no longer has; the preview hosts get the stable pool",
+			"service", sc.Name, "pool", d.Preview, "state_file", m.statePath)
+		d.Preview = ""
+	}
+	m.applyLocked(s, d)
 	return s, nil
+}
+
+// routesFor is the routing of desired state d.
+func routesFor(s *service, d state.Service) *route.Routes {
+	r := &route.Routes{}
+	for _, p := range s.poolList() {
+		r.All = append(r.All, p.up)
+	}
+	if p, ok := s.pools[d.Active]; ok {
+		r.Stable = p.up
+	}
+	if p, ok := s.pools[d.Preview]; ok && d.Preview != "" {
+		r.Preview = p.up
+	}
+	return r
+}
+
+// applyLocked makes d the service's desired state and swaps its routing in
+// one atomic step. It returns the pools that no longer get requests: their
+// requests running now are the ones to drain. m.mu must be held (or the
+// service not yet shared).
+func (m *Manager) applyLocked(s *service, d state.Service) []*upstream.Pool {
+	s.desired = d
+	next := routesFor(s, d)
+	return s.rs.Apply(next).Lost(next)
 }
 
 func inFile(path string) string {
@@ -302,8 +361,8 @@ func inFile(path string) string {
 
 func (m *Manager) newPool(s *service, name string, bal upstream.Balance) *pool {
 	p := m.makePool(s, name, bal)
-	s.rs.AddPool(p.up)
 	s.pools[name] = p
+	s.order = append(s.order, name)
 	return p
 }
 
@@ -320,8 +379,9 @@ func (m *Manager) installCandidateLocked(s *service, cand *pool) {
 	if old, ok := s.pools[name]; ok {
 		m.stopCheckers(old)
 		m.retireTargets(old.up.Targets(), s.cfg.Load(), old.up)
+	} else {
+		s.order = append(s.order, name)
 	}
-	s.rs.PutPool(cand.up)
 	s.pools[name] = cand
 	cand.installed = true
 }
@@ -548,8 +608,8 @@ func (m *Manager) serviceNames() []string {
 
 func poolNames(s *service) []string {
 	var names []string
-	for _, p := range s.rs.Pools() {
-		names = append(names, p.Name())
+	for _, p := range s.poolList() {
+		names = append(names, p.up.Name())
 	}
 	return names
 }
@@ -616,16 +676,17 @@ func (m *Manager) Status(name string) ([]admin.ServiceStatus, error) {
 
 func (m *Manager) serviceStatusLocked(s *service) admin.ServiceStatus {
 	sc := s.cfg.Load()
-	active := s.rs.Active()
+	d := s.desired
 	ss := admin.ServiceStatus{
-		Name:     s.name,
-		Hosts:    append([]string{}, sc.Hosts...),
-		Previous: s.rs.Previous(),
-		Balance:  sc.Balance,
-		Pools:    []admin.PoolStatus{},
-	}
-	if active != nil {
-		ss.Active = active.Name()
+		Name:         s.name,
+		Hosts:        append([]string{}, sc.Hosts...),
+		PreviewHosts: append([]string{}, sc.PreviewHosts...),
+		Active:       d.Active,
+		Previous:     d.Previous,
+		Preview:      d.Preview,
+		Revision:     d.Revision,
+		Balance:      sc.Balance,
+		Pools:        []admin.PoolStatus{},
 	}
 	if op := m.ops[s.name]; op != nil {
 		cp := *op
@@ -634,10 +695,10 @@ func (m *Manager) serviceStatusLocked(s *service) admin.ServiceStatus {
 		}
 		ss.Operation = &cp
 	}
-	for _, up := range s.rs.Pools() {
-		p := s.pools[up.Name()]
+	for _, p := range s.poolList() {
+		up := p.up
 		ps := admin.PoolStatus{
-			Name: up.Name(), Active: up == active, Source: p.source(),
+			Name: up.Name(), Active: up.Name() == d.Active, Preview: up.Name() == d.Preview, Source: p.source(),
 			InFlight: up.InFlight(), Served: up.Served(), Targets: []admin.TargetStatus{},
 		}
 		if m.stats != nil {
@@ -684,71 +745,59 @@ func targetStatus(t *upstream.Target) admin.TargetStatus {
 	return ts
 }
 
-// commit makes one change of the control plane: the state as it will be
-// after the change (the current state changed by edit) is written first,
-// and only once it is on disk does apply change the runtime, with m.mu
-// held. When the state cannot be written nothing is applied and the error
-// says why; a restart therefore always serves what was last applied.
-// Changes are serialised, so each write starts from the state the previous
+// change is the one way a service's desired state changes: next computes
+// the next value from the current one (or refuses with an error, changing
+// nothing), the value is committed to the store against the revision it
+// was computed from, and only once it is stored does install (may be nil)
+// change the registry and the routing swap in one atomic step, with m.mu
+// held. When the store refuses (unwritable, or another writer committed
+// first) nothing is applied. It returns the desired state it replaced and
+// the pools that no longer get requests, for the caller to drain.
+//
+// Changes are serialised, so each one starts from the value the previous
 // one applied.
-func (m *Manager) commit(edit func(*state.State), apply func()) error {
+func (m *Manager) change(ctx context.Context, s *service, next func(cur state.Service) (state.Service, error), install func()) (prev state.Service, lost []*upstream.Pool, err error) {
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
 	m.mu.Lock()
-	st := m.stateLocked()
+	cur := s.desired.Clone()
 	m.mu.Unlock()
-	edit(st)
-	if err := m.writeState(st); err != nil {
-		return err
+	nx, err := next(cur.Clone())
+	if err != nil {
+		return cur, nil, err
 	}
+	rev, err := m.commit(ctx, []state.Change{{Service: s.name, Value: &nx, Revision: cur.Revision}})
+	if err != nil {
+		return cur, nil, err
+	}
+	nx.Revision = rev
 	m.mu.Lock()
-	apply()
-	m.mu.Unlock()
-	return nil
+	defer m.mu.Unlock()
+	if install != nil {
+		install()
+	}
+	return cur, m.applyLocked(s, nx), nil
 }
 
-// stateLocked is the state of the current runtime. m.mu must be held.
-func (m *Manager) stateLocked() *state.State {
-	st := state.New()
-	for _, s := range m.services {
-		active := s.rs.Active()
-		if active == nil {
-			continue
+// commit writes changes to the store, keeping stateProblem up to date.
+func (m *Manager) commit(ctx context.Context, changes []state.Change) (int64, error) {
+	rev, err := m.store.Commit(ctx, changes)
+	if err != nil {
+		if !errors.Is(err, state.ErrConflict) {
+			m.setStateProblem(err)
 		}
-		ss := state.Service{Active: active.Name(), Previous: s.rs.Previous()}
-		for _, up := range s.rs.Pools() {
-			p := s.pools[up.Name()]
-			if p.runtime != nil {
-				ss.SetTargets(up.Name(), p.runtime)
-			}
-		}
-		st.Services[s.name] = ss
-	}
-	return st
-}
-
-// writeState writes st, keeping stateProblem up to date.
-func (m *Manager) writeState(st *state.State) error {
-	if m.statePath == "" {
-		return nil
-	}
-	if err := state.Save(m.statePath, st); err != nil {
-		m.setStateProblem(err)
-		return err
+		return 0, err
 	}
 	if m.stateProblem.Swap(nil) != nil {
-		m.log.Info("state file written again; changes are accepted", "state_file", m.statePath)
+		m.log.Info("state written again; changes are accepted", "state", m.store.Where())
 	}
-	return nil
+	return rev, nil
 }
 
 // checkWritable refuses a change early, before a health wait, when the
 // state cannot be written (the write at the switch checks again).
 func (m *Manager) checkWritable() error {
-	if m.statePath == "" {
-		return nil
-	}
-	if err := state.CheckWritable(filepath.Dir(m.statePath)); err != nil {
+	if err := m.store.Check(context.Background()); err != nil {
 		m.setStateProblem(err)
 		return err
 	}

@@ -34,7 +34,7 @@ func (m *Manager) Deploy(ctx context.Context, req admin.DeployRequest, progress 
 // Rollback switches a service back to its previous pool (see rollback) and
 // records the operation in the history, whatever its outcome.
 func (m *Manager) Rollback(ctx context.Context, req admin.RollbackRequest, progress func(admin.Event)) (*admin.DeployResult, error) {
-	return m.recorded(history.KindRollback, req.Service, func(s *service) string { return s.rs.Previous() }, progress, func(p func(admin.Event)) (*admin.DeployResult, error) {
+	return m.recorded(history.KindRollback, req.Service, func(s *service) string { return s.desired.Previous }, progress, func(p func(admin.Event)) (*admin.DeployResult, error) {
 		return m.rollback(ctx, req, p)
 	})
 }
@@ -88,9 +88,7 @@ func (m *Manager) recorded(kind, service string, to func(*service) string, progr
 	m.mu.Lock()
 	if s, err := m.serviceLocked(service); err == nil {
 		e.Service = s.name
-		if a := s.rs.Active(); a != nil {
-			e.From = a.Name()
-		}
+		e.From = s.desired.Active
 		e.To = to(s)
 	}
 	m.mu.Unlock()

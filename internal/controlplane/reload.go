@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"context"
 	"slices"
 	"strings"
 
@@ -56,19 +57,30 @@ func (m *Manager) Reload(cfg *config.Config) error {
 		if !ok {
 			continue
 		}
-		active := s.rs.Active()
-		if active == nil {
+		active := s.desired.Active
+		if p := s.pools[active]; p == nil || !p.inConfig {
 			continue
 		}
-		if _, stays := sc.Pool(active.Name()); !stays && s.pools[active.Name()].inConfig {
+		if _, stays := sc.Pool(active); !stays {
 			m.mu.Unlock()
 			return errorf(admin.KindRefused, "reload refused: the new configuration%s has no pool %q in services.%s.pools, but it is the active pool of service %q — deploy another pool first (cutover deploy %s -s %s), then reload; the running configuration keeps serving",
-				inFile(cfg.Path), active.Name(), sc.Name, sc.Name, otherPool(sc, active.Name()), sc.Name)
+				inFile(cfg.Path), active, sc.Name, sc.Name, otherPool(sc, active), sc.Name)
 		}
 	}
-	if err := m.writeState(m.reloadedStateLocked(cfg)); err != nil {
+	changes, nextDesired := m.reloadChangesLocked(cfg)
+	var err error
+	rev := int64(0)
+	if len(changes) > 0 {
+		rev, err = m.commit(context.Background(), changes)
+	} else {
+		err = m.checkWritable()
+	}
+	if err != nil {
 		m.mu.Unlock()
 		return errorf(admin.KindState, "reload refused, the running configuration keeps serving: %v", err)
+	}
+	for name := range m.orphans {
+		delete(m.orphans, name)
 	}
 	if cfg.StateDir != m.cfg.StateDir {
 		m.log.Warn("state_dir changed in the configuration; it applies after a restart", "running", m.cfg.StateDir, "new", cfg.StateDir)
@@ -83,6 +95,16 @@ func (m *Manager) Reload(cfg *config.Config) error {
 		if ok {
 			m.updateServiceLocked(s, sc)
 			delete(current, sc.Name)
+			d, changed := nextDesired[s.name]
+			if changed {
+				d.Revision = rev
+			} else {
+				d = s.desired
+			}
+			// A pool that left the file stops getting requests here (a
+			// preview); updateServiceLocked retires it, waiting for the
+			// requests it has.
+			m.applyLocked(s, d)
 		} else {
 			// Without state a service cannot fail to build.
 			var err error
@@ -94,10 +116,11 @@ func (m *Manager) Reload(cfg *config.Config) error {
 		}
 		next = append(next, s)
 		table.Add(s.rs, sc.Hosts)
+		table.AddPreview(s.rs, sc.PreviewHosts)
 	}
 	for name, s := range current {
 		removed = append(removed, name)
-		pools := s.rs.Pools()
+		pools := s.rs.Routes().Routed()
 		var ts []*upstream.Target
 		for _, p := range s.pools {
 			m.stopCheckers(p)
@@ -114,36 +137,51 @@ func (m *Manager) Reload(cfg *config.Config) error {
 	return nil
 }
 
-// reloadedStateLocked is the state as it will be once cfg is applied:
-// services that leave are dropped, and so are the run-time targets of
-// pools whose targets the file changed or that left the file (see
-// updateServiceLocked). m.mu must be held.
-func (m *Manager) reloadedStateLocked(cfg *config.Config) *state.State {
-	st := m.stateLocked()
+// reloadChangesLocked is the commit cfg leads to: services that leave
+// are removed from the store (and so are services the store names that
+// the configuration already had not), and the desired state of the others
+// drops the run-time targets of pools whose targets the file changed or
+// that left the file, and a previous or preview pool that left (see
+// updateServiceLocked). It returns the changes and the next desired state
+// of each service that changes. m.mu must be held.
+func (m *Manager) reloadChangesLocked(cfg *config.Config) ([]state.Change, map[string]state.Service) {
+	var changes []state.Change
+	next := map[string]state.Service{}
+	for _, name := range sortedKeys(m.orphans) {
+		changes = append(changes, state.Change{Service: name, Revision: m.orphans[name]})
+	}
 	for _, s := range m.services {
-		ss, ok := st.Services[s.name]
-		if !ok {
-			continue
-		}
 		sc, stays := cfg.Service(s.name)
 		if !stays {
-			delete(st.Services, s.name)
+			if s.desired.Revision > 0 {
+				changes = append(changes, state.Change{Service: s.name, Revision: s.desired.Revision})
+			}
 			continue
 		}
+		d := s.desired.Clone()
+		changed := false
 		for name, p := range s.pools {
 			pc, inFile := sc.Pool(name)
 			gone := !inFile && p.inConfig
-			changed := inFile && (!p.inConfig || p.docker != pc.FromDocker() || !slices.Equal(p.cfgTargets, pc.Targets))
-			if gone || changed {
-				delete(ss.Targets, name)
+			if inFile && (!p.inConfig || p.docker != pc.FromDocker() || !slices.Equal(p.cfgTargets, pc.Targets)) || gone {
+				if _, ok := d.Targets[name]; ok {
+					delete(d.Targets, name)
+					changed = true
+				}
 			}
-			if gone && ss.Previous == name {
-				ss.Previous = ""
+			if gone && d.Previous == name {
+				d.Previous, changed = "", true
+			}
+			if gone && d.Preview == name {
+				d.Preview, changed = "", true
 			}
 		}
-		st.Services[s.name] = ss
+		if changed {
+			next[s.name] = d
+			changes = append(changes, state.Change{Service: s.name, Value: &d, Revision: s.desired.Revision})
+		}
 	}
-	return st
+	return changes, next
 }
 
 // updateServiceLocked applies a service's new configuration to its
@@ -181,10 +219,10 @@ func (m *Manager) updateServiceLocked(s *service, sc *config.Service) {
 		if seen[name] || !p.inConfig {
 			continue
 		}
-		if _, ok := s.rs.RemovePool(name); !ok {
-			continue // the active pool: checked before, never reached
+		if name == s.desired.Active {
+			continue // checked before, never reached
 		}
-		delete(s.pools, name)
+		s.removePoolLocked(name)
 		m.stopCheckers(p)
 		m.retireTargets(p.up.Targets(), sc, p.up)
 	}

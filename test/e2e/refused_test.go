@@ -122,3 +122,77 @@ func TestRefusedChangesUnderLoad(t *testing.T) {
 	}
 	t.Logf("requests %d, failed %d, per backend %v", sum.Requests, sum.Failed, sum.ByBackend)
 }
+
+// A burst of ten rollbacks, each sent with the pool its caller saw live
+// (as the CLI does), flips the service once under load: the others are
+// refused, whether they arrive while the first runs or after it switched
+// (issue 9, item 9).
+func TestConcurrentRollbacksFlipOnce(t *testing.T) {
+	st := startStack(t, stackOptions{drainTimeout: 5 * time.Second})
+	ctx := context.Background()
+	timeout := admin.Duration(5 * time.Second)
+	var (
+		deployed, rolled time.Time
+		wins             []*admin.DeployResult
+		refusals         = map[admin.ErrorKind]int{}
+	)
+	res := underLoad(t, st, 16, func() {
+		if _, err := st.client.Deploy(ctx, admin.DeployRequest{Pool: "green", Expect: "blue", Timeout: timeout}, nil); err != nil {
+			t.Fatalf("deploy green: %v", err)
+		}
+		deployed = time.Now()
+		type outcome struct {
+			res *admin.DeployResult
+			err error
+		}
+		out := make(chan outcome, 10)
+		for i := range 10 {
+			go func() {
+				// Spread over 50 ms, so some arrive after the first has
+				// switched and returned.
+				time.Sleep(time.Duration(i) * 5 * time.Millisecond)
+				r, err := st.client.Rollback(ctx, admin.RollbackRequest{Expect: "green", Timeout: timeout}, nil)
+				out <- outcome{r, err}
+			}()
+		}
+		for range 10 {
+			o := <-out
+			var ce *admin.Error
+			switch {
+			case o.err == nil:
+				wins = append(wins, o.res)
+			case errors.As(o.err, &ce):
+				refusals[ce.Kind]++
+			default:
+				t.Errorf("rollback: %v", o.err)
+			}
+		}
+		rolled = time.Now()
+		time.Sleep(200 * time.Millisecond)
+	})
+	if len(wins) != 1 || wins[0].Pool != "blue" {
+		t.Fatalf("rollbacks that switched: %+v, want exactly one to blue (refusals %v)", wins, refusals)
+	}
+	if refusals[admin.KindRefused] == 0 {
+		t.Errorf("no rollback was refused for expecting green after the switch (refusals %v): the burst did not test it", refusals)
+	}
+	if ss, _ := st.m.Status("web"); ss[0].Active != "blue" {
+		t.Fatalf("active %q after the burst, want blue", ss[0].Active)
+	}
+	sum := res.Summarize()
+	if sum.Failed != 0 {
+		t.Errorf("%d of %d requests failed (%d non-2xx, socket errors %v)", sum.Failed, sum.Requests, sum.Non2xx, sum.ErrorKinds)
+	}
+	// From the burst's end on only blue answered, and no request reached
+	// green after the rollback that switched returned.
+	if n := servedOnlyBy(t, st, res, rolled, time.Now(), "blue", "after the burst"); n == 0 {
+		t.Error("no response checked after the burst")
+	}
+	for _, b := range st.backends["green"] {
+		if at, ok := b.lastArrivalIn(rolled, time.Now().Add(time.Hour)); ok {
+			t.Errorf("a request reached %s %s after the burst", b.name, at.Sub(rolled))
+		}
+	}
+	t.Logf("requests %d, failed %d; deploy at %s; one rollback switched, refusals %v; per backend %v",
+		sum.Requests, sum.Failed, deployed.Format("15:04:05.000"), refusals, sum.ByBackend)
+}

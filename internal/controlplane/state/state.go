@@ -1,11 +1,11 @@
-// Package state keeps cutover's runtime state in a file: which pool of each
-// service is live, which one was live before (the rollback target) and the
-// targets set at run time. It is what makes a restart — also after kill -9 —
-// serve the same pool as before.
+// Package state is each service's desired state — which pool is stable,
+// which one was before (the rollback target), the preview pool, the targets
+// set at run time — and the Store that keeps it. It is what makes a restart
+// (also after kill -9) serve the same pools as before.
 //
-// The file is replaced atomically on every change (temporary file in the same
-// folder, fsync, rename, fsync of the folder), so a reader sees either the
-// old state or the new one, never a torn write.
+// The file store replaces its file atomically on every change (temporary
+// file in the same folder, fsync, rename, fsync of the folder), so a reader
+// sees either the old state or the new one, never a torn write.
 package state
 
 import (
@@ -26,27 +26,56 @@ import (
 // FileName is the state file's name inside state_dir.
 const FileName = "state.json"
 
-// Version is the format written by this build. A file with a higher version
-// was written by a newer cutover and is refused rather than misread.
-const Version = 1
+// Version is the format written by this build (2 added revisions and the
+// preview pool; version 1 files are read as they are). A file with a higher
+// version was written by a newer cutover and is refused rather than misread.
+const Version = 2
 
 // State is the content of the state file.
 type State struct {
-	Version  int                `json:"version"`
+	Version int `json:"version"`
+	// Revision is the store's revision: it grows by one with every
+	// commit, and each service records the one that last changed it.
+	Revision int64              `json:"revision,omitempty"`
 	Services map[string]Service `json:"services"`
 }
 
-// Service is the runtime state of one service.
+// Service is the desired state of one service: what it should serve. The
+// control plane changes it only by computing the next value from the
+// current one, committing it to the Store, and then applying it.
 type Service struct {
-	// Active is the pool serving now.
+	// Revision is the store revision that last changed the service (0:
+	// never stored). A commit names the revision its change was computed
+	// from and is refused when the service has moved on since.
+	Revision int64 `json:"revision,omitempty"`
+	// Active is the stable pool: it serves the service's hosts.
 	Active string `json:"active"`
 	// Previous is the pool that served before the last switch ("" if none).
 	Previous string `json:"previous,omitempty"`
+	// Preview is the pool the service's preview hosts go to ("" sends them
+	// to Active).
+	Preview string `json:"preview,omitempty"`
 	// Targets are pool targets set at run time (deploy --target), by pool.
 	// They replace the configuration's targets of that pool; a pool that
 	// is only here was created at run time.
 	Targets map[string][]Target `json:"targets,omitempty"`
 }
+
+// Clone returns a copy of s that shares nothing with it.
+func (s Service) Clone() Service {
+	c := s
+	c.Targets = nil
+	if len(s.Targets) > 0 {
+		c.Targets = make(map[string][]Target, len(s.Targets))
+		for pool, ts := range s.Targets {
+			c.Targets[pool] = append([]Target(nil), ts...)
+		}
+	}
+	return c
+}
+
+// Uses reports whether the desired state routes requests to pool.
+func (s Service) Uses(pool string) bool { return s.Active == pool || s.Preview == pool }
 
 // Target is one target set at run time.
 type Target struct {
@@ -127,16 +156,9 @@ func Save(path string, st *State) error {
 // Marshal encodes st as the file holds it: indented JSON (object keys
 // sorted, target lists in pool order), ending in a newline.
 func Marshal(st *State) ([]byte, error) {
-	out := State{Version: Version, Services: map[string]Service{}}
+	out := State{Version: Version, Revision: st.Revision, Services: map[string]Service{}}
 	for name, s := range st.Services {
-		c := Service{Active: s.Active, Previous: s.Previous}
-		if len(s.Targets) > 0 {
-			c.Targets = make(map[string][]Target, len(s.Targets))
-			for pool, ts := range s.Targets {
-				c.Targets[pool] = append([]Target(nil), ts...)
-			}
-		}
-		out.Services[name] = c
+		out.Services[name] = s.Clone()
 	}
 	data, err := json.MarshalIndent(&out, "", "  ")
 	if err != nil {

@@ -23,8 +23,7 @@ func webService(targets ...string) (*route.Router, *upstream.Pool) {
 	pool.SetTargets(specs, func(s upstream.TargetSpec) *upstream.Target {
 		return upstream.NewTarget(upstream.TargetOptions{Addr: s.Addr, Initial: upstream.Up})
 	})
-	svc.AddPool(pool)
-	svc.Activate("blue")
+	svc.Apply(&route.Routes{Stable: pool})
 	tbl := route.NewTable()
 	tbl.Add(svc, nil)
 	return route.NewRouter(tbl), pool

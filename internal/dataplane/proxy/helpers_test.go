@@ -59,10 +59,9 @@ func newService(name string, balance upstream.Balance, pools ...poolSpec) *route
 		p.SetTargets(specs, func(s upstream.TargetSpec) *upstream.Target {
 			return upstream.NewTarget(upstream.TargetOptions{Addr: s.Addr, Label: s.Label, Initial: upstream.Up})
 		})
-		svc.AddPool(p)
-	}
-	if len(pools) > 0 {
-		svc.Activate(pools[0].name)
+		if svc.Active() == nil {
+			svc.Apply(&route.Routes{Stable: p})
+		}
 	}
 	return svc
 }

@@ -142,11 +142,9 @@ func TestOutcomesOfProxyAnswers(t *testing.T) {
 	p.SetTargets([]upstream.TargetSpec{{Addr: dead}}, func(s upstream.TargetSpec) *upstream.Target {
 		return upstream.NewTarget(upstream.TargetOptions{Addr: s.Addr, Initial: upstream.Up})
 	})
-	deadSvc.AddPool(p)
-	deadSvc.Activate("blue")
+	deadSvc.Apply(&route.Routes{Stable: p})
 	emptySvc := route.NewService("empty")
-	emptySvc.AddPool(upstream.NewPool("blue", upstream.RoundRobin))
-	emptySvc.Activate("blue")
+	emptySvc.Apply(&route.Routes{Stable: upstream.NewPool("blue", upstream.RoundRobin)})
 	tbl := route.NewTable()
 	tbl.Add(deadSvc, []string{"dead.test"})
 	tbl.Add(emptySvc, []string{"empty.test"})

@@ -66,8 +66,7 @@ func poolOf(b upstream.Balance, addrs ...string) (*route.Service, []*upstream.Ta
 	p.SetTargets(specs, func(s upstream.TargetSpec) *upstream.Target {
 		return upstream.NewTarget(upstream.TargetOptions{Addr: s.Addr, Initial: upstream.Up})
 	})
-	svc.AddPool(p)
-	svc.Activate("blue")
+	svc.Apply(&route.Routes{Stable: p})
 	return svc, p.Targets()
 }
 

@@ -3,171 +3,154 @@
 package route
 
 import (
-	"sync"
 	"sync/atomic"
 
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
 
-// Service is one routed application: its pools and which one is active.
-//
-// The active pool is an atomic pointer, so a switch is one store: a request
-// sees either the old pool or the new one, never a mix, and from the store
-// on no new request goes to the old pool (see Acquire).
-type Service struct {
-	name string
-
-	active atomic.Pointer[upstream.Pool]
-
-	// mu guards the pool set and previous; the data plane never takes it.
-	mu       sync.Mutex
-	pools    map[string]*upstream.Pool
-	order    []string
-	previous string
+// Routes is one service's routing at one moment: which pool takes which
+// requests. A Routes is never changed once a Service serves it; the control
+// plane builds the next one and swaps it in whole (see Service.Apply), so a
+// request sees one routing, never a mix of two.
+type Routes struct {
+	// Stable serves every request of the service's hosts (nil: none is
+	// served, 503).
+	Stable *upstream.Pool
+	// Preview serves the service's preview hosts; nil sends them to
+	// Stable.
+	Preview *upstream.Pool
+	// All lists every pool of the service, routed or idle, in the control
+	// plane's order: what metrics report on. It routes nothing.
+	All []*upstream.Pool
 }
 
-// NewService returns a service with no pools.
+// Routed returns every pool the routing sends requests to, once each.
+func (r *Routes) Routed() []*upstream.Pool {
+	if r == nil {
+		return nil
+	}
+	var out []*upstream.Pool
+	for _, p := range []*upstream.Pool{r.Stable, r.Preview} {
+		if p != nil && !containsPool(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Lost returns the pools r sends requests to that next does not: the ones
+// whose requests must drain when next replaces r.
+func (r *Routes) Lost(next *Routes) []*upstream.Pool {
+	keep := next.Routed()
+	var out []*upstream.Pool
+	for _, p := range r.Routed() {
+		if !containsPool(keep, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func containsPool(ps []*upstream.Pool, p *upstream.Pool) bool {
+	for _, q := range ps {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+// Service is one routed application as a host sees it. The service's hosts
+// and its preview hosts share one routing (see PreviewHosts); each picks its
+// own pool from it.
+type Service struct {
+	name    string
+	routes  *atomic.Pointer[Routes]
+	preview bool
+	// previewView is the Service its preview hosts are routed to.
+	previewView *Service
+}
+
+// NewService returns a service that serves no pool until Apply.
 func NewService(name string) *Service {
-	return &Service{name: name, pools: make(map[string]*upstream.Pool)}
+	s := &Service{name: name, routes: new(atomic.Pointer[Routes])}
+	s.previewView = &Service{name: name, routes: s.routes, preview: true}
+	s.previewView.previewView = s.previewView
+	return s
 }
 
 // Name is the service's name.
 func (s *Service) Name() string { return s.name }
 
-// Acquire returns the active pool with the request counted in its
-// in-flight total, or nil when the service has no active pool. The caller
-// must call End on the pool when the request is finished.
+// PreviewHosts is the service as its preview hosts see it: the same routing,
+// served by its Preview pool (Stable when there is none).
+func (s *Service) PreviewHosts() *Service { return s.previewView }
+
+func (r *Routes) pick(preview bool) *upstream.Pool {
+	if preview && r.Preview != nil {
+		return r.Preview
+	}
+	return r.Stable
+}
+
+// Acquire returns the pool that serves this request with the request
+// counted in its in-flight total, or nil when the service serves no pool.
+// The caller must call End on the pool when the request is finished.
 //
-// The count is taken before the pool is confirmed still active: a switch
-// that happens in between is seen by the second load and the request goes
-// to the new pool instead. So once Activate has returned, every request
-// counted on the old pool was dispatched before the switch, and a drain
-// that waits for the old pool's count to reach zero misses none.
+// The count is taken before the routing is confirmed still current: a swap
+// that happens in between is seen by the second load and the request is
+// routed again by the new routing. So once Apply has returned, every
+// request counted on a pool the new routing dropped was dispatched before
+// the swap, and a drain that waits for that pool's count to reach zero
+// misses none.
 func (s *Service) Acquire() *upstream.Pool {
 	for {
-		p := s.active.Load()
+		r := s.routes.Load()
+		if r == nil {
+			return nil
+		}
+		p := r.pick(s.preview)
 		if p == nil {
 			return nil
 		}
 		p.Begin()
-		if s.active.Load() == p {
+		if s.routes.Load() == r {
 			return p
 		}
 		p.Abort()
 	}
 }
 
-// Active returns the active pool (nil if none).
-func (s *Service) Active() *upstream.Pool { return s.active.Load() }
+// Routes returns the routing served now (nil before the first Apply).
+func (s *Service) Routes() *Routes { return s.routes.Load() }
 
-// Previous returns the name of the pool that was active before the last
-// switch ("" if none).
-func (s *Service) Previous() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.previous
+// Active returns the stable pool (nil if none).
+func (s *Service) Active() *upstream.Pool {
+	if r := s.routes.Load(); r != nil {
+		return r.Stable
+	}
+	return nil
 }
 
-// Pool returns the named pool.
-func (s *Service) Pool(name string) (*upstream.Pool, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, ok := s.pools[name]
-	return p, ok
-}
-
-// Pools returns the pools in the order they were added.
+// Pools returns every pool of the service, routed or idle (see
+// Routes.All).
 func (s *Service) Pools() []*upstream.Pool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]*upstream.Pool, 0, len(s.order))
-	for _, n := range s.order {
-		out = append(out, s.pools[n])
+	if r := s.routes.Load(); r != nil {
+		return r.All
 	}
-	return out
+	return nil
 }
 
-// AddPool adds a pool, or returns the existing one of that name.
-func (s *Service) AddPool(p *upstream.Pool) *upstream.Pool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if old, ok := s.pools[p.Name()]; ok {
-		return old
-	}
-	s.pools[p.Name()] = p
-	s.order = append(s.order, p.Name())
-	return p
-}
-
-// PutPool adds p, or puts it in the place of the inactive pool of its name
-// (keeping that pool's position in the order). It reports false, changing
-// nothing, when the pool of that name is active.
-func (s *Service) PutPool(p *upstream.Pool) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	old, ok := s.pools[p.Name()]
-	if ok && s.active.Load() == old {
-		return false
-	}
-	if !ok {
-		s.order = append(s.order, p.Name())
-	}
-	s.pools[p.Name()] = p
-	return true
-}
-
-// RemovePool removes an inactive pool and returns it.
-func (s *Service) RemovePool(name string) (*upstream.Pool, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, ok := s.pools[name]
-	if !ok || s.active.Load() == p {
-		return nil, false
-	}
-	delete(s.pools, name)
-	for i, n := range s.order {
-		if n == name {
-			s.order = append(s.order[:i], s.order[i+1:]...)
-			break
+// Pool returns the pool of that name the routing sends requests to now.
+func (s *Service) Pool(name string) (*upstream.Pool, bool) {
+	for _, p := range s.routes.Load().Routed() {
+		if p.Name() == name {
+			return p, true
 		}
 	}
-	if s.previous == name {
-		s.previous = ""
-	}
-	return p, true
+	return nil, false
 }
 
-// Activate makes the named pool the active one in one atomic step and
-// returns the pool that was active (nil if none). The old pool becomes
-// the previous one, for rollback.
-func (s *Service) Activate(name string) (old *upstream.Pool, ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, ok := s.pools[name]
-	if !ok {
-		return nil, false
-	}
-	old = s.active.Swap(p)
-	if old != nil && old != p {
-		s.previous = old.Name()
-	}
-	return old, true
-}
-
-// Restore sets the active and previous pools without a switch, when state
-// is loaded at startup.
-func (s *Service) Restore(active, previous string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p, ok := s.pools[active]
-	if !ok {
-		return false
-	}
-	s.active.Store(p)
-	if _, ok := s.pools[previous]; ok {
-		s.previous = previous
-	} else {
-		s.previous = ""
-	}
-	return true
-}
+// Apply makes r the service's routing in one atomic step and returns the
+// routing it replaced (nil if none). r must not be changed afterwards.
+func (s *Service) Apply(r *Routes) (old *Routes) { return s.routes.Swap(r) }

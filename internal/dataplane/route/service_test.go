@@ -3,6 +3,7 @@ package route
 import (
 	"context"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,13 +12,12 @@ import (
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
 
-func newService(names ...string) (*Service, []*upstream.Pool) {
-	s := NewService("web")
+func newPools(names ...string) []*upstream.Pool {
 	var ps []*upstream.Pool
 	for _, n := range names {
-		ps = append(ps, s.AddPool(upstream.NewPool(n, upstream.RoundRobin)))
+		ps = append(ps, upstream.NewPool(n, upstream.RoundRobin))
 	}
-	return s, ps
+	return ps
 }
 
 func poolNames(ps []*upstream.Pool) []string {
@@ -28,142 +28,122 @@ func poolNames(ps []*upstream.Pool) []string {
 	return out
 }
 
-func TestServicePools(t *testing.T) {
-	s, ps := newService("blue", "green")
-	if s.Name() != "web" {
-		t.Fatalf("name = %q", s.Name())
+func TestRoutesPoolsAndLost(t *testing.T) {
+	ps := newPools("blue", "green", "purple")
+	blue, green, purple := ps[0], ps[1], ps[2]
+	var none *Routes
+	if got := none.Routed(); len(got) != 0 {
+		t.Fatalf("nil routing's pools = %v", poolNames(got))
 	}
-	if got := s.AddPool(upstream.NewPool("blue", upstream.LeastConn)); got != ps[0] {
-		t.Fatal("AddPool of an existing name did not return the existing pool")
+	r := &Routes{Stable: blue, Preview: blue}
+	if got := poolNames(r.Routed()); len(got) != 1 || got[0] != "blue" {
+		t.Fatalf("Pools of blue/blue = %v, want blue once", got)
 	}
-	if got := poolNames(s.Pools()); len(got) != 2 || got[0] != "blue" || got[1] != "green" {
-		t.Fatalf("Pools = %v, want blue, green", got)
-	}
-	if p, ok := s.Pool("green"); !ok || p != ps[1] {
-		t.Fatalf("Pool(green) = %v, %v", p, ok)
-	}
-	if _, ok := s.Pool("red"); ok {
-		t.Fatal("Pool(red) found a pool never added")
+	r = &Routes{Stable: blue, Preview: green}
+	for _, c := range []struct {
+		next *Routes
+		want []string
+	}{
+		{&Routes{Stable: blue, Preview: green}, nil},
+		{&Routes{Stable: blue}, []string{"green"}},
+		{&Routes{Stable: green}, []string{"blue"}},
+		{&Routes{Stable: purple, Preview: blue}, []string{"green"}},
+		{nil, []string{"blue", "green"}},
+	} {
+		got := poolNames(r.Lost(c.next))
+		if len(got) != len(c.want) || (len(got) > 0 && !slices.Equal(got, c.want)) {
+			t.Errorf("blue/green → %v: lost %v, want %v", poolNames(c.next.Routed()), got, c.want)
+		}
 	}
 }
 
-func TestAcquireWithoutActivePool(t *testing.T) {
-	s, ps := newService("blue")
+func TestAcquireWithoutRouting(t *testing.T) {
+	s := NewService("web")
+	if s.Name() != "web" || s.PreviewHosts().Name() != "web" {
+		t.Fatalf("names %q, %q", s.Name(), s.PreviewHosts().Name())
+	}
 	if p := s.Acquire(); p != nil {
-		t.Fatalf("Acquire with no active pool = %s, want nil", p.Name())
+		t.Fatalf("Acquire before any routing = %s, want nil", p.Name())
 	}
-	if s.Active() != nil || ps[0].InFlight() != 0 {
-		t.Fatal("Acquire with no active pool counted a request")
+	blue := newPools("blue")[0]
+	s.Apply(&Routes{})
+	if p := s.Acquire(); p != nil || s.Active() != nil || blue.InFlight() != 0 {
+		t.Fatal("Acquire with no stable pool handed out a pool")
 	}
 }
 
-func TestActivate(t *testing.T) {
-	s, ps := newService("blue", "green")
+func TestApplyAndPreviewHosts(t *testing.T) {
+	s := NewService("web")
+	ps := newPools("blue", "green")
 	blue, green := ps[0], ps[1]
-
-	if _, ok := s.Activate("red"); ok {
-		t.Fatal("Activate of an unknown pool succeeded")
-	}
-	old, ok := s.Activate("blue")
-	if !ok || old != nil || s.Active() != blue || s.Previous() != "" {
-		t.Fatalf("first Activate: old %v ok %v active %v previous %q", old, ok, s.Active(), s.Previous())
+	if old := s.Apply(&Routes{Stable: blue}); old != nil {
+		t.Fatalf("first Apply replaced %v", old)
 	}
 	if p := s.Acquire(); p != blue || blue.InFlight() != 1 {
 		t.Fatalf("Acquire = %v with blue in flight %d, want blue counted", p, blue.InFlight())
 	}
-
-	old, ok = s.Activate("green")
-	if !ok || old != blue || s.Active() != green || s.Previous() != "blue" {
-		t.Fatalf("switch: old %v ok %v active %v previous %q", old, ok, s.Active(), s.Previous())
-	}
-	// The request begun on blue stays counted there; new ones go to green.
-	if p := s.Acquire(); p != green || green.InFlight() != 1 || blue.InFlight() != 1 {
-		t.Fatalf("Acquire after the switch = %v (green %d, blue %d in flight)", p, green.InFlight(), blue.InFlight())
+	// Without a preview pool the preview hosts get the stable pool.
+	if p := s.PreviewHosts().Acquire(); p != blue {
+		t.Fatalf("preview hosts without a preview pool got %v, want blue", p)
 	}
 	blue.End()
+	blue.End()
+	old := s.Apply(&Routes{Stable: blue, Preview: green})
+	if old.Stable != blue || old.Preview != nil {
+		t.Fatalf("Apply returned %+v, want the blue routing", old)
+	}
+	if p := s.PreviewHosts().Acquire(); p != green {
+		t.Fatalf("preview hosts got %v, want green", p)
+	}
 	green.End()
-
-	// Activating the active pool again keeps the previous one.
-	if old, ok := s.Activate("green"); !ok || old != green || s.Previous() != "blue" {
-		t.Fatalf("re-activate: old %v ok %v previous %q; want green, true, blue", old, ok, s.Previous())
+	if p := s.Acquire(); p != blue {
+		t.Fatalf("service hosts got %v with a preview, want blue", p)
 	}
-	// Rollback.
-	if old, ok := s.Activate("blue"); !ok || old != green || s.Previous() != "green" || s.Active() != blue {
-		t.Fatalf("rollback: old %v ok %v active %v previous %q", old, ok, s.Active(), s.Previous())
+	blue.End()
+	if p, ok := s.Pool("green"); !ok || p != green {
+		t.Fatalf("Pool(green) = %v, %v", p, ok)
 	}
-}
-
-func TestRestore(t *testing.T) {
-	s, ps := newService("blue", "green")
-	if s.Restore("red", "blue") {
-		t.Fatal("Restore to an unknown pool succeeded")
-	}
-	if s.Active() != nil {
-		t.Fatal("a failed Restore set an active pool")
-	}
-	if !s.Restore("green", "blue") || s.Active() != ps[1] || s.Previous() != "blue" {
-		t.Fatalf("Restore(green, blue): active %v previous %q", s.Active(), s.Previous())
-	}
-	if !s.Restore("blue", "red") || s.Active() != ps[0] || s.Previous() != "" {
-		t.Fatalf("Restore(blue, red): active %v previous %q; want blue and none (red is unknown)", s.Active(), s.Previous())
+	s.Apply(&Routes{Stable: green})
+	if _, ok := s.Pool("blue"); ok || s.Active() != green {
+		t.Fatalf("after the switch: Pool(blue) found, or active %v", s.Active())
 	}
 }
 
-func TestRemovePool(t *testing.T) {
-	s, ps := newService("blue", "green", "canary")
-	s.Activate("blue")
-	s.Activate("green")
-	if p, ok := s.RemovePool("green"); ok || p != nil {
-		t.Fatal("RemovePool removed the active pool")
-	}
-	if _, ok := s.RemovePool("red"); ok {
-		t.Fatal("RemovePool of an unknown pool succeeded")
-	}
-	if p, ok := s.RemovePool("canary"); !ok || p != ps[2] {
-		t.Fatalf("RemovePool(canary) = %v, %v", p, ok)
-	}
-	if s.Previous() != "blue" {
-		t.Fatalf("previous = %q after removing another pool, want blue", s.Previous())
-	}
-	if p, ok := s.RemovePool("blue"); !ok || p != ps[0] {
-		t.Fatalf("RemovePool(blue) = %v, %v", p, ok)
-	}
-	if s.Previous() != "" {
-		t.Fatalf("previous = %q after removing it, want none", s.Previous())
-	}
-	if got := poolNames(s.Pools()); len(got) != 1 || got[0] != "green" {
-		t.Fatalf("Pools = %v, want green", got)
-	}
-	if _, ok := s.Activate("blue"); ok {
-		t.Fatal("a removed pool was activated")
-	}
-	// A pool of the removed name can be added again.
-	if p := s.AddPool(upstream.NewPool("blue", upstream.RoundRobin)); p == ps[0] {
-		t.Fatal("AddPool after RemovePool returned the removed pool")
-	}
-}
-
-// TestSwitchDrainsEveryRequest checks the switch's promise: once Activate
-// has returned, every request counted on the old pool was dispatched before
-// the switch, so a Drain of the old pool that returns 0 leaves none behind.
+// TestSwitchDrainsEveryRequest checks the swap's promise: once Apply has
+// returned, every request counted on a pool the new routing dropped was
+// dispatched before the swap, so a Drain of that pool that returns 0 leaves
+// none behind. It holds for a pool that loses all its traffic (the stable
+// pool switches) and for one that loses a share (the preview pool, which
+// serves only the preview hosts, goes away while the stable pool stays).
 //
-// Acquirers take requests in a loop. A switcher activates blue and green
-// alternately; after each Activate it drains the old pool and, once Drain
-// has returned 0, marks that pool drained. The mark stays until every
-// acquirer has finished a request since it was set, and is cleared just
-// before the pool is activated again. An acquirer handed a marked pool
-// holds a request that the drain did not wait for.
+// Acquirers take requests in a loop, half through the service's hosts and
+// half through its preview hosts. A switcher cycles through routings; after
+// each Apply it drains every pool the routing dropped and, once Drain has
+// returned 0, marks that pool drained. The mark stays until every acquirer
+// has finished a request since it was set, and is cleared just before a
+// routing sends requests to the pool again. An acquirer handed a marked
+// pool holds a request that the drain did not wait for.
 //
-// Without the second load in Acquire, an acquirer that loaded the old pool
-// just before a switch counts itself on it after the drain saw it empty,
-// and the mark catches it. That needs the acquirer to stall between its
-// load and its count while a switch and a drain run, so the catch is a
-// matter of chance: under -race with two or more CPUs it happens within
-// the run in practice; without -race, or on one CPU, rarely.
+// Without the second load in Acquire, an acquirer that loaded the old
+// routing just before a swap counts itself on the dropped pool after the
+// drain saw it empty, and the mark catches it. That needs the acquirer to
+// stall between its load and its count while a swap and a drain run, so
+// the catch is a matter of chance: under -race with two or more CPUs it
+// happens within the run in practice; without -race, or on one CPU, rarely.
 func TestSwitchDrainsEveryRequest(t *testing.T) {
-	s, ps := newService("blue", "green")
-	s.Activate("blue")
-	index := map[*upstream.Pool]int{ps[0]: 0, ps[1]: 1}
+	s := NewService("web")
+	ps := newPools("blue", "green")
+	blue, green := ps[0], ps[1]
+	index := map[*upstream.Pool]int{blue: 0, green: 1}
+	cycle := []*Routes{
+		{Stable: blue},
+		{Stable: blue, Preview: green}, // green gains the preview hosts
+		{Stable: blue},                 // green loses its share
+		{Stable: green},                // blue loses everything
+		{Stable: green, Preview: blue},
+		{Stable: green},
+	}
+	s.Apply(cycle[0])
 
 	const (
 		runFor      = 2 * time.Second
@@ -182,11 +162,15 @@ func TestSwitchDrainsEveryRequest(t *testing.T) {
 	progress := make([]atomic.Int64, acquirers)
 	var wg sync.WaitGroup
 	for a := range acquirers {
+		view := s
+		if a%2 == 1 {
+			view = s.PreviewHosts()
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; !stop.Load() && i < maxRequests; i++ {
-				p := s.Acquire()
+				p := view.Acquire()
 				if drained[index[p]].Load() {
 					if violations.Add(1) == 1 {
 						mu.Lock()
@@ -203,27 +187,33 @@ func TestSwitchDrainsEveryRequest(t *testing.T) {
 
 	deadline := time.Now().Add(runFor)
 	inFlightAtSwitch := int64(0)
-	done := 0
+	done, shares := 0, 0
 	seen := make([]int64, acquirers)
 	for i := 0; i < maxSwitches && time.Now().Before(deadline); i++ {
-		old, next := ps[i%2], ps[(i+1)%2]
-		drained[index[next]].Store(false)
-		if o, ok := s.Activate(next.Name()); !ok || o != old {
-			t.Fatalf("switch %d: Activate(%s) = %v, %v; want %s", i, next.Name(), o, ok, old.Name())
+		next := cycle[(i+1)%len(cycle)]
+		for _, p := range next.Routed() {
+			drained[index[p]].Store(false)
 		}
-		inFlightAtSwitch += old.InFlight()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		n := old.Drain(ctx)
-		cancel()
-		if n != 0 {
-			stop.Store(true)
-			wg.Wait()
-			t.Fatalf("switch %d: %d requests still on %s after a 10s drain", i, n, old.Name())
+		old := s.Apply(next)
+		lost := old.Lost(next)
+		for _, p := range lost {
+			inFlightAtSwitch += p.InFlight()
+			if next.Routed() != nil && p == old.Preview {
+				shares++
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			n := p.Drain(ctx)
+			cancel()
+			if n != 0 {
+				stop.Store(true)
+				wg.Wait()
+				t.Fatalf("swap %d: %d requests still on %s after a 10s drain", i, n, p.Name())
+			}
+			drained[index[p]].Store(true)
 		}
-		drained[index[old]].Store(true)
-		// Keep the mark until every acquirer has finished a request since
-		// it was set: one that loaded the old pool before the switch and
-		// stalled has then checked the pool it was handed.
+		// Keep the marks until every acquirer has finished a request since
+		// they were set: one that loaded the old routing before the swap
+		// and stalled has then checked the pool it was handed.
 		for a := range seen {
 			seen[a] = progress[a].Load()
 		}
@@ -241,10 +231,10 @@ func TestSwitchDrainsEveryRequest(t *testing.T) {
 
 	if v := violations.Load(); v > 0 {
 		t.Fatalf("%d requests were counted on a pool after its drain returned 0 (first on %s): "+
-			"Acquire handed out a pool that was no longer active", v, first)
+			"Acquire handed out a pool the routing had dropped", v, first)
 	}
-	if done < 50 {
-		t.Fatalf("only %d switches in %s", done, runFor)
+	if done < 50 || shares == 0 {
+		t.Fatalf("only %d swaps (%d preview shares dropped) in %s", done, shares, runFor)
 	}
 	var total int64
 	for a := range progress {
@@ -260,12 +250,12 @@ func TestSwitchDrainsEveryRequest(t *testing.T) {
 	if served != total {
 		t.Fatalf("served %d, want the %d requests finished (an aborted acquire must not count as served)", served, total)
 	}
-	t.Logf("%d switches, %d requests, %d in flight on the old pool at the switches", done, total, inFlightAtSwitch)
+	t.Logf("%d swaps (%d dropping a preview share), %d requests, %d in flight on dropped pools at the swaps", done, shares, total, inFlightAtSwitch)
 }
 
 func TestAcquireAllocs(t *testing.T) {
-	s, _ := newService("blue")
-	s.Activate("blue")
+	s := NewService("web")
+	s.Apply(&Routes{Stable: newPools("blue")[0]})
 	if n := testing.AllocsPerRun(1000, func() {
 		p := s.Acquire()
 		p.End()

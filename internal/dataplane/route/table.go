@@ -28,6 +28,10 @@ func (t *Table) Add(s *Service, hosts []string) {
 		t.def = s
 		return
 	}
+	t.addHosts(s, hosts)
+}
+
+func (t *Table) addHosts(s *Service, hosts []string) {
 	for _, h := range hosts {
 		h = strings.ToLower(strings.TrimSuffix(h, "."))
 		if strings.HasPrefix(h, "*.") {
@@ -37,6 +41,10 @@ func (t *Table) Add(s *Service, hosts []string) {
 		}
 	}
 }
+
+// AddPreview routes the given host names to s's preview pool (see
+// Service.PreviewHosts).
+func (t *Table) AddPreview(s *Service, hosts []string) { t.addHosts(s.PreviewHosts(), hosts) }
 
 // Services returns every service in the order added.
 func (t *Table) Services() []*Service { return t.services }
