@@ -62,9 +62,7 @@ func newDeployCmd(s Streams) *cobra.Command {
 				}
 			}
 			if req.Expect == "" {
-				if req.Expect, err = liveNow(cmd.Context(), c, req.Service); err != nil {
-					return err
-				}
+				req.Expect = liveNow(cmd.Context(), c, req.Service)
 			}
 			res, err := c.Deploy(cmd.Context(), req, printEvent(s.Out))
 			if err != nil {

@@ -29,9 +29,7 @@ func newRollbackCmd(s Streams) *cobra.Command {
 			}
 			defer c.Close()
 			if req.Expect == "" {
-				if req.Expect, err = liveNow(cmd.Context(), c, req.Service); err != nil {
-					return err
-				}
+				req.Expect = liveNow(cmd.Context(), c, req.Service)
 			}
 			res, err := c.Rollback(cmd.Context(), req, printEvent(s.Out))
 			if err != nil {
