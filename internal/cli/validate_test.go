@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"github.com/cutover/cutover/internal/dataplane/upstream"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,7 +76,7 @@ services:
 	lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
 	want := []string{
 		path + ":4: ${CUTOVER_TEST_UNSET_VAR}: environment variable CUTOVER_TEST_UNSET_VAR is not set — ",
-		path + ":5: services.web.balance: \"random\" is not a balance policy — use round_robin or least_conn",
+		path + ":5: services.web.balance: \"random\" is not a balance policy — use " + upstream.BalanceChoices(),
 		path + ":8: services.web.active: names pool \"green\", which service web does not have — use one of: blue",
 	}
 	if len(lines) != len(want) {
