@@ -2,11 +2,12 @@ package cli
 
 import (
 	"bytes"
-	"github.com/cutover/cutover/internal/dataplane/upstream"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
 
 // runValidate runs the real command tree with captured streams.
