@@ -263,6 +263,17 @@ func (c *Client) Rollback(ctx context.Context, req RollbackRequest, onEvent func
 	return c.stream(ctx, "/v1/rollback", req, onEvent)
 }
 
+// Promote ends a service's canary with the full switch, or makes its
+// preview pool stable.
+func (c *Client) Promote(ctx context.Context, req TrialRequest, onEvent func(Event)) (*DeployResult, error) {
+	return c.stream(ctx, "/v1/promote", req, onEvent)
+}
+
+// Abort sends every client of a service back to its stable pool.
+func (c *Client) Abort(ctx context.Context, req TrialRequest, onEvent func(Event)) (*DeployResult, error) {
+	return c.stream(ctx, "/v1/abort", req, onEvent)
+}
+
 func (c *Client) stream(ctx context.Context, path string, body any, onEvent func(Event)) (*DeployResult, error) {
 	resp, err := c.do(ctx, http.MethodPost, path, body)
 	if err != nil {

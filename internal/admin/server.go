@@ -26,6 +26,9 @@ type Manager interface {
 	Status(service string) ([]ServiceStatus, error)
 	Deploy(ctx context.Context, req DeployRequest, progress func(Event)) (*DeployResult, error)
 	Rollback(ctx context.Context, req RollbackRequest, progress func(Event)) (*DeployResult, error)
+	// Promote and Abort end a canary or preview.
+	Promote(ctx context.Context, req TrialRequest, progress func(Event)) (*DeployResult, error)
+	Abort(ctx context.Context, req TrialRequest, progress func(Event)) (*DeployResult, error)
 	// StateProblem says why the state cannot be written ("" when it can).
 	StateProblem() string
 	History(service string) []HistoryEntry
@@ -351,13 +354,15 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/status", s.status)
 	mux.HandleFunc("POST /v1/deploy", s.gated(s.deploy))
 	mux.HandleFunc("POST /v1/rollback", s.gated(s.rollback))
+	mux.HandleFunc("POST /v1/promote", s.gated(s.trialEnd(OpPromote)))
+	mux.HandleFunc("POST /v1/abort", s.gated(s.trialEnd(OpAbort)))
 	mux.HandleFunc("POST /v1/reload", s.gated(s.reload))
 	mux.HandleFunc("POST /v1/upgrade", s.upgrade)
 	mux.HandleFunc("GET /v1/history", s.history)
 	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &Error{Kind: KindNotFound,
-			Message: fmt.Sprintf("no admin route %s %s — the routes are GET /healthz, GET /v1/health, GET /v1/status, GET /v1/history, POST /v1/deploy, POST /v1/rollback, POST /v1/reload, POST /v1/upgrade", r.Method, r.URL.Path)})
+			Message: fmt.Sprintf("no admin route %s %s — the routes are GET /healthz, GET /v1/health, GET /v1/status, GET /v1/history, POST /v1/deploy, POST /v1/rollback, POST /v1/promote, POST /v1/abort, POST /v1/reload, POST /v1/upgrade", r.Method, r.URL.Path)})
 	})
 	return mux
 }
@@ -438,6 +443,24 @@ func (s *Server) rollback(w http.ResponseWriter, r *http.Request) {
 	st := newStream(w)
 	res, err := s.o.Manager.Rollback(r.Context(), req, st.event)
 	st.finish(res, err)
+}
+
+// trialEnd serves POST /v1/promote and /v1/abort.
+func (s *Server) trialEnd(op string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req TrialRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		s.log.Info("admin: "+op+" requested", "service", req.Service)
+		st := newStream(w)
+		run := s.o.Manager.Abort
+		if op == OpPromote {
+			run = s.o.Manager.Promote
+		}
+		res, err := run(r.Context(), req, st.event)
+		st.finish(res, err)
+	}
 }
 
 func decode(w http.ResponseWriter, r *http.Request, v any) bool {

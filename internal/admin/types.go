@@ -64,6 +64,74 @@ type DeployRequest struct {
 	// Origin names what asked for the deploy, for the history: "" (a
 	// deploy) or OriginRelease.
 	Origin string `json:"origin,omitempty"`
+	// Canary, when given, sends these percentages of the service's
+	// clients to Pool in turn, each rising (e.g. [10, 50]), before the
+	// full switch. Clients are sticky (a cookie, else a hash of their
+	// address).
+	Canary []float64 `json:"canary,omitempty"`
+	// Step is how long each canary percentage holds before the next one
+	// (after the last: the full switch). 0 holds the first percentage
+	// until promote or abort.
+	Step Duration `json:"step,omitempty"`
+	// Guard, when set, watches Pool from when it starts taking traffic and
+	// rolls back at once when it does worse than the pool it replaces.
+	Guard *GuardSettings `json:"guard,omitempty"`
+	// Detach returns once Pool takes traffic; the canary steps and the
+	// guard go on in cutover serve. Without it the call lasts until they
+	// are done.
+	Detach bool `json:"detach,omitempty"`
+}
+
+// GuardSettings are a deploy's automatic-rollback thresholds; zero values
+// take the defaults (see package controlplane/guard).
+type GuardSettings struct {
+	// Window is how long the new pool is watched (required).
+	Window Duration `json:"window"`
+	// MaxErrorRate (0..1): 0 means the old pool's own rate plus 1 point.
+	MaxErrorRate float64 `json:"max_error_rate,omitempty"`
+	// MaxLatencyRatio bounds the new pool's p99 as a multiple of the old
+	// pool's (0: 2).
+	MaxLatencyRatio float64 `json:"max_latency_ratio,omitempty"`
+	// MinRequests before a judgement (0: 50).
+	MinRequests uint64 `json:"min_requests,omitempty"`
+}
+
+// TrialRequest asks to end a service's canary or preview: PromoteRequest
+// makes its pool the stable one (the full switch, with its drain), and
+// AbortRequest sends every request back to the stable pool at once.
+type TrialRequest struct {
+	Service string `json:"service"`
+	// Timeout bounds a promotion's health wait (default 60s).
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// GuardReport is what a guard measured: the new pool against the old one.
+type GuardReport struct {
+	Pool     string    `json:"pool"`     // the pool watched
+	Baseline string    `json:"baseline"` // the pool it is compared with
+	Started  time.Time `json:"started"`
+	Ends     time.Time `json:"ends"`
+	// Requests, ErrorRate and P99MS are the watched pool's numbers since it
+	// started taking traffic; the Baseline* fields the old pool's over the
+	// minutes before.
+	Requests          uint64  `json:"requests"`
+	ErrorRate         float64 `json:"error_rate"`
+	P99MS             float64 `json:"p99_ms"`
+	BaselineRequests  uint64  `json:"baseline_requests"`
+	BaselineErrorRate float64 `json:"baseline_error_rate"`
+	BaselineP99MS     float64 `json:"baseline_p99_ms"`
+	// MaxErrorRate and MaxP99MS are the limits in force (MaxP99MS 0: no
+	// latency to compare with).
+	MaxErrorRate float64 `json:"max_error_rate"`
+	MaxP99MS     float64 `json:"max_p99_ms"`
+	// Breach says why the guard rolled back ("" when it did not);
+	// BreachedAt is when it found it and RolledBackAt when every client
+	// was back on the old pool.
+	Breach       string    `json:"breach,omitempty"`
+	BreachedAt   time.Time `json:"breached_at,omitempty"`
+	RolledBackAt time.Time `json:"rolled_back_at,omitempty"`
+	// Done is true once the window passed or the guard acted.
+	Done bool `json:"done"`
 }
 
 // OriginRelease marks a deploy made by `cutover release`.
@@ -83,6 +151,8 @@ type RollbackRequest struct {
 const (
 	OpDeploy   = "deploy"
 	OpRollback = "rollback"
+	OpPromote  = "promote"
+	OpAbort    = "abort"
 )
 
 // Operation is a deploy or rollback in progress.
@@ -140,6 +210,11 @@ type DeployResult struct {
 	TimeToDrain Duration `json:"time_to_drain"`
 	// Warnings are problems that did not stop the switch.
 	Warnings []string `json:"warnings,omitempty"`
+	// Canary is the percentage of clients Pool takes when the deploy ended
+	// in a canary that holds (0: it took them all, or none).
+	Canary float64 `json:"canary,omitempty"`
+	// Guard is what the guard measured (nil: no guard).
+	Guard *GuardReport `json:"guard,omitempty"`
 }
 
 // Event phases.
@@ -148,6 +223,8 @@ const (
 	PhaseHealth  = "health"  // waiting for the pool to be healthy
 	PhaseSwitch  = "switch"  // the active pool changed
 	PhaseDrain   = "drain"   // the old pool is draining / drained
+	PhaseCanary  = "canary"  // the pool takes a share of the clients
+	PhaseGuard   = "guard"   // the guard watches the pool
 )
 
 // Event is one step of a deploy or rollback in progress.
@@ -190,8 +267,14 @@ type ServiceStatus struct {
 	Revision int64  `json:"revision"`
 	Balance  string `json:"balance"`
 	// Operation is the deploy or rollback in progress (null if none).
-	Operation *Operation   `json:"operation"`
-	Pools     []PoolStatus `json:"pools"`
+	Operation *Operation `json:"operation"`
+	// Canary is the pool taking CanaryPercent of the service's clients
+	// ("" when there is no canary).
+	Canary        string  `json:"canary,omitempty"`
+	CanaryPercent float64 `json:"canary_percent,omitempty"`
+	// Guard is a guard watching a pool now, with its current numbers.
+	Guard *GuardReport `json:"guard,omitempty"`
+	Pools []PoolStatus `json:"pools"`
 }
 
 // Pool sources.
@@ -251,8 +334,11 @@ const (
 	KindRefused   ErrorKind = "refused"   // valid, but not allowed in the current state
 	KindUnhealthy ErrorKind = "unhealthy" // the pool did not become healthy in time
 	KindCanceled  ErrorKind = "canceled"  // the caller went away before the switch
-	KindState     ErrorKind = "state"     // the state cannot be written, so nothing may change
-	KindInternal  ErrorKind = "internal"
+	// KindGuard: the guard found the new pool worse than the old one and
+	// rolled back (Guard has the numbers).
+	KindGuard    ErrorKind = "guard"
+	KindState    ErrorKind = "state" // the state cannot be written, so nothing may change
+	KindInternal ErrorKind = "internal"
 )
 
 // Error is a control plane error. A refused or failed deploy never touched
@@ -262,6 +348,8 @@ type Error struct {
 	Message string    `json:"message"`
 	// Failing lists the targets that were not healthy (KindUnhealthy).
 	Failing []TargetProgress `json:"failing,omitempty"`
+	// Guard is what the guard measured (KindGuard).
+	Guard *GuardReport `json:"guard,omitempty"`
 }
 
 // Error returns the message followed by one line per failing target.

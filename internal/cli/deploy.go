@@ -20,6 +20,9 @@ func newDeployCmd(s Streams) *cobra.Command {
 		// Engine, to addresses on --network (see containerTargets).
 		containers []string
 		network    string
+		// The canary and guard flags, checked and bound into req by
+		// trialFlags.apply.
+		tf trialFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "deploy POOL [-s SERVICE] [--target HOST:PORT]... [--timeout 60s]",
@@ -34,7 +37,9 @@ func newDeployCmd(s Streams) *cobra.Command {
 		Example: "  cutover deploy green                       # deploy.sh dp\n" +
 			"  cutover deploy blue                        # deploy.sh in / the next release\n" +
 			"  cutover deploy green --target 10.0.0.7:8000 --target 10.0.0.8:8000\n" +
-			"  cutover deploy green --container my-green-server-1:8000 --container my-green-server-2:8000",
+			"  cutover deploy green --container my-green-server-1:8000 --container my-green-server-2:8000\n" +
+			"  cutover deploy green --canary 10,50 --step 1m --guard 5m   # 10%, 50%, then all; rolled back on a breach\n" +
+			"  cutover deploy green --canary 10                          # holds at 10% until cutover promote / abort",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return &exitError{code: 2, err: fmt.Errorf("deploy needs exactly one pool name, got %d — e.g. cutover deploy green", len(args))}
@@ -43,6 +48,9 @@ func newDeployCmd(s Streams) *cobra.Command {
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Pool = args[0]
+			if err := tf.apply(&req); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			c, err := at.client()
 			if err != nil {
 				return err
@@ -66,6 +74,7 @@ func newDeployCmd(s Streams) *cobra.Command {
 			}
 			res, err := c.Deploy(cmd.Context(), req, printEvent(s.Out))
 			if err != nil {
+				printGuardError(s.Out, err)
 				return apiError(err)
 			}
 			printResult(s.Out, res)
@@ -73,6 +82,7 @@ func newDeployCmd(s Streams) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
+	tf.register(cmd)
 	f.StringVarP(&req.Service, "service", "s", "", "service to deploy (may be omitted when there is one)")
 	f.StringArrayVar(&req.Targets, "target", nil, "set POOL's targets first (HOST:PORT, repeatable)")
 	f.StringArrayVar(&containers, "container", nil, "set POOL's targets first from Docker containers (NAME[:PORT], repeatable; resolved once, on --network)")
@@ -92,8 +102,9 @@ func printEvent(out io.Writer) func(admin.Event) {
 
 // printResult prints a deploy or rollback summary.
 func printResult(out io.Writer, res *admin.DeployResult) {
-	if res.NoOp {
+	if res.NoOp || res.Canary > 0 || res.Operation == admin.OpAbort || (res.Operation == admin.OpPromote && res.From == "") {
 		fmt.Fprintln(out, res.Message)
+		printGuard(out, res.Guard)
 		return
 	}
 	fmt.Fprintf(out, "%s done: service %s switched from %s to %s\n", res.Operation, res.Service, orNone(res.From), res.Pool)
@@ -107,6 +118,7 @@ func printResult(out io.Writer, res *admin.DeployResult) {
 	for _, w := range res.Warnings {
 		fmt.Fprintf(out, "warning: %s\n", w)
 	}
+	printGuard(out, res.Guard)
 }
 
 func orNone(s string) string {

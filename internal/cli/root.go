@@ -5,6 +5,7 @@ package cli
 import (
 	"io"
 
+	"github.com/cutover/cutover/internal/admin"
 	"github.com/spf13/cobra"
 )
 
@@ -32,6 +33,8 @@ func NewRoot(s Streams) *cobra.Command {
 		newStatusCmd(s),
 		newDeployCmd(s),
 		newRollbackCmd(s),
+		newTrialCmd(s, admin.OpPromote),
+		newTrialCmd(s, admin.OpAbort),
 		newReloadCmd(s),
 		newUpgradeCmd(s),
 		newRestartCmd(s),

@@ -70,6 +70,12 @@ func printStatus(out io.Writer, st *admin.StatusResponse, now time.Time) {
 		}
 		fmt.Fprintf(out, "%s: active %s, previous %s\n", svc.Name, svc.Active, prev)
 		fmt.Fprintf(out, "  hosts: %s; balance: %s\n", hosts, svc.Balance)
+		if svc.Canary != "" {
+			fmt.Fprintf(out, "  canary: %s takes %g%% of the clients (cutover promote / cutover abort)\n", svc.Canary, svc.CanaryPercent)
+		}
+		if g := svc.Guard; g != nil && !g.Done {
+			fmt.Fprintf(out, "  guard until %s: %s\n", g.Ends.Local().Format("15:04:05"), guardLine(g))
+		}
 		if op := svc.Operation; op != nil {
 			fmt.Fprintf(out, "  %s to %s in progress since %s (%s)\n", op.Kind, op.Pool, op.Started.Format("15:04:05"), human.Duration(now.Sub(op.Started)))
 		}

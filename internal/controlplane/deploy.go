@@ -54,6 +54,10 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 	if err := checkSpecs(specs); err != nil {
 		return nil, err
 	}
+	plan, err := planTrial(req)
+	if err != nil {
+		return nil, err
+	}
 	timeout := opTimeout(req.Timeout)
 
 	m.mu.Lock()
@@ -65,6 +69,15 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 	if err := expected(admin.OpDeploy, s.name, req.Pool, req.Expect, s.desired.Active); err != nil {
 		m.mu.Unlock()
 		return nil, err
+	}
+	if c := s.desired.Canary; c != "" && (c != req.Pool || plan != nil) {
+		m.mu.Unlock()
+		return nil, errorf(admin.KindRefused, "deploy of service %q to pool %q refused: pool %q is a canary taking %s of its clients — run cutover promote (the full switch to %q) or cutover abort first",
+			s.name, req.Pool, c, pctOf(s.desired.Weight), c)
+	}
+	if plan != nil && s.desired.Active == "" {
+		m.mu.Unlock()
+		return nil, errorf(admin.KindRefused, "a canary or guard of service %q needs a stable pool to compare with and fall back to, and it has none — deploy %q without --canary/--guard first", s.name, req.Pool)
 	}
 	p, exists := s.pools[req.Pool]
 	if active := s.pools[s.desired.Active]; active != nil && s.desired.Active == req.Pool {
@@ -90,7 +103,14 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 	}
 	op := &admin.Operation{Kind: admin.OpDeploy, Service: s.name, Pool: req.Pool, Started: time.Now()}
 	m.ops[s.name] = op
-	defer m.endOp(s.name)
+	// A trial (canary, guard) keeps the operation until it is over, which
+	// may be after this call returns; it ends the operation itself.
+	trialStarted := false
+	defer func() {
+		if !trialStarted {
+			m.endOp(s.name)
+		}
+	}()
 
 	// New targets go into a candidate pool that nothing routes to and
 	// the registry does not hold: it is health-checked there and takes
@@ -122,6 +142,12 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 	if err := m.waitHealthy(ctx, s, p, admin.OpDeploy, timeout, progress); err != nil {
 		m.log.Warn("deploy refused", "service", s.name, "pool", req.Pool, "error", err.Error())
 		return nil, err
+	}
+	if plan != nil {
+		// The trial installs a candidate at its first step, before it
+		// lets this call return; the deferred discard then leaves it.
+		trialStarted = true
+		return m.runTrial(ctx, s, p, plan, len(specs) > 0, req.Expect, time.Since(start), progress)
 	}
 	return m.switchTo(ctx, s, p, switchOptions{kind: admin.OpDeploy, candidate: cand != nil, expect: req.Expect, took: time.Since(start)}, progress)
 }
@@ -186,6 +212,10 @@ func (m *Manager) rollback(ctx context.Context, req admin.RollbackRequest, progr
 	if err := expected(admin.OpRollback, s.name, prev, req.Expect, s.desired.Active); err != nil {
 		m.mu.Unlock()
 		return nil, err
+	}
+	if c := s.desired.Canary; c != "" {
+		m.mu.Unlock()
+		return nil, errorf(admin.KindRefused, "rollback of service %q refused: pool %q is a canary taking %s of its clients while %q stays stable — cutover abort sends every client back to %q", s.name, c, pctOf(s.desired.Weight), s.desired.Active, s.desired.Active)
 	}
 	if prev == "" {
 		m.mu.Unlock()
@@ -461,6 +491,9 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, o switchOpt
 		cur.Active = name
 		if cur.Preview == name {
 			cur.Preview = "" // promoted: it serves every host now
+		}
+		if cur.Canary == name {
+			cur.Canary, cur.Weight = "", 0 // promoted: it takes every client now
 		}
 		if o.candidate {
 			cur.SetTargets(name, p.runtime)

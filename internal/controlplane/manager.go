@@ -129,6 +129,9 @@ type service struct {
 	// desired is the desired state applied now (its routing is rs's);
 	// guarded by Manager.mu, changed only by Manager.change.
 	desired state.Service
+	// trial is the canary or guard running now (nil: none); guarded by
+	// Manager.mu.
+	trial *trial
 }
 
 // poolList returns the pools in the order added. m.mu must be held.
@@ -318,6 +321,11 @@ func (m *Manager) buildService(sc *config.Service, ss *state.Service) (*service,
 			"service", sc.Name, "pool", d.Previous, "state_file", m.statePath)
 		d.Previous = ""
 	}
+	if _, ok := s.pools[d.Canary]; d.Canary != "" && !ok {
+		m.log.Warn("state names a canary pool the configuration no longer has; the stable pool takes every client",
+			"service", sc.Name, "pool", d.Canary, "state_file", m.statePath)
+		d.Canary, d.Weight = "", 0
+	}
 	if _, ok := s.pools[d.Preview]; d.Preview != "" && !ok {
 		m.log.Warn("state names a preview pool the configuration no longer has; the preview hosts get the stable pool",
 			"service", sc.Name, "pool", d.Preview, "state_file", m.statePath)
@@ -338,6 +346,9 @@ func routesFor(s *service, d state.Service) *route.Routes {
 	}
 	if p, ok := s.pools[d.Preview]; ok && d.Preview != "" {
 		r.Preview = p.up
+	}
+	if p, ok := s.pools[d.Canary]; ok && d.Canary != "" && d.Canary != d.Active {
+		r.Canary, r.Weight = p.up, d.Weight
 	}
 	return r
 }
@@ -687,6 +698,12 @@ func (m *Manager) serviceStatusLocked(s *service) admin.ServiceStatus {
 		Revision:     d.Revision,
 		Balance:      sc.Balance,
 		Pools:        []admin.PoolStatus{},
+	}
+	if d.Canary != "" {
+		ss.Canary, ss.CanaryPercent = d.Canary, pct(d.Weight)
+	}
+	if t := s.trial; t != nil {
+		ss.Guard = t.guardReport()
 	}
 	if op := m.ops[s.name]; op != nil {
 		cp := *op

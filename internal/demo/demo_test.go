@@ -29,7 +29,7 @@ func TestDemoSwitchesWithoutFailures(t *testing.T) {
 	if rep.Failed != 0 || rep.Switches != 4 || rep.Requests == 0 {
 		t.Fatalf("report %+v", rep)
 	}
-	for _, p := range []string{"blue-1", "blue-2", "green-1", "green-2"} {
+	for _, p := range []string{"blue-1", "blue-2", "green-1", "green-2"} { // red only takes part in the canary
 		if rep.ByProfile[p] == 0 {
 			t.Errorf("no response from %s: %v", p, rep.ByProfile)
 		}
@@ -37,6 +37,14 @@ func TestDemoSwitchesWithoutFailures(t *testing.T) {
 	if !strings.Contains(out.String(), "0 failed, 4 switches") {
 		t.Errorf("output does not report the result:\n%s", out.String())
 	}
+	c := rep.Canary
+	if c.Breach == "" || c.Failed != 0 || c.BrokenRequests == 0 || c.BrokenErrors == 0 || c.BreachToRollback <= 0 {
+		t.Errorf("canary part: %+v; want a guard rollback of the broken version, with no failed request but its own 500s", c)
+	}
+	if !strings.Contains(out.String(), "rolled back") {
+		t.Errorf("output does not report the guard's rollback:\n%s", out.String())
+	}
+	t.Logf("canary: %d requests, %d failed, red %d (%d own 500s); %s; breach to rollback %s", c.Requests, c.Failed, c.BrokenRequests, c.BrokenErrors, c.Breach, c.BreachToRollback)
 	t.Logf("%d requests, %d failed, %d switches", rep.Requests, rep.Failed, rep.Switches)
 }
 

@@ -23,6 +23,8 @@ const (
 	// DefaultMinRequests is how many requests the new pool must have served
 	// before it is judged at all: a handful of requests says nothing.
 	DefaultMinRequests = 50
+	// minLatencyRequests is the fewest requests a p99 is judged on.
+	minLatencyRequests = 100
 	// BaselineSpan is how far back before the switch the old pool's
 	// numbers are taken from (the stats window keeps this much).
 	BaselineSpan = 5 * time.Minute
@@ -118,9 +120,11 @@ func (j *Judge) Judge(cur stats.Summary) Verdict {
 			pct(r), cur.Requests, pct(j.maxErr), pct(j.baseline.ErrorRate()))
 		return v
 	}
-	if max := j.MaxP99(); max > 0 && cur.P99 > max {
+	// A p99 of fewer than a hundred requests is their slowest one, often
+	// a cold connection: latency is judged on enough requests only.
+	if limit := j.MaxP99(); limit > 0 && cur.Requests >= max(j.minReq, minLatencyRequests) && cur.P99 > limit {
 		v.Breach = fmt.Sprintf("p99 latency %s is above %gx the old pool's %s (limit %s)",
-			human.Duration(cur.P99), j.ratio, human.Duration(j.baseline.P99), human.Duration(max))
+			human.Duration(cur.P99), j.ratio, human.Duration(j.baseline.P99), human.Duration(limit))
 	}
 	return v
 }

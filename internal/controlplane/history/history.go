@@ -39,6 +39,11 @@ const (
 	KindRollback = "rollback"
 	KindRelease  = "release" // a deploy made by `cutover release`
 	KindReload   = "reload"
+	KindPromote  = "promote"
+	KindAbort    = "abort"
+	// KindTrial is the end of a canary or guard that its deploy's caller
+	// did not wait for (--detach, or a canary that held until promote).
+	KindTrial = "trial"
 )
 
 // Results.

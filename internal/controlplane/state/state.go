@@ -55,6 +55,11 @@ type Service struct {
 	// Preview is the pool the service's preview hosts go to ("" sends them
 	// to Active).
 	Preview string `json:"preview,omitempty"`
+	// Canary is a pool taking Weight (in route.WeightScale units) of the
+	// service's clients besides Active ("" none): a canary deploy that is
+	// under way, or holds until promote or abort.
+	Canary string `json:"canary,omitempty"`
+	Weight uint32 `json:"weight,omitempty"`
 	// Targets are pool targets set at run time (deploy --target), by pool.
 	// They replace the configuration's targets of that pool; a pool that
 	// is only here was created at run time.
@@ -75,7 +80,9 @@ func (s Service) Clone() Service {
 }
 
 // Uses reports whether the desired state routes requests to pool.
-func (s Service) Uses(pool string) bool { return s.Active == pool || s.Preview == pool }
+func (s Service) Uses(pool string) bool {
+	return s.Active == pool || s.Preview == pool || s.Canary == pool
+}
 
 // Target is one target set at run time.
 type Target struct {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"errors"
 	"time"
 
@@ -170,15 +171,22 @@ type exchange struct {
 	bytesSent int64
 	ended     bool
 
+	// setCookie is the Set-Cookie value the response carries (nil: none);
+	// it points into cookieBuf, which outlives reset.
+	setCookie []byte
+	cookieBuf []byte
+
 	out Outcome
 	log accesslog.Entry
 }
 
 func (x *exchange) reset() {
 	scratch := x.scratch[:0]
+	cookieBuf := x.cookieBuf[:0]
 	resp := x.resp
 	*x = exchange{}
 	x.scratch = scratch
+	x.cookieBuf = cookieBuf
 	x.resp.Headers = resp.Headers[:0]
 }
 
@@ -257,13 +265,52 @@ func (p *Proxy) begin(x *exchange) (status int, body string) {
 		return 404, "no service for this host\n"
 	}
 	x.svc = svc
-	pool := svc.Acquire()
-	if pool == nil {
+	sp, needKey := svc.AcquireSplit(nil)
+	if needKey {
+		// A canary split: only now is the request's key worth finding.
+		k := x.splitKey(svc.Name(), p.o.Trusted)
+		sp, _ = svc.AcquireSplit(&k)
+	}
+	if sp.Pool == nil {
 		x.failure = FailNoPool
 		return 503, "service has no active pool\n"
 	}
-	x.pool = pool
+	x.pool = sp.Pool
+	if sp.SetCookie {
+		x.stickTo(svc.Name(), sp.Pool.Name())
+	}
 	return 0, ""
+}
+
+// splitKey finds what a canary split reads of the request: the value of
+// its cutover_<service> cookie and its real client address.
+func (x *exchange) splitKey(service string, trusted *forward.Trusted) route.SplitKey {
+	x.cookieBuf = append(append(x.cookieBuf[:0], route.CookiePrefix...), service...)
+	name := x.cookieBuf
+	var k route.SplitKey
+	for i := range x.req.Headers {
+		h := &x.req.Headers[i]
+		if len(h.Name) == len("cookie") && bytes.EqualFold(h.Name, []byte("cookie")) {
+			if v := route.CookieValue(h.Value, name); v != nil {
+				k.Cookie = v
+				break
+			}
+		}
+	}
+	k.Client = x.client.RealIP(x.inXFF, trusted)
+	if k.Client == nil {
+		k.Client = []byte(x.client.IP)
+	}
+	return k
+}
+
+// stickTo makes the response tell the client, by a cookie, which pool of a
+// canary split it was given, so its next requests stay there.
+func (x *exchange) stickTo(service, pool string) {
+	b := append(x.cookieBuf[:0], route.CookiePrefix...)
+	b = append(append(append(b, service...), '='), pool...)
+	x.cookieBuf = append(b, "; Path=/; HttpOnly; SameSite=Lax"...)
+	x.setCookie = x.cookieBuf
 }
 
 // answered records the status of a response the proxy relays from the

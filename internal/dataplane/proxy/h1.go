@@ -244,7 +244,7 @@ func (c *clientConn) relayResponse(start time.Time) (keep bool) {
 	}
 
 	in, out, keep := responseFraming(req, resp, keep, c.draining())
-	writeResponseHead(w, resp, out, keep, req.Minor)
+	writeResponseHead(w, resp, out, keep, req.Minor, x.setCookie)
 	x.answered(resp.Status)
 
 	x.rbody.Reset(x.uc.R, in, resp.ContentLength)

@@ -39,7 +39,9 @@ func responseFraming(req *wire.Request, resp *wire.Response, keep, draining bool
 
 // writeResponseHead writes the head sent to the client: the target's status
 // and fields minus hop-by-hop ones, with the body framing out.
-func writeResponseHead(w *bufio.Writer, resp *wire.Response, out wire.Framing, keep bool, minor int) {
+// setCookie, when not nil, is a Set-Cookie value of the proxy's own (a
+// canary split's sticky cookie).
+func writeResponseHead(w *bufio.Writer, resp *wire.Response, out wire.Framing, keep bool, minor int, setCookie []byte) {
 	w.WriteString("HTTP/1.1 ")
 	writeStatus(w, resp.Status, resp.Reason)
 	for i := range resp.Headers {
@@ -53,6 +55,11 @@ func writeResponseHead(w *bufio.Writer, resp *wire.Response, out wire.Framing, k
 		w.Write(h.Name)
 		w.WriteString(": ")
 		w.Write(h.Value)
+		w.WriteString("\r\n")
+	}
+	if setCookie != nil {
+		w.WriteString("Set-Cookie: ")
+		w.Write(setCookie)
 		w.WriteString("\r\n")
 	}
 	switch out {

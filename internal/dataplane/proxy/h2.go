@@ -105,6 +105,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		h.Add(string(f.Name), string(f.Value))
 	}
+	if x.setCookie != nil {
+		h.Add("Set-Cookie", string(x.setCookie))
+	}
 	w.WriteHeader(resp.Status)
 	x.answered(resp.Status)
 

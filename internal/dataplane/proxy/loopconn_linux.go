@@ -312,7 +312,7 @@ func (c *lclient) readResponseHead() {
 	}
 	req := &c.req
 	c.in, c.outF, c.keep = responseFraming(req, &x.resp, !req.Close, c.l.e.draining())
-	writeResponseHead(c.w, &x.resp, c.outF, c.keep, req.Minor)
+	writeResponseHead(c.w, &x.resp, c.outF, c.keep, req.Minor, x.setCookie)
 	x.answered(x.resp.Status)
 	x.rbody.Reset(u.r, c.in, x.resp.ContentLength)
 	c.st = cRelay

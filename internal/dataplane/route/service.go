@@ -19,6 +19,11 @@ type Routes struct {
 	// Preview serves the service's preview hosts; nil sends them to
 	// Stable.
 	Preview *upstream.Pool
+	// Canary takes Weight of every WeightScale clients of the service's
+	// hosts (see split); nil: Stable takes them all. Preview hosts never
+	// see the canary.
+	Canary *upstream.Pool
+	Weight uint32
 	// All lists every pool of the service, routed or idle, in the control
 	// plane's order: what metrics report on. It routes nothing.
 	All []*upstream.Pool
@@ -30,7 +35,7 @@ func (r *Routes) Routed() []*upstream.Pool {
 		return nil
 	}
 	var out []*upstream.Pool
-	for _, p := range []*upstream.Pool{r.Stable, r.Preview} {
+	for _, p := range []*upstream.Pool{r.Stable, r.Preview, r.Canary} {
 		if p != nil && !containsPool(out, p) {
 			out = append(out, p)
 		}
@@ -86,11 +91,22 @@ func (s *Service) Name() string { return s.name }
 // served by its Preview pool (Stable when there is none).
 func (s *Service) PreviewHosts() *Service { return s.previewView }
 
-func (r *Routes) pick(preview bool) *upstream.Pool {
-	if preview && r.Preview != nil {
-		return r.Preview
+// pick chooses the pool of a request; needKey reports that the routing
+// splits and the request's key is needed (k is nil).
+func (r *Routes) pick(preview bool, k *SplitKey) (sp Split, needKey bool) {
+	if preview {
+		if r.Preview != nil {
+			return Split{Pool: r.Preview}, false
+		}
+		return Split{Pool: r.Stable}, false
 	}
-	return r.Stable
+	if r.Canary == nil || r.Stable == nil {
+		return Split{Pool: r.Stable}, false
+	}
+	if k == nil {
+		return Split{}, true
+	}
+	return split(r.Stable, r.Canary, r.Weight, *k), false
 }
 
 // Acquire returns the pool that serves this request with the request
@@ -104,20 +120,31 @@ func (r *Routes) pick(preview bool) *upstream.Pool {
 // the swap, and a drain that waits for that pool's count to reach zero
 // misses none.
 func (s *Service) Acquire() *upstream.Pool {
+	var none SplitKey
+	sp, _ := s.AcquireSplit(&none)
+	return sp.Pool
+}
+
+// AcquireSplit is Acquire for a request that may be split between a stable
+// and a canary pool. With k nil it acquires nothing and reports needKey
+// when the routing splits: the caller then finds the request's key (its
+// cookie and client address, which costs a header scan only then) and calls
+// again with it. Split.SetCookie says the client must be told its pool.
+func (s *Service) AcquireSplit(k *SplitKey) (sp Split, needKey bool) {
 	for {
 		r := s.routes.Load()
 		if r == nil {
-			return nil
+			return Split{}, false
 		}
-		p := r.pick(s.preview)
-		if p == nil {
-			return nil
+		sp, needKey = r.pick(s.preview, k)
+		if needKey || sp.Pool == nil {
+			return sp, needKey
 		}
-		p.Begin()
+		sp.Pool.Begin()
 		if s.routes.Load() == r {
-			return p
+			return sp, false
 		}
-		p.Abort()
+		sp.Pool.Abort()
 	}
 }
 
