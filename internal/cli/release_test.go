@@ -16,6 +16,7 @@ import (
 
 	"github.com/cutover/cutover/internal/provider/docker"
 	"github.com/cutover/cutover/internal/provider/docker/dockertest"
+	"github.com/cutover/cutover/internal/release"
 	"github.com/cutover/cutover/internal/serve"
 )
 
@@ -73,7 +74,7 @@ func runReleaseCLI(t *testing.T, args ...string) (string, int) {
 func TestReleaseOnDocker(t *testing.T) {
 	eng := dockertest.Engine(t)
 	ctx := context.Background()
-	compose, err := composeCommand(ctx, "")
+	compose, err := release.ComposeCommand(ctx, "")
 	if err != nil {
 		t.Skipf("skipping: %v", err)
 	}
@@ -108,7 +109,7 @@ func TestReleaseOnDocker(t *testing.T) {
 		t.Fatal(err)
 	}
 	var upOut bytes.Buffer
-	if err := runCompose(ctx, compose, []string{"-p", name + "-blue", "-f", composeFile, "up", "-d"},
+	if err := release.RunCompose(ctx, compose, []string{"-p", name + "-blue", "-f", composeFile, "up", "-d"},
 		append(os.Environ(), "CUTOVER_POOL=blue"), &upOut); err != nil {
 		t.Fatalf("start blue: %v\n%s", err, upOut.String())
 	}
