@@ -80,6 +80,10 @@ type DeployRequest struct {
 	// guard go on in cutover serve. Without it the call lasts until they
 	// are done.
 	Detach bool `json:"detach,omitempty"`
+	// Preview makes Pool, once healthy, the pool of the service's
+	// preview_hosts only; live traffic does not move (then cutover promote
+	// or cutover abort).
+	Preview bool `json:"preview,omitempty"`
 }
 
 // GuardSettings are a deploy's automatic-rollback thresholds; zero values
@@ -213,6 +217,9 @@ type DeployResult struct {
 	// Canary is the percentage of clients Pool takes when the deploy ended
 	// in a canary that holds (0: it took them all, or none).
 	Canary float64 `json:"canary,omitempty"`
+	// Preview is the pool a --preview deploy put behind the preview hosts
+	// (live traffic stays on Pool).
+	Preview string `json:"preview,omitempty"`
 	// Guard is what the guard measured (nil: no guard).
 	Guard *GuardReport `json:"guard,omitempty"`
 }

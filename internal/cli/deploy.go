@@ -39,7 +39,8 @@ func newDeployCmd(s Streams) *cobra.Command {
 			"  cutover deploy green --target 10.0.0.7:8000 --target 10.0.0.8:8000\n" +
 			"  cutover deploy green --container my-green-server-1:8000 --container my-green-server-2:8000\n" +
 			"  cutover deploy green --canary 10,50 --step 1m --guard 5m   # 10%, 50%, then all; rolled back on a breach\n" +
-			"  cutover deploy green --canary 10                          # holds at 10% until cutover promote / abort",
+			"  cutover deploy green --canary 10                          # holds at 10% until cutover promote / abort\n" +
+			"  cutover deploy green --preview                            # preview_hosts only; then cutover promote / abort",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return &exitError{code: 2, err: fmt.Errorf("deploy needs exactly one pool name, got %d — e.g. cutover deploy green", len(args))}
@@ -88,6 +89,7 @@ func newDeployCmd(s Streams) *cobra.Command {
 	f.StringArrayVar(&containers, "container", nil, "set POOL's targets first from Docker containers (NAME[:PORT], repeatable; resolved once, on --network)")
 	f.StringVar(&network, "network", "", "Docker network for --container (default: docker.network of -c FILE, else the container's only network)")
 	f.DurationVar((*time.Duration)(&req.Timeout), "timeout", admin.DefaultTimeout, "how long every target may take to become healthy")
+	f.BoolVar(&req.Preview, "preview", false, "health-gate POOL and send only the service's preview_hosts to it; live traffic stays (then cutover promote or abort)")
 	f.StringVar(&req.Expect, "expect", "", "refuse unless this pool is active when the deploy switches (default: the pool status shows active now)")
 	at.register(cmd)
 	return cmd
@@ -102,7 +104,7 @@ func printEvent(out io.Writer) func(admin.Event) {
 
 // printResult prints a deploy or rollback summary.
 func printResult(out io.Writer, res *admin.DeployResult) {
-	if res.NoOp || res.Canary > 0 || res.Operation == admin.OpAbort || (res.Operation == admin.OpPromote && res.From == "") {
+	if res.NoOp || res.Canary > 0 || res.Preview != "" || res.Operation == admin.OpAbort || (res.Operation == admin.OpPromote && res.From == "") {
 		fmt.Fprintln(out, res.Message)
 		printGuard(out, res.Guard)
 		return

@@ -58,6 +58,9 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 	if err != nil {
 		return nil, err
 	}
+	if req.Preview && plan != nil {
+		return nil, errorf(admin.KindInvalid, "--preview puts %q behind the preview hosts only, so --canary and --guard do not apply — preview first, then cutover promote, or deploy with --canary", req.Pool)
+	}
 	timeout := opTimeout(req.Timeout)
 
 	m.mu.Lock()
@@ -74,6 +77,14 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 		m.mu.Unlock()
 		return nil, errorf(admin.KindRefused, "deploy of service %q to pool %q refused: pool %q is a canary taking %s of its clients — run cutover promote (the full switch to %q) or cutover abort first",
 			s.name, req.Pool, c, pctOf(s.desired.Weight), c)
+	}
+	if req.Preview && len(s.cfg.Load().PreviewHosts) == 0 {
+		m.mu.Unlock()
+		return nil, errorf(admin.KindRefused, "service %q has no preview_hosts, so a preview of %q could not be reached — add services.%s.preview_hosts: [preview.example.com] to the configuration and reload", s.name, req.Pool, s.name)
+	}
+	if req.Preview && s.desired.Active == req.Pool {
+		m.mu.Unlock()
+		return nil, errorf(admin.KindRefused, "pool %q is already the stable pool of service %q: there is nothing to preview — deploy the idle pool with --preview", req.Pool, s.name)
 	}
 	if plan != nil && s.desired.Active == "" {
 		m.mu.Unlock()
@@ -142,6 +153,9 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 	if err := m.waitHealthy(ctx, s, p, admin.OpDeploy, timeout, progress); err != nil {
 		m.log.Warn("deploy refused", "service", s.name, "pool", req.Pool, "error", err.Error())
 		return nil, err
+	}
+	if req.Preview {
+		return m.preview(ctx, s, p, cand != nil, time.Since(start), progress)
 	}
 	if plan != nil {
 		// The trial installs a candidate at its first step, before it
@@ -624,4 +638,31 @@ func (m *Manager) drain(ctx context.Context, s *service, lost []*upstream.Pool, 
 
 func (m *Manager) event(service, pool, phase, msg string) admin.Event {
 	return admin.Event{Time: time.Now(), Service: service, Pool: pool, Phase: phase, Message: msg}
+}
+
+// preview makes p the pool of the service's preview hosts: its live
+// traffic does not move. A pool that was the preview before drains.
+func (m *Manager) preview(ctx context.Context, s *service, p *pool, candidate bool, took time.Duration, progress func(admin.Event)) (*admin.DeployResult, error) {
+	name := p.up.Name()
+	prev, lost, err := m.change(ctx, s, func(cur state.Service) (state.Service, error) {
+		cur.Preview = name
+		if candidate {
+			cur.SetTargets(name, p.runtime)
+		}
+		return cur, nil
+	}, func() {
+		if candidate {
+			m.installCandidateLocked(s, p)
+		}
+	})
+	if err != nil {
+		return nil, changeRefusal(admin.OpDeploy, s.name, name, prev.Active, err)
+	}
+	swapped := time.Now()
+	hosts := strings.Join(s.cfg.Load().PreviewHosts, ", ")
+	progress(m.event(s.name, name, admin.PhaseSwitch, fmt.Sprintf("%q is the preview of service %q: %s go to it; live traffic stays on %q", name, s.name, hosts, prev.Active)))
+	d := m.drain(ctx, s, lost, swapped, progress, name)
+	return &admin.DeployResult{Service: s.name, Operation: admin.OpDeploy, Pool: prev.Active, From: prev.Active, Preview: name,
+		TimeToHealthy: admin.Duration(took), SwitchedAt: swapped, Drained: d.drained, TimeToDrain: admin.Duration(d.took),
+		Message: fmt.Sprintf("%q is the preview of service %q (%s); live traffic stays on %q — cutover promote makes it live, cutover abort drops it", name, s.name, hosts, prev.Active)}, nil
 }

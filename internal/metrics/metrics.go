@@ -185,6 +185,10 @@ var (
 		"1 when the target takes traffic (healthy), 0 when it is down or not yet checked.", []string{"service", "pool", "target"}, nil)
 	descActive = prometheus.NewDesc(Namespace+"_active_pool",
 		"1 for the pool that takes a service's traffic, 0 for its other pools.", []string{"service", "pool"}, nil)
+	descPreview = prometheus.NewDesc(Namespace+"_preview_pool",
+		"1 for the pool a service's preview_hosts go to (absent when they go to the active pool).", []string{"service", "pool"}, nil)
+	descCanary = prometheus.NewDesc(Namespace+"_canary_percent",
+		"The share of a service's clients its canary pool takes, in percent (absent without a canary).", []string{"service", "pool"}, nil)
 	descConns = prometheus.NewDesc(Namespace+"_client_connections",
 		"Open client connections, by listener (http, https) and protocol (http/1.1, h2).", []string{"listener", "protocol"}, nil)
 	descHandshakes = prometheus.NewDesc(Namespace+"_tls_handshakes_total",
@@ -193,7 +197,7 @@ var (
 
 func (d *dataPlane) Describe(ch chan<- *prometheus.Desc) {
 	for _, desc := range []*prometheus.Desc{descRequests, descDuration, descRetries, descFailures, descAttempts,
-		descInFlight, descTargetUp, descActive, descConns, descHandshakes} {
+		descInFlight, descTargetUp, descActive, descPreview, descCanary, descConns, descHandshakes} {
 		ch <- desc
 	}
 }
@@ -209,6 +213,14 @@ func (d *dataPlane) Collect(ch chan<- prometheus.Metric) {
 	if r := d.o.Router; r != nil {
 		for _, svc := range r.Table().Services() {
 			active := svc.Active()
+			if rt := svc.Routes(); rt != nil {
+				if rt.Preview != nil {
+					ch <- prometheus.MustNewConstMetric(descPreview, prometheus.GaugeValue, 1, svc.Name(), rt.Preview.Name())
+				}
+				if rt.Canary != nil {
+					ch <- prometheus.MustNewConstMetric(descCanary, prometheus.GaugeValue, float64(rt.Weight)*100/route.WeightScale, svc.Name(), rt.Canary.Name())
+				}
+			}
 			for _, p := range svc.Pools() {
 				ch <- prometheus.MustNewConstMetric(descInFlight, prometheus.GaugeValue, float64(p.InFlight()), svc.Name(), p.Name())
 				ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, boolValue(p == active), svc.Name(), p.Name())

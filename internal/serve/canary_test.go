@@ -47,6 +47,11 @@ func demoPool(t *testing.T, profile string, failRate float64) string {
 // to name clients in X-Forwarded-For.
 func trialInstance(t *testing.T, greenFailRate float64) *serve.Instance {
 	t.Helper()
+	return trialInstanceWith(t, greenFailRate, nil)
+}
+
+func trialInstanceWith(t *testing.T, greenFailRate float64, edit func(*config.Service)) *serve.Instance {
+	t.Helper()
 	blue, green := demoPool(t, "blue", 0), demoPool(t, "green", greenFailRate)
 	dir := t.TempDir()
 	cfg := config.Default()
@@ -61,6 +66,9 @@ func trialInstance(t *testing.T, greenFailRate float64) *serve.Instance {
 	svc.DrainTimeout = 5 * time.Second
 	svc.Pools = []config.Pool{{Name: "blue", Targets: []string{blue}}, {Name: "green", Targets: []string{green}}}
 	svc.Active = "blue"
+	if edit != nil {
+		edit(&svc)
+	}
 	cfg.Services = []config.Service{svc}
 	in, err := serve.Start(context.Background(), serve.Options{Config: cfg, Logger: slog.New(slog.DiscardHandler), Stdout: io.Discard})
 	if err != nil {
@@ -136,6 +144,12 @@ func (r clientRecord) failed() bool { return r.err != nil || r.status != 200 }
 
 func startClientLoad(t *testing.T, addr string, clients int) *clientLoad {
 	t.Helper()
+	return startHostLoad(t, addr, "web.test", clients)
+}
+
+// startHostLoad is startClientLoad for requests to host.
+func startHostLoad(t *testing.T, addr, host string, clients int) *clientLoad {
+	t.Helper()
 	l := &clientLoad{stopc: make(chan struct{})}
 	for i := 0; i < clients; i++ {
 		l.wg.Add(1)
@@ -151,7 +165,7 @@ func startClientLoad(t *testing.T, addr string, clients int) *clientLoad {
 				default:
 				}
 				req, _ := http.NewRequest("GET", "http://"+addr+"/", nil)
-				req.Host = "web.test"
+				req.Host = host
 				req.Header.Set("X-Forwarded-For", fmt.Sprintf("10.2.%d.%d", i>>8, i&255))
 				rec := clientRecord{sent: time.Now()}
 				resp, err := c.Do(req)
@@ -521,4 +535,70 @@ func TestGuardDuringACanaryDropsIt(t *testing.T) {
 	if !found {
 		t.Fatalf("history has no failed trial entry: %+v", in.Manager().History("web"))
 	}
+}
+
+// TestPreviewThenPromoteAndAbort: deploy --preview sends only the preview
+// hosts to the new pool (live traffic stays), promote makes it live, and a
+// later preview is dropped by abort; under strict load on both hosts, no
+// request fails and none reaches a pool after it stopped serving its host.
+func TestPreviewThenPromoteAndAbort(t *testing.T) {
+	in := trialInstanceWith(t, 0, func(s *config.Service) {
+		s.Hosts = []string{"web.test"}
+		s.PreviewHosts = []string{"preview.web.test"}
+	})
+	addr := in.HTTPAddr().String()
+	live := startHostLoad(t, addr, "web.test", 12)
+	pre := startHostLoad(t, addr, "preview.web.test", 6)
+	time.Sleep(200 * time.Millisecond)
+	res, err := deploy(t, in, admin.DeployRequest{Pool: "green", Preview: true})
+	if err != nil {
+		t.Fatalf("preview: %v", err)
+	}
+	previewed := time.Now()
+	if res.Preview != "green" || res.Pool != "blue" {
+		t.Fatalf("preview result %+v", res)
+	}
+	time.Sleep(400 * time.Millisecond)
+	pr, err := in.Manager().Promote(context.Background(), admin.TrialRequest{Service: "web"}, nil)
+	if err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	promoted := time.Now()
+	time.Sleep(300 * time.Millisecond)
+	// A preview of blue, then abort: the preview host goes back to green.
+	if _, err := deploy(t, in, admin.DeployRequest{Pool: "blue", Preview: true}); err != nil {
+		t.Fatalf("second preview: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, err := in.Manager().Abort(context.Background(), admin.TrialRequest{Service: "web"}, nil); err != nil {
+		t.Fatalf("abort of the preview: %v", err)
+	}
+	aborted := time.Now()
+	time.Sleep(300 * time.Millisecond)
+	lrecs, precs := live.stop(), pre.stop()
+
+	lf, lby, _ := tally(lrecs, "", time.Time{})
+	pf, pby, _ := tally(precs, "", time.Time{})
+	if lf > 0 || pf > 0 {
+		t.Fatalf("failed: %d of %d live, %d of %d preview requests", lf, len(lrecs), pf, len(precs))
+	}
+	// Live traffic saw green only after the promotion's switch (a request
+	// sent a moment before it may be dispatched after it), blue only
+	// before the promotion returned.
+	for _, r := range lrecs {
+		if r.pool == "green" && r.sent.Before(pr.SwitchedAt.Add(-50*time.Millisecond)) || r.pool == "blue" && r.sent.After(promoted) {
+			t.Fatalf("live request sent at %s reached %s (preview %s, promote %s)", r.sent.Format("15:04:05.000"), r.pool, previewed.Format("15:04:05.000"), promoted.Format("15:04:05.000"))
+		}
+	}
+	if _, _, after := tally(precs, "blue", aborted); after > 0 {
+		t.Fatalf("%d preview requests sent after the abort reached blue", after)
+	}
+	if lby["green"] == 0 || pby["green"] == 0 || pby["blue"] == 0 {
+		t.Fatalf("live by pool %v, preview by pool %v", lby, pby)
+	}
+	st, _ := in.Manager().Status("web")
+	if st[0].Active != "green" || st[0].Preview != "" {
+		t.Fatalf("status after promote and abort: active %s preview %q", st[0].Active, st[0].Preview)
+	}
+	t.Logf("preview/promote/abort: %d live + %d preview requests, 0 failed; %s", len(lrecs), len(precs), pr.Message)
 }
