@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -46,7 +47,26 @@ func (h *harness) benchPhase(ctx context.Context, proxies []string) ([]benchRun,
 // benchOnce starts a fresh proxy, runs wrk against it once and measures the
 // proxy's CPU time and peak memory.
 func (h *harness) benchOnce(ctx context.Context, proxy string, logOn bool, run int) benchRun {
-	r := benchRun{Proxy: proxy, LogOn: logOn, Run: run, LogLines: -1}
+	return h.measure(ctx, benchRun{Proxy: proxy, LogOn: logOn, Run: run}, nil, func(ctx context.Context, listen string) (wrkResult, time.Duration, error) {
+		out, cpu, err := h.runWrk(ctx, wrkOptions{URL: "http://" + listen + "/", Threads: h.opts.threads, Connections: h.opts.connections})
+		if err != nil {
+			return wrkResult{}, 0, err
+		}
+		res, err := parseWrk(out)
+		return res, cpu, err
+	})
+}
+
+// loadFunc drives load at a started proxy's listen address and returns
+// what the load tool measured and the CPU time the tool itself used.
+type loadFunc func(ctx context.Context, listen string) (wrkResult, time.Duration, error)
+
+// measure starts a fresh proxy (over TLS when tlsFiles is set), puts load
+// on it once and measures the proxy's CPU time and peak memory. r names
+// the run (proxy, mode, number).
+func (h *harness) measure(ctx context.Context, r benchRun, tlsFiles *tlsFiles, load loadFunc) benchRun {
+	proxy, logOn := r.Proxy, r.LogOn
+	r.LogLines = -1
 	fail := func(err error) benchRun {
 		r.Err = err.Error()
 		return r
@@ -59,9 +79,12 @@ func (h *harness) benchOnce(ctx context.Context, proxy string, logOn bool, run i
 		h.waitQuiet(ctx, h.opts.quietWait)
 	}
 	dir := h.instanceDir(proxy)
-	opts := proxyOptions{Proxy: proxy, Dir: dir, Listen: listen, Pools: map[string][]string{"blue": h.pool("blue")}, Active: "blue"}
+	opts := proxyOptions{Proxy: proxy, Dir: dir, Listen: listen, Pools: map[string][]string{"blue": h.pool("blue")}, Active: "blue", TLS: tlsFiles}
 	if logOn {
 		opts.AccessLog = filepath.Join(dir, "access.log")
+	}
+	if h.opts.profileDir != "" && isCutover(proxy) {
+		opts.CPUProfile = filepath.Join(h.opts.profileDir, fmt.Sprintf("%s-%s-run%d.pprof", proxy, strings.ReplaceAll(r.mode(), " ", "-"), r.Run))
 	}
 	rp, err := h.startProxy(ctx, opts)
 	if err != nil {
@@ -80,7 +103,7 @@ func (h *harness) benchOnce(ctx context.Context, proxy string, logOn bool, run i
 		return fail(fmt.Errorf("read %s CPU time: %w", proxy, err))
 	}
 	known0, busy0 := h.knownCPU(), h.busy()
-	out, wrkCPU, err := h.runWrk(ctx, "http://"+listen+"/")
+	res, wrkCPU, err := load(ctx, listen)
 	if err != nil {
 		return fail(err)
 	}
@@ -99,9 +122,7 @@ func (h *harness) benchOnce(ctx context.Context, proxy string, logOn bool, run i
 	if r.PeakRSSKB, err = treeMemKB(pid, "VmHWM"); err != nil {
 		return fail(fmt.Errorf("read %s peak memory: %w", proxy, err))
 	}
-	if r.Wrk, err = parseWrk(out); err != nil {
-		return fail(err)
-	}
+	r.Wrk = res
 	r.CPU = cpu1 - cpu0
 
 	// Stop before counting log lines so buffered log writes are flushed.
@@ -145,17 +166,32 @@ func (h *harness) busy() time.Duration {
 	return d
 }
 
-// runWrk runs wrk with the configured threads, connections and duration and
-// returns its output and the CPU time it used.
-func (h *harness) runWrk(ctx context.Context, url string) (string, time.Duration, error) {
+// wrkOptions are one wrk run's settings; its duration is -d.
+type wrkOptions struct {
+	URL                  string
+	Threads, Connections int
+	// Headers are extra request headers ("Connection: close").
+	Headers []string
+}
+
+// wrkArgs is wrk's command line for o and a duration.
+func wrkArgs(o wrkOptions, d time.Duration) []string {
+	args := []string{
+		fmt.Sprintf("-t%d", o.Threads),
+		fmt.Sprintf("-c%d", o.Connections),
+		fmt.Sprintf("-d%ds", int(d.Round(time.Second)/time.Second)),
+	}
+	for _, hd := range o.Headers {
+		args = append(args, "-H", hd)
+	}
+	return append(args, "--latency", o.URL)
+}
+
+// runWrk runs wrk for -d and returns its output and the CPU time it used.
+func (h *harness) runWrk(ctx context.Context, o wrkOptions) (string, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, h.opts.duration+time.Minute)
 	defer cancel()
-	args := []string{
-		fmt.Sprintf("-t%d", h.opts.threads),
-		fmt.Sprintf("-c%d", h.opts.connections),
-		fmt.Sprintf("-d%ds", int(h.opts.duration.Round(time.Second)/time.Second)),
-		"--latency", url,
-	}
+	args := wrkArgs(o, h.opts.duration)
 	cmd := exec.CommandContext(ctx, h.tools.wrk, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -318,18 +354,19 @@ func (h *harness) waitQuiet(ctx context.Context, limit time.Duration) {
 // disturbedRuns lists the runs during which other work used more than
 // quietShare of the machine's CPU.
 func disturbedRuns(runs []benchRun, nproc int, d time.Duration) []string {
-	capacity := float64(nproc) * d.Seconds()
 	var notes []string
 	for _, r := range runs {
+		// h2load runs a request count, not -d: its own elapsed time counts.
+		length := d
+		if r.Case != "" && r.Wrk.Elapsed > 0 {
+			length = r.Wrk.Elapsed
+		}
+		capacity := float64(nproc) * length.Seconds()
 		if r.Err != "" || r.OtherCPU < 0 || capacity <= 0 {
 			continue
 		}
 		if share := r.OtherCPU.Seconds() / capacity; share > quietShare {
-			mode := "off"
-			if r.LogOn {
-				mode = "on"
-			}
-			notes = append(notes, fmt.Sprintf("%s run %d with access log %s (%.0f%%)", r.Proxy, r.Run, mode, share*100))
+			notes = append(notes, fmt.Sprintf("%s run %d with %s (%.0f%%)", r.Proxy, r.Run, r.mode(), share*100))
 		}
 	}
 	return notes

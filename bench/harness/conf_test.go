@@ -1,6 +1,10 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/tls"
+	"crypto/x509"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -134,5 +138,95 @@ Flags:
 	got := availableCommands(help)
 	if !got["serve"] || !got["deploy"] || got["rollback"] || got["-h,"] || got["Usage:"] {
 		t.Errorf("availableCommands = %v; want completion, deploy, serve only", got)
+	}
+}
+
+// The HTTPS configurations: each proxy serves the generated certificate
+// with HTTP/2 offered, and nginx and HAProxy accept their files.
+func TestTLSConfs(t *testing.T) {
+	dir := t.TempDir()
+	files, err := writeCertificate(filepath.Join(dir, "tls"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	text := cutoverConf(cutoverConfOptions{Listen: "127.0.0.1:18443", StateDir: filepath.Join(dir, "state"), TLS: files,
+		Pools: map[string][]string{"blue": {"127.0.0.1:9001"}}, Active: "blue"})
+	cfg, err := config.Parse([]byte(text), "bench.yaml", func(string) (string, bool) { return "", false })
+	if err != nil {
+		t.Fatalf("config.Parse of the generated HTTPS config:\n%s\nerror: %v", text, err)
+	}
+	if cfg.Listen.HTTPS != "127.0.0.1:18443" || cfg.Listen.HTTP != "" || cfg.TLS.Cert != files.Cert || cfg.TLS.Key != files.Key {
+		t.Errorf("listen %+v, tls cert/key %q/%q; want HTTPS only with %q/%q", cfg.Listen, cfg.TLS.Cert, cfg.TLS.Key, files.Cert, files.Key)
+	}
+
+	conf := nginxConf(nginxConfOptions{Dir: dir, Listen: "127.0.0.1:18444", UpstreamFile: filepath.Join(dir, "upstream.conf"), TLS: files, WorkerConnections: 10200})
+	for _, want := range []string{"listen 127.0.0.1:18444 ssl http2;", "ssl_certificate " + files.Cert + ";", "ssl_certificate_key " + files.Key + ";", "keepalive_requests 100000000;", "worker_connections 10200;", "X-Forwarded-Proto $scheme;"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("nginx HTTPS config lacks %q:\n%s", want, conf)
+		}
+	}
+	if plain := nginxConf(nginxConfOptions{Dir: dir, Listen: "127.0.0.1:18444", UpstreamFile: "u"}); strings.Contains(plain, "ssl") || !strings.Contains(plain, "worker_connections 4096;") {
+		t.Errorf("plain nginx config mentions ssl or lacks the default worker_connections:\n%s", plain)
+	}
+	hconf := haproxyConf(haproxyConfOptions{Listen: "127.0.0.1:18445", Servers: []string{"127.0.0.1:9001"}, TLS: files, MaxConn: 10200})
+	for _, want := range []string{"bind 127.0.0.1:18445 ssl crt " + files.Combined + " alpn h2,http/1.1", "maxconn 10200", "no strict-limits", "X-Forwarded-Proto https", "ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:"} {
+		if !strings.Contains(hconf, want) {
+			t.Errorf("HAProxy HTTPS config lacks %q:\n%s", want, hconf)
+		}
+	}
+
+	if nginx, ok := findProgram("nginx"); ok {
+		if err := os.MkdirAll(filepath.Join(dir, "tmp"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "upstream.conf"), []byte(nginxUpstream([]string{"127.0.0.1:9001"})), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(dir, "nginx.conf")
+		if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(nginx, "-t", "-p", dir, "-e", filepath.Join(dir, "error.log"), "-c", path).CombinedOutput(); err != nil {
+			t.Errorf("nginx -t of the HTTPS config: %v\n%s", err, out)
+		}
+	}
+	if haproxy, ok := findProgram("haproxy"); ok {
+		path := filepath.Join(dir, "haproxy.cfg")
+		if err := os.WriteFile(path, []byte(hconf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command(haproxy, "-c", "-f", path).CombinedOutput(); err != nil {
+			t.Errorf("haproxy -c of the HTTPS config: %v\n%s", err, out)
+		}
+	}
+}
+
+// The generated certificate is ECDSA P-256 for localhost and 127.0.0.1,
+// and its files load as a key pair, also from the combined file.
+func TestWriteCertificate(t *testing.T) {
+	files, err := writeCertificate(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(files.Cert, files.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tls.LoadX509KeyPair(files.Combined, files.Combined); err != nil {
+		t.Errorf("the combined file does not load as a pair: %v", err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, ok := leaf.PublicKey.(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		t.Fatalf("public key %T; want ECDSA P-256", leaf.PublicKey)
+	}
+	for _, host := range []string{certHost, "127.0.0.1"} {
+		if _, err := leaf.Verify(x509.VerifyOptions{DNSName: host, Roots: files.Pool}); err != nil {
+			t.Errorf("verify for %s against the pool: %v", host, err)
+		}
 	}
 }

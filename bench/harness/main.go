@@ -39,6 +39,16 @@ type options struct {
 	switchDuration    time.Duration
 	switchConnections int
 	idleConnections   int
+	// idleTLS runs the idle check over TLS as well.
+	idleTLS bool
+
+	// The HTTPS phase: h2load's streams per connection, its request count
+	// per run (0: sized from -d), and the connections of the
+	// new-connection-per-request case.
+	h2Streams, h2Requests, handshakeConnections int
+	// profileDir, when set, makes every cutover run write a CPU profile
+	// (serve --cpu-profile) into it.
+	profileDir string
 	// quietWait is how long to wait before each run for other work on the
 	// machine to stop (0: do not wait).
 	quietWait time.Duration
@@ -53,7 +63,11 @@ const (
 	phaseIdle   = "idle"
 	phaseSwitch = "switch"
 	phaseSoak   = "soak"
+	phaseHTTPS  = "https"
 )
+
+// knownPhases are what -phases accepts.
+var knownPhases = []string{phaseBench, phaseIdle, phaseSwitch, phaseSoak, phaseHTTPS}
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -67,11 +81,16 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.runs, "runs", 3, "runs per proxy and log mode (the table shows medians)")
 	proxies := fs.String("proxies", strings.Join(allProxies, ","), "proxies to run, comma-separated, in interleaving order")
 	logs := fs.String("logs", "off,on", "access log modes to run: off, on or both")
-	phases := fs.String("phases", "bench,idle,switch", "what to run: bench (wrk table), idle (memory with idle connections), switch (failed requests per switch), soak (cutover alone for -d: a switch every second, a backend SIGKILL every 3s, a reload every 2s; failed requests, RSS and descriptors)")
+	phases := fs.String("phases", "bench,idle,switch", "what to run: bench (wrk table), idle (memory with idle connections), switch (failed requests per switch), soak (cutover alone for -d: a switch every second, a backend SIGKILL every 3s, a reload every 2s; failed requests, RSS and descriptors), https (HTTP/1.1 over TLS with wrk, HTTP/2 with h2load, a new TLS connection per request)")
 	fs.IntVar(&o.switches, "switches", 10, "switches in the switch run")
 	fs.DurationVar(&o.switchDuration, "switch-d", 20*time.Second, "duration of the switch run per proxy")
 	fs.IntVar(&o.switchConnections, "switch-c", 32, "keep-alive connections of the switch run's load client")
-	fs.IntVar(&o.idleConnections, "idle-c", 1000, "idle keep-alive connections for the memory check")
+	fs.IntVar(&o.idleConnections, "idle-c", 10000, "idle keep-alive connections for the memory check (the harness, the proxy and each of its processes need one descriptor per connection; the file limit is raised to its hard limit)")
+	fs.BoolVar(&o.idleTLS, "idle-tls", true, "also run the idle check over TLS (HTTP/1.1, one request per connection)")
+	fs.IntVar(&o.h2Streams, "h2-m", 10, "https phase: h2load's concurrent streams per connection (-m)")
+	fs.IntVar(&o.h2Requests, "h2-n", 0, "https phase: h2load's requests per run (-n); 0: sized from -d by a 2s calibration run against the first proxy")
+	fs.IntVar(&o.handshakeConnections, "handshake-c", 32, "https phase: wrk connections of the new-TLS-connection-per-request case")
+	fs.StringVar(&o.profileDir, "cpu-profile", "", "write a CPU profile of every cutover run (serve --cpu-profile) into this folder")
 	fs.DurationVar(&o.quietWait, "quiet-wait", 0, "before each wrk run, wait up to this long for other work on the machine to stop (for shared machines; 0: don't wait)")
 	fs.StringVar(&o.out, "out", "", "also write the markdown report to this file")
 	fs.BoolVar(&o.keep, "keep", false, "keep the temporary folder (configs, logs) for inspection")
@@ -101,6 +120,12 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		if !set["switch-d"] {
 			o.switchDuration = 3 * time.Second
 		}
+		if !set["idle-c"] {
+			o.idleConnections = 1000
+		}
+		if !set["idle-tls"] {
+			o.idleTLS = false
+		}
 	}
 
 	for p := range strings.SplitSeq(*proxies, ",") {
@@ -122,8 +147,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	for p := range strings.SplitSeq(*phases, ",") {
 		p = strings.TrimSpace(p)
-		if p != phaseBench && p != phaseIdle && p != phaseSwitch && p != phaseSoak {
-			return o, fmt.Errorf("-phases: unknown phase %q; use bench, idle, switch, soak", p)
+		if !slices.Contains(knownPhases, p) {
+			return o, fmt.Errorf("-phases: unknown phase %q; use %s", p, strings.Join(knownPhases, ", "))
 		}
 		o.phases = append(o.phases, p)
 	}
@@ -138,6 +163,20 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-switches %d -switch-c %d -switch-d %v: all must be positive", o.switches, o.switchConnections, o.switchDuration)
 	case o.idleConnections < 1:
 		return o, fmt.Errorf("-idle-c %d: need at least 1", o.idleConnections)
+	case o.h2Streams < 1 || o.handshakeConnections < o.threads:
+		return o, fmt.Errorf("-h2-m %d -handshake-c %d: need at least 1 stream and a connection per thread (-t %d)", o.h2Streams, o.handshakeConnections, o.threads)
+	case o.h2Requests != 0 && o.h2Requests < o.connections:
+		return o, fmt.Errorf("-h2-n %d: h2load needs at least one request per connection (-c %d)", o.h2Requests, o.connections)
+	}
+	if o.profileDir != "" {
+		abs, err := filepath.Abs(o.profileDir)
+		if err != nil {
+			return o, fmt.Errorf("-cpu-profile %s: %w", o.profileDir, err)
+		}
+		if err := os.MkdirAll(abs, 0o755); err != nil {
+			return o, fmt.Errorf("-cpu-profile: %w", err)
+		}
+		o.profileDir = abs
 	}
 	return o, nil
 }
@@ -145,6 +184,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 // tools are the programs the harness runs.
 type tools struct {
 	nginx, haproxy, wrk string
+	h2load              string // found or installed only for the https phase
 	backend, cutover    string
 	httputil            string // built only when -proxies names it
 	// cutoverMissing says why cutover cannot be benchmarked ("" when it can);
@@ -165,6 +205,10 @@ type harness struct {
 	// for when estimating outside load.
 	backendProcs []*process
 	seq          int
+	// tls is the certificate the HTTPS phase and the TLS idle check serve.
+	tls *tlsFiles
+	// h2Requests is h2load's -n in the HTTPS phase (once calibrated).
+	h2Requests int
 }
 
 func (h *harness) logf(format string, args ...any) {
@@ -300,21 +344,38 @@ func (h *harness) run(ctx context.Context) (string, []string, error) {
 
 	if slices.Contains(h.opts.phases, phaseIdle) {
 		var results []idleResult
-		for _, p := range proxies {
-			h.logf("idle check: %s with %d connections", p, h.opts.idleConnections)
-			results = append(results, h.idleCheck(ctx, p, h.opts.idleConnections))
-			if ctx.Err() != nil {
-				return "", nil, ctx.Err()
+		modes := []bool{false}
+		if h.opts.idleTLS {
+			modes = append(modes, true)
+		}
+		for _, tlsOn := range modes {
+			for _, p := range proxies {
+				if tlsOn && p == proxyHTTPUtil {
+					continue // no TLS listener
+				}
+				h.logf("idle check: %s with %d connections (TLS %v)", p, h.opts.idleConnections, tlsOn)
+				results = append(results, h.idleCheck(ctx, p, h.opts.idleConnections, tlsOn))
+				if ctx.Err() != nil {
+					return "", nil, ctx.Err()
+				}
 			}
 		}
 		for _, r := range results {
+			what := "idle check of " + r.Proxy
+			if r.TLS {
+				what += " over TLS"
+			}
 			if r.Err != "" {
-				problems = append(problems, fmt.Sprintf("idle check of %s: %s", r.Proxy, r.Err))
+				problems = append(problems, fmt.Sprintf("%s: %s", what, r.Err))
 			} else if r.StillOpen != r.Conns {
-				problems = append(problems, fmt.Sprintf("idle check of %s: only %d of %d connections stayed open", r.Proxy, r.StillOpen, r.Conns))
+				problems = append(problems, fmt.Sprintf("%s: only %d of %d connections stayed open", what, r.StillOpen, r.Conns))
 			}
 		}
-		fmt.Fprintf(&b, "\n### Memory with idle connections\n\nA fresh proxy; %d keep-alive connections each carry one request and stay open; RSS (VmRSS summed over the proxy's processes) read with all of them open.\n\n", h.opts.idleConnections)
+		tlsNote := ""
+		if h.opts.idleTLS {
+			tlsNote = " Over TLS: the same with HTTP/1.1 over TLS (full handshake each, ALPN http/1.1, the HTTPS phase's certificate)."
+		}
+		fmt.Fprintf(&b, "\n### Memory with idle connections\n\nA fresh proxy; %d keep-alive connections each carry one request and stay open; RSS (VmRSS summed over the proxy's processes) read before and with all of them open; per connection is the difference divided by the count (kB = 1,000 bytes).%s\n\n", h.opts.idleConnections, tlsNote)
 		b.WriteString(idleTable(results))
 		if v := idleVerdict(results); v != "" {
 			b.WriteString("\n" + v + "\n")
@@ -346,6 +407,15 @@ func (h *harness) run(ctx context.Context) (string, []string, error) {
 			h.opts.switchConnections, h.opts.switchDuration, h.opts.switches)
 		b.WriteString(switchTable(reps))
 		b.WriteString("\n" + switchDetails(reps))
+	}
+	if slices.Contains(h.opts.phases, phaseHTTPS) {
+		hp := httpsProxies(proxies)
+		runs, err := h.httpsPhase(ctx, hp)
+		if err != nil {
+			return "", nil, err
+		}
+		problems = append(problems, httpsProblems(runs, hp)...)
+		b.WriteString(h.httpsSection(runs, hp, machine.NProc))
 	}
 	if slices.Contains(h.opts.phases, phaseSoak) {
 		if h.tools.cutoverMissing != "" || h.tools.cutoverNoSwitch != "" {

@@ -17,6 +17,9 @@ func TestParseOptionsSmokeDefaults(t *testing.T) {
 	if o.duration != 2*time.Second || o.runs != 1 || o.switches != 3 || o.switchDuration != 3*time.Second {
 		t.Errorf("smoke options = %+v; want -d 2s, 1 run, 3 switches over 3s", o)
 	}
+	if o.idleConnections != 1000 || o.idleTLS {
+		t.Errorf("smoke idle check: %d connections, TLS %v; want 1000 plain only", o.idleConnections, o.idleTLS)
+	}
 	if len(o.proxies) != 3 || len(o.logModes) != 2 || len(o.phases) != 3 {
 		t.Errorf("smoke runs proxies %v, log modes %v, phases %v; want all", o.proxies, o.logModes, o.phases)
 	}
@@ -24,6 +27,19 @@ func TestParseOptionsSmokeDefaults(t *testing.T) {
 	o, err = parseOptions([]string{"-smoke", "-d", "5s"}, io.Discard)
 	if err != nil || o.duration != 5*time.Second {
 		t.Errorf("-smoke -d 5s: duration %v, err %v; want 5s", o.duration, err)
+	}
+}
+
+func TestParseOptionsFullRunAndHTTPS(t *testing.T) {
+	o, err := parseOptions([]string{"-phases", "https,idle", "-h2-n", "6400"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.idleConnections != 10000 || !o.idleTLS || o.h2Streams != 10 || o.h2Requests != 6400 || o.handshakeConnections != 32 {
+		t.Errorf("options = %+v; want 10,000 idle connections plain and TLS, h2load -m10 -n6400, 32 handshake connections", o)
+	}
+	if strings.Join(o.phases, ",") != "https,idle" {
+		t.Errorf("phases = %v", o.phases)
 	}
 }
 
@@ -35,6 +51,9 @@ func TestParseOptionsErrors(t *testing.T) {
 		{"-d", "500ms"},
 		{"-t", "4", "-c", "2"},
 		{"-runs", "0"},
+		{"-phases", "https", "-h2-m", "0"},
+		{"-phases", "https", "-h2-n", "10"},
+		{"-phases", "https", "-handshake-c", "1"},
 		{"extra"},
 	} {
 		if _, err := parseOptions(args, io.Discard); err == nil {

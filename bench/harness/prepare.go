@@ -14,12 +14,18 @@ import (
 	"time"
 )
 
-// debianTools maps each needed program to the Debian package that ships it.
-var debianTools = []struct{ program, pkg string }{
+// debianTool is a needed program and the Debian package that ships it.
+type debianTool struct{ program, pkg string }
+
+// debianTools are the programs every run needs.
+var debianTools = []debianTool{
 	{"nginx", "nginx"},
 	{"haproxy", "haproxy"},
 	{"wrk", "wrk"},
 }
+
+// h2loadTool is needed only by the https phase.
+var h2loadTool = debianTool{"h2load", "nghttp2-client"}
 
 // findProgram looks in PATH and in the sbin folders, which are not always on
 // a non-login PATH but are where nginx and haproxy live.
@@ -36,11 +42,16 @@ func findProgram(name string) (string, bool) {
 	return "", false
 }
 
-// ensureTools finds nginx, HAProxy and wrk, installing the missing ones with
-// apt-get (after apt-get update) when there are any.
+// ensureTools finds nginx, HAProxy and wrk (and h2load for the https
+// phase), installing the missing ones with apt-get (after apt-get update)
+// when there are any.
 func (h *harness) ensureTools(ctx context.Context) error {
+	needed := slices.Clone(debianTools)
+	if slices.Contains(h.opts.phases, phaseHTTPS) {
+		needed = append(needed, h2loadTool)
+	}
 	var missing []string
-	for _, t := range debianTools {
+	for _, t := range needed {
 		if _, ok := findProgram(t.program); !ok {
 			missing = append(missing, t.pkg)
 		}
@@ -59,11 +70,11 @@ func (h *harness) ensureTools(ctx context.Context) error {
 			cmd.Env = env
 			out, err := cmd.CombinedOutput()
 			if err != nil {
-				return fmt.Errorf("apt-get %s: %w\n%s\nthe benchmark needs nginx, haproxy and wrk from Debian's packages", strings.Join(args, " "), err, tail(string(out), 20))
+				return fmt.Errorf("apt-get %s: %w\n%s\nthe benchmark needs nginx, haproxy and wrk (and h2load from nghttp2-client for -phases https) from Debian's packages", strings.Join(args, " "), err, tail(string(out), 20))
 			}
 		}
 	}
-	for _, t := range debianTools {
+	for _, t := range needed {
 		p, ok := findProgram(t.program)
 		if !ok {
 			return fmt.Errorf("%s not found after installing package %s", t.program, t.pkg)
@@ -75,6 +86,8 @@ func (h *harness) ensureTools(ctx context.Context) error {
 			h.tools.haproxy = p
 		case "wrk":
 			h.tools.wrk = p
+		case "h2load":
+			h.tools.h2load = p
 		}
 	}
 	return nil
@@ -86,6 +99,10 @@ func (h *harness) prepare(ctx context.Context) error {
 		return fmt.Errorf("-repo %s is not the cutover repository (no go.mod): %w", h.opts.repo, err)
 	}
 	if err := h.ensureTools(ctx); err != nil {
+		return err
+	}
+	var err error
+	if h.tls, err = writeCertificate(filepath.Join(h.dir, "tls")); err != nil {
 		return err
 	}
 	bin := filepath.Join(h.dir, "bin")
@@ -129,7 +146,7 @@ func (h *harness) prepare(ctx context.Context) error {
 				return err
 			}
 			h.backendProcs = append(h.backendProcs, proc)
-			if err := waitReady(ctx, addr, proc, 10*time.Second); err != nil {
+			if err := waitReady(ctx, addr, proc, 10*time.Second, probe); err != nil {
 				return err
 			}
 			h.backends[c] = append(h.backends[c], addr)
@@ -203,6 +220,7 @@ type machine struct {
 	NProc                           int
 	CPU, Kernel                     string
 	Nginx, HAProxy, Wrk, Go, Commit string
+	H2load                          string // "" unless the https phase ran
 }
 
 func readMachine(repo string, t tools) machine {
@@ -225,6 +243,9 @@ func readMachine(repo string, t tools) machine {
 	m.Nginx = strings.TrimPrefix(first(t.nginx, "-v"), "nginx version: ")
 	m.HAProxy = regexp.MustCompile(` - https?://\S+`).ReplaceAllString(first(t.haproxy, "-v"), "")
 	m.Wrk = regexp.MustCompile(` Copyright.*`).ReplaceAllString(first(t.wrk, "-v"), "")
+	if t.h2load != "" {
+		m.H2load = first(t.h2load, "--version")
+	}
 	m.Go = first("go", "version")
 	m.Commit = first("git", "-C", repo, "rev-parse", "--short", "HEAD")
 	if out, err := exec.Command("git", "-C", repo, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(out))) > 0 {
@@ -234,9 +255,13 @@ func readMachine(repo string, t tools) machine {
 }
 
 func (m machine) markdown() string {
+	wrk := orUnknown(m.Wrk)
+	if m.H2load != "" {
+		wrk += "; " + m.H2load
+	}
 	return fmt.Sprintf(`Machine: %d CPUs (%s), %s. Load generator, proxy and backends share this machine.
 Versions: %s; %s; %s; %s; cutover at commit %s.
-`, m.NProc, orUnknown(m.CPU), orUnknown(m.Kernel), orUnknown(m.Nginx), orUnknown(m.HAProxy), orUnknown(m.Wrk), orUnknown(m.Go), orUnknown(m.Commit))
+`, m.NProc, orUnknown(m.CPU), orUnknown(m.Kernel), orUnknown(m.Nginx), orUnknown(m.HAProxy), wrk, orUnknown(m.Go), orUnknown(m.Commit))
 }
 
 func orUnknown(s string) string {

@@ -13,8 +13,10 @@ import (
 type benchRun struct {
 	Proxy string
 	LogOn bool
-	Run   int // 1-based
-	Wrk   wrkResult
+	// Case is the HTTPS phase's workload ("": the plain throughput phase).
+	Case string
+	Run  int // 1-based
+	Wrk  wrkResult
 	// CPU is the proxy's user+system time during the run (all its processes).
 	CPU time.Duration
 	// PeakRSSKB is VmHWM summed over the proxy's processes, in kB.
@@ -26,6 +28,19 @@ type benchRun struct {
 	OtherCPU time.Duration
 	// Err is set when the run could not be measured.
 	Err string
+}
+
+// mode names what the run measured: "access log off", "access log on" or
+// its HTTPS case.
+func (r benchRun) mode() string {
+	switch {
+	case r.Case != "":
+		return r.Case
+	case r.LogOn:
+		return "access log on"
+	default:
+		return "access log off"
+	}
 }
 
 // perCPU is requests per proxy CPU-second.
@@ -138,14 +153,23 @@ func benchTable(rows []benchRow) string {
 }
 
 // runsTable lists every run, for the record behind the medians.
+// The first column is the access log mode (off/on), or the HTTPS case.
 func runsTable(runs []benchRun) string {
 	var b strings.Builder
-	b.WriteString("| access log | run | proxy | requests | req/s | p50 | p99 | proxy CPU-s | req per CPU-s | peak RSS | errors | log lines | other CPU-s |\n")
+	first := "access log"
+	if len(runs) > 0 && runs[0].Case != "" {
+		first = "case"
+	}
+	fmt.Fprintf(&b, "| %s | run | proxy | requests | req/s | p50 | p99 | proxy CPU-s | req per CPU-s | peak RSS | errors | log lines | other CPU-s |\n", first)
 	b.WriteString("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range runs {
-		mode := "off"
-		if r.LogOn {
+		mode := r.Case
+		switch {
+		case mode != "":
+		case r.LogOn:
 			mode = "on"
+		default:
+			mode = "off"
 		}
 		if r.Err != "" {
 			fmt.Fprintf(&b, "| %s | %d | %s | failed: %s | | | | | | | | | |\n", mode, r.Run, r.Proxy, strings.ReplaceAll(firstLine(r.Err), "|", "/"))
@@ -155,13 +179,17 @@ func runsTable(runs []benchRun) string {
 		if r.LogLines >= 0 {
 			lines = strconv.FormatInt(r.LogLines, 10)
 		}
+		errs := strconv.FormatInt(r.Wrk.Errors(), 10)
+		if d := r.Wrk.errorDetail(); d != "" {
+			errs += " (" + d + ")"
+		}
 		other := "–"
 		if r.OtherCPU >= 0 {
 			other = fmt.Sprintf("%.2f", r.OtherCPU.Seconds())
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %d | %s | %s | %s | %.2f | %s | %s | %d | %s | %s |\n",
+		fmt.Fprintf(&b, "| %s | %d | %s | %d | %s | %s | %s | %.2f | %s | %s | %s | %s | %s |\n",
 			mode, r.Run, r.Proxy, r.Wrk.Requests, thousands(r.Wrk.ReqPerSec), ms(r.Wrk.P50), ms(r.Wrk.P99),
-			r.CPU.Seconds(), thousands(r.perCPU()), mb(float64(r.PeakRSSKB)), r.Wrk.Errors(), lines, other)
+			r.CPU.Seconds(), thousands(r.perCPU()), mb(float64(r.PeakRSSKB)), errs, lines, other)
 	}
 	return b.String()
 }

@@ -16,13 +16,38 @@ type wrkResult struct {
 	P50, P99  time.Duration
 	// Non2xx counts wrk's "Non-2xx or 3xx responses".
 	Non2xx int64
-	// Socket errors by kind as wrk reports them.
+	// Socket errors by kind as wrk reports them (h2load: Timeout).
 	Connect, Read, Write, Timeout int64
+
+	// From h2load only: its "failed" count (which includes non-2xx and
+	// errored), "errored" (stream resets, connection errors) and the
+	// requests of -n it never completed.
+	Failed, Errored, NotDone int64
+	// Protocol is what h2load negotiated (TLS version, cipher, ALPN);
+	// ALPN alone too, to check that HTTP/2 was spoken.
+	Protocol, ALPN string
 }
 
-// Errors is every request wrk counted as failed.
+// Errors is every request wrk or h2load counted as failed, each once:
+// h2load's failed already contains its non-2xx and errored requests.
 func (r wrkResult) Errors() int64 {
-	return r.Non2xx + r.Connect + r.Read + r.Write + r.Timeout
+	counted := r.Non2xx + r.Errored + r.Timeout
+	return counted + max(0, r.Failed-counted) + r.Connect + r.Read + r.Write + r.NotDone
+}
+
+// errorDetail names the kinds of r's errors ("" when there are none).
+func (r wrkResult) errorDetail() string {
+	var parts []string
+	for _, k := range []struct {
+		name string
+		n    int64
+	}{{"non-2xx", r.Non2xx}, {"connect", r.Connect}, {"read", r.Read}, {"write", r.Write}, {"timeout", r.Timeout},
+		{"failed", r.Failed}, {"errored", r.Errored}, {"not completed", r.NotDone}} {
+		if k.n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", k.name, k.n))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 // parseWrk reads the report wrk prints with --latency:

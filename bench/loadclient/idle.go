@@ -3,6 +3,7 @@ package loadclient
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -19,6 +20,9 @@ type IdleOptions struct {
 	Timeout time.Duration
 	// Host is the Host header; default "bench".
 	Host string
+	// TLS, when set, makes each connection a TLS client with this
+	// configuration (the handshake is done before the request).
+	TLS *tls.Config
 }
 
 // IdleSet is a set of open keep-alive connections that each carried one
@@ -78,8 +82,17 @@ func OpenIdle(ctx context.Context, opts IdleOptions) (*IdleSet, error) {
 			set.Close()
 			return nil, fmt.Errorf("idle connection %d of %d to %s: %w", i+1, opts.Connections, opts.Addr, err)
 		}
-		set.conns = append(set.conns, c)
 		_ = c.SetDeadline(time.Now().Add(opts.Timeout))
+		if opts.TLS != nil {
+			tc := tls.Client(c, opts.TLS)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				_ = c.Close()
+				set.Close()
+				return nil, fmt.Errorf("idle connection %d of %d to %s: TLS handshake: %w", i+1, opts.Connections, opts.Addr, err)
+			}
+			c = tc
+		}
+		set.conns = append(set.conns, c)
 		if _, err := c.Write(request); err != nil {
 			set.Close()
 			return nil, fmt.Errorf("idle connection %d of %d to %s: write request: %w", i+1, opts.Connections, opts.Addr, err)

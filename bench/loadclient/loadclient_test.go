@@ -3,6 +3,8 @@ package loadclient
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"net"
@@ -277,6 +279,13 @@ func TestOpenIdle(t *testing.T) {
 	if got := set.StillOpen(); got != 50 {
 		t.Errorf("StillOpen = %d; want 50", got)
 	}
+	awaitAllClosed(t, srv, set)
+}
+
+// awaitAllClosed closes srv's client connections and waits, bounded, until
+// set sees every one of them closed.
+func awaitAllClosed(t *testing.T, srv *httptest.Server, set *IdleSet) {
+	t.Helper()
 	srv.CloseClientConnections()
 	// Closing is asynchronous on the server side; wait for the EOFs, bounded.
 	deadline := time.Now().Add(5 * time.Second)
@@ -285,6 +294,38 @@ func TestOpenIdle(t *testing.T) {
 	}
 	if got := set.StillOpen(); got != 0 {
 		t.Errorf("after the server closed them, StillOpen = %d; want 0", got)
+	}
+}
+
+func TestOpenIdleOverTLS(t *testing.T) {
+	var overTLS atomic.Int64
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil {
+			overTLS.Add(1)
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer srv.Close()
+	pool := x509.NewCertPool()
+	pool.AddCert(srv.Certificate())
+	cfg := &tls.Config{RootCAs: pool, ServerName: "example.com", NextProtos: []string{"http/1.1"}}
+	set, err := OpenIdle(context.Background(), IdleOptions{Addr: strings.TrimPrefix(srv.URL, "https://"), Connections: 20, TLS: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	if set.Len() != 20 || overTLS.Load() != 20 {
+		t.Fatalf("Len = %d, requests over TLS = %d; want 20 and 20", set.Len(), overTLS.Load())
+	}
+	if got := set.StillOpen(); got != 20 {
+		t.Errorf("StillOpen = %d; want 20", got)
+	}
+	awaitAllClosed(t, srv, set)
+
+	// A client that does not trust the certificate fails at the handshake.
+	_, err = OpenIdle(context.Background(), IdleOptions{Addr: strings.TrimPrefix(srv.URL, "https://"), Connections: 1, TLS: &tls.Config{ServerName: "example.com"}})
+	if err == nil || !strings.Contains(err.Error(), "TLS handshake") {
+		t.Errorf("untrusted certificate: err = %v; want a TLS handshake error", err)
 	}
 }
 
