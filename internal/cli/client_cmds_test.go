@@ -307,3 +307,27 @@ func TestCLIHistory(t *testing.T) {
 		t.Fatalf("history --json -s web: %s", out)
 	}
 }
+
+// TestTrialFlagsAreCheckedBeforeAnythingRuns: bad canary and guard flags
+// of deploy and release are refused with exit 2 and a message naming the
+// flag, before any connection to cutover is made.
+func TestTrialFlagsAreCheckedBeforeAnythingRuns(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "none.sock") // nothing listens: a flag check must come first
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"deploy", "green", "--canary", "ten"}, "--canary"},
+		{[]string{"deploy", "green", "--max-error-rate", "1%"}, "--guard"},
+		{[]string{"deploy", "green", "--guard", "1m", "--max-error-rate", "150%"}, "--max-error-rate"},
+		{[]string{"deploy", "green", "--guard", "1m", "--max-latency", "0.5x"}, "--max-latency"},
+		{[]string{"release", "-f", "c.yaml", "--preview", "--canary", "10"}, "--preview and --canary"},
+		{[]string{"release", "-f", "c.yaml", "--min-requests", "10"}, "--guard"},
+	}
+	for _, c := range cases {
+		_, stderr, code, err := runCLI(t, append(c.args, "--socket", sock)...)
+		if code != 2 || err == nil || !strings.Contains(err.Error()+stderr, c.want) {
+			t.Errorf("%v: exit %d, err %v, stderr %q; want exit 2 naming %s", c.args, code, err, stderr, c.want)
+		}
+	}
+}

@@ -26,6 +26,8 @@ func newReleaseCmd(s Streams) *cobra.Command {
 	var (
 		at adminTarget
 		o  = release.Options{Pools: []string{"blue", "green"}, Timeout: release.DefaultTimeout, LogLines: 20}
+		// The canary and guard flags, as deploy has them.
+		tf trialFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "release -f COMPOSE_FILE [-s SERVICE] [--service NAME]... [--image IMAGE] [--keep-old 10m]",
@@ -54,10 +56,18 @@ On failure (compose error, a container exits or turns unhealthy, cutover's check
 the last log lines of the failing containers (or compose's own error), removes the containers it
 created, exits 1, and live traffic is untouched.`,
 		Example: "  cutover release -s web -f compose.yaml --service web --image app:v2 --keep-old 10m\n" +
+			"  cutover release -f compose.yaml --image app:v2 --canary 10,50 --step 1m --guard 5m\n" +
+			"  cutover release -f compose.yaml --image app:v2 --preview      # then cutover promote\n" +
 			"  cutover release --socket state/admin.sock -f compose-{pool}.yaml --image cutover/demo-app:v3",
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o.Keep = !cmd.Flags().Changed("keep-old")
+			if err := tf.apply(&o.Deploy); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			if o.Deploy.Preview && len(o.Deploy.Canary) > 0 {
+				return &exitError{code: 2, err: errors.New("--preview and --canary are two ways to try the new colour: give one of them")}
+			}
 			if len(o.Files) == 0 {
 				return &exitError{code: 2, err: errors.New("release needs the compose file of the app: -f compose.yaml (repeatable; {pool} in a path is replaced by the colour)")}
 			}
@@ -81,6 +91,8 @@ created, exits 1, and live traffic is untouched.`,
 		},
 	}
 	f := cmd.Flags()
+	tf.register(cmd)
+	f.BoolVar(&o.Deploy.Preview, "preview", false, "send only the service's preview_hosts to the new colour; then cutover promote or abort")
 	f.StringVarP(&o.Service, "cutover-service", "s", "", "cutover service to release (may be omitted when there is one)")
 	f.StringArrayVarP(&o.Files, "file", "f", nil, "compose file (repeatable; {pool} is replaced by the colour)")
 	f.StringArrayVar(&o.Compose, "service", nil, "compose service to release (repeatable; default: every service of the files)")

@@ -45,6 +45,10 @@ type Options struct {
 	// the service's warm rollback target (its previous pool, still
 	// running): the release replaces that version, so refused without it.
 	ReplacePrevious bool
+	// Deploy holds how the new colour takes traffic: its Canary, Step,
+	// Guard, Detach and Preview are sent with the release's deploy (the
+	// other fields are the release's own).
+	Deploy admin.DeployRequest
 }
 
 // Release timing defaults.
@@ -178,7 +182,9 @@ func (r *releaser) run(ctx context.Context) error {
 		remaining = time.Second
 	}
 	r.step("deploy %s: cutover health checks, then the switch", r.idle)
-	res, err := r.api.Deploy(ctx, admin.DeployRequest{Service: r.service, Pool: r.idle, Timeout: admin.Duration(remaining), Origin: admin.OriginRelease}, func(ev admin.Event) {
+	d := r.o.Deploy
+	res, err := r.api.Deploy(ctx, admin.DeployRequest{Service: r.service, Pool: r.idle, Timeout: admin.Duration(remaining), Origin: admin.OriginRelease,
+		Canary: d.Canary, Step: d.Step, Guard: d.Guard, Detach: d.Detach, Preview: d.Preview}, func(ev admin.Event) {
 		r.step("  %s", ev.Message)
 	})
 	if err != nil {
@@ -187,6 +193,12 @@ func (r *releaser) run(ctx context.Context) error {
 			return r.fail(ctx, existed, services, failingOf(fresh, ce.Failing), err)
 		}
 		return r.fail(ctx, existed, services, nil, err)
+	}
+	if res.Canary > 0 || res.Preview != "" || d.Detach {
+		// The old colour is still live (a canary, a preview) or may be
+		// rolled back to by a guard still watching: it keeps running.
+		r.step("release done: %s; %s keeps running while it may take traffic", res.Message, r.live)
+		return nil
 	}
 	r.step("release done: service %s switched from %s to %s; release start to switch: %s; %s drained from %s in %s",
 		r.service, orNone(res.From), res.Pool, human.Duration(res.SwitchedAt.Sub(r.start)),
