@@ -163,6 +163,7 @@ type stack struct {
 }
 
 type stackOptions struct {
+	previewHosts []string
 	drainTimeout time.Duration
 	closeSpread  time.Duration
 	slowArrived  chan string
@@ -194,6 +195,7 @@ func startStack(t *testing.T, o stackOptions) *stack {
 		svc.Pools = append(svc.Pools, config.Pool{Name: pool, Targets: addrs})
 	}
 	svc.Active = "blue"
+	svc.PreviewHosts = o.previewHosts
 	cfg.Services = []config.Service{svc}
 
 	quiet := slog.New(slog.DiscardHandler)
