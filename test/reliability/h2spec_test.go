@@ -17,14 +17,10 @@ import (
 
 // knownH2specFailures are the cases nginx passes and cutover does not yet,
 // each with why. A case leaves this list when it passes (the test says so).
-var knownH2specFailures = map[string]string{
-	// golang.org/x/net/http2's server hangs up (GOAWAY PROTOCOL_ERROR) on a
-	// SETTINGS frame that repeats a setting, on purpose ("settings_big_or_dups",
-	// a guard against SETTINGS floods); RFC 9113 6.5.3 says to apply them in
-	// order. A plain x/net/http2 server fails it the same way; passing it
-	// means patching or replacing the library's frame handling.
-	"http2/6.5.3/1": "x/net/http2 refuses a SETTINGS frame with a repeated setting",
-}
+// None now: http2/6.5.3/1 (a SETTINGS frame that repeats a setting, which
+// x/net/http2 alone refuses) passes since the HTTPS listener edits such
+// frames into what RFC 9113 means (internal/dataplane/listen/h2settings.go).
+var knownH2specFailures = map[string]string{}
 
 // TestH2specAgainstHTTPS runs h2spec (every case, 2 s timeout each) against
 // cutover's HTTPS listener with a real backend behind it: every case that

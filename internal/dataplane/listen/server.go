@@ -325,7 +325,7 @@ func (s *Server) serve(c *conn, info proxy.ConnInfo) {
 	case http2.NextProtoTLS:
 		c.h2.Store(true)
 		c.state.Store(connActive)
-		s.h2.ServeConn(tc, &http2.ServeConnOpts{
+		s.h2.ServeConn(newSettingsConn(tc), &http2.ServeConnOpts{
 			Context:    proxy.TLSConnContext(context.Background()),
 			BaseConfig: s.h2base,
 			Handler:    s.o.Proxy,
