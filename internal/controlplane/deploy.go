@@ -284,6 +284,14 @@ func (m *Manager) freeServiceLocked(name, kind string, pool func(*service) strin
 	if err := m.checkRunningLocked(); err != nil {
 		return nil, err
 	}
+	if t := s.trial; t != nil {
+		what := "a guard watching " + fmt.Sprintf("%q", t.pool)
+		if d := s.desired; d.Canary == t.pool {
+			what = fmt.Sprintf("a canary of %q taking %s of the clients", t.pool, pctOf(d.Weight))
+		}
+		return nil, errorf(admin.KindBusy, "%s of service %q to pool %q refused: %s is running — cutover promote (the full switch) or cutover abort (back to %q) ends it",
+			kind, s.name, pool(s), what, s.desired.Active)
+	}
 	if op := m.ops[s.name]; op != nil {
 		return nil, busy(kind, s.name, pool(s), op)
 	}

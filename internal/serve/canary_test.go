@@ -602,3 +602,44 @@ func TestPreviewThenPromoteAndAbort(t *testing.T) {
 	}
 	t.Logf("preview/promote/abort: %d live + %d preview requests, 0 failed; %s", len(lrecs), len(precs), pr.Message)
 }
+
+// TestCanaryHeldThenPromoted: a canary that holds at 30% is promoted to
+// the full switch under strict load from many clients; no request fails
+// and none reaches blue after the promotion's switch.
+func TestCanaryHeldThenPromoted(t *testing.T) {
+	in := trialInstance(t, 0)
+	cl := startClientLoad(t, in.HTTPAddr().String(), 32)
+	if _, err := deploy(t, in, admin.DeployRequest{Pool: "green", Canary: []float64{30}}); err != nil {
+		t.Fatalf("canary: %v", err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	// The held canary refuses another deploy and a rollback, naming it.
+	if _, err := deploy(t, in, admin.DeployRequest{Pool: "blue"}); err == nil || !strings.Contains(err.Error(), "canary") {
+		t.Fatalf("deploy during a held canary: %v; want a refusal naming the canary", err)
+	}
+	if _, err := in.Manager().Rollback(context.Background(), admin.RollbackRequest{Service: "web"}, nil); err == nil || !strings.Contains(err.Error(), "canary") {
+		t.Fatalf("rollback during a held canary: %v; want a refusal naming the canary", err)
+	}
+	res, err := in.Manager().Promote(context.Background(), admin.TrialRequest{Service: "web"}, nil)
+	if err != nil {
+		t.Fatalf("promote: %v", err)
+	}
+	promoted := time.Now()
+	time.Sleep(300 * time.Millisecond)
+	recs := cl.stop()
+	failed, by, after := tally(recs, "blue", promoted)
+	if failed > 0 {
+		t.Fatalf("%d of %d requests failed across the canary and its promotion", failed, len(recs))
+	}
+	if after > 0 {
+		t.Fatalf("%d requests sent after the promotion reached blue", after)
+	}
+	if by["green"] == 0 || by["blue"] == 0 {
+		t.Fatalf("by pool %v; want both during the canary", by)
+	}
+	st, _ := in.Manager().Status("web")
+	if st[0].Active != "green" || st[0].Previous != "blue" || st[0].Canary != "" {
+		t.Fatalf("after promote: active %s previous %s canary %q", st[0].Active, st[0].Previous, st[0].Canary)
+	}
+	t.Logf("held canary promoted: %d requests, 0 failed, by pool %v; %s", len(recs), by, res.Message)
+}
