@@ -344,11 +344,24 @@ func TestRollbackNoWaitWhenSteadyAndProbesWhenNot(t *testing.T) {
 	if got := livePool(t, m); got != "blue" {
 		t.Fatalf("live pool %q after a refused rollback", got)
 	}
-	// Healthy again: the rollback waits for fresh passes and switches.
+	// Healthy again while a rollback waits: it waits for fresh passes and
+	// switches. (Green recovers only once the rollback is waiting: set
+	// healthy first, the checker could make it steady before the call.)
+	ev := newEvents()
+	type result struct {
+		res *admin.DeployResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := m.Rollback(ctx, admin.RollbackRequest{Timeout: admin.Duration(10 * time.Second)}, ev.fn)
+		done <- result{res, err}
+	}()
+	ev.waitPhase(t, admin.PhaseHealth, nil)
 	g1.status.Store(http.StatusOK)
-	res, err = m.Rollback(ctx, admin.RollbackRequest{}, nil)
-	if err != nil || res.Pool != "green" || res.TimeToHealthy <= 0 {
-		t.Fatalf("rollback after recovery: %+v, %v", res, err)
+	r := <-done
+	if r.err != nil || r.res.Pool != "green" || r.res.TimeToHealthy <= 0 {
+		t.Fatalf("rollback after recovery: %+v, %v", r.res, r.err)
 	}
 }
 
