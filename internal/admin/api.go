@@ -79,6 +79,43 @@ type StatusResponse struct {
 	//   {"host": "example.com", "source": "acme", "state": "valid",
 	//    "not_after": "...", "days_left": 59.5, "last_error": "", "warning": ""}
 	Certificates []CertificateStatus `json:"certificates,omitempty"`
+	// Store is the shared desired state (absent with the state file):
+	//   {"kind": "etcd", "where": "etcd http://10.0.0.5:2379 (prefix /cutover/)",
+	//    "instance": "edge-1", "stale": false, "applied": 42, "latest": 42,
+	//    "instances": [{"name": "edge-1", "applied": 42, "behind": 0, "self": true}]}
+	Store *StoreStatus `json:"store,omitempty"`
+}
+
+// StoreEtcd is the kind of an etcd store.
+const StoreEtcd = "etcd"
+
+// StoreStatus is the shared store as the answering instance sees it.
+type StoreStatus struct {
+	Kind     string `json:"kind"`
+	Where    string `json:"where"`
+	Instance string `json:"instance"`
+	// Stale: the instance cannot reach the store; it serves the last
+	// state it applied and refuses changes. Problem says why.
+	Stale   bool   `json:"stale"`
+	Problem string `json:"problem,omitempty"`
+	// Applied is the revision this instance applied; Latest the newest
+	// revision of any service in the store.
+	Applied   int64            `json:"applied"`
+	Latest    int64            `json:"latest"`
+	Instances []InstanceStatus `json:"instances"`
+}
+
+// InstanceStatus is one live cutover sharing the store.
+type InstanceStatus struct {
+	Name    string `json:"name"`
+	Applied int64  `json:"applied"`
+	// Behind counts the services whose stored state is newer than what
+	// the instance applied.
+	Behind int  `json:"behind"`
+	Self   bool `json:"self,omitempty"`
+	// Stale: the instance cannot reach the store (shown for the
+	// answering instance only: others that cannot are not live).
+	Stale bool `json:"stale,omitempty"`
 }
 
 // HistoryResponse is the body of GET /v1/history: the last operations

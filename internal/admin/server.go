@@ -48,6 +48,9 @@ type Options struct {
 	// Certificates reports the HTTPS certificates for GET /v1/status (nil:
 	// none are listed).
 	Certificates func() []CertificateStatus
+	// Store reports the shared desired state for GET /v1/status (nil or
+	// returning nil: none).
+	Store func() *StoreStatus
 	// Reload re-reads the configuration and applies it (see FileReloader);
 	// nil makes POST /v1/reload answer that reloading is not available.
 	Reload func(ctx context.Context) error
@@ -380,6 +383,9 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	resp := StatusResponse{Services: list, StateError: s.o.Manager.StateProblem()}
+	if s.o.Store != nil {
+		resp.Store = s.o.Store()
+	}
 	if s.o.Certificates != nil {
 		resp.Certificates = s.o.Certificates()
 	}

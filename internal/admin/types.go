@@ -251,13 +251,16 @@ type Event struct {
 
 // TargetProgress is one target's health during a deploy's wait.
 type TargetProgress struct {
-	Addr   string `json:"addr"`
-	Label  string `json:"label,omitempty"`
-	State  string `json:"state"`
-	Passes int    `json:"passes"` // consecutive passing probes since the deploy began
-	Needed int    `json:"needed"` // passes needed (health.healthy)
-	Ready  bool   `json:"ready"`
-	Error  string `json:"error,omitempty"` // last probe error
+	// Instance is the cutover that sees the target so (absent: the one
+	// answering; with a shared store, another live instance).
+	Instance string `json:"instance,omitempty"`
+	Addr     string `json:"addr"`
+	Label    string `json:"label,omitempty"`
+	State    string `json:"state"`
+	Passes   int    `json:"passes"` // consecutive passing probes since the deploy began
+	Needed   int    `json:"needed"` // passes needed (health.healthy)
+	Ready    bool   `json:"ready"`
+	Error    string `json:"error,omitempty"` // last probe error
 }
 
 // ServiceStatus is the state of one service.

@@ -59,6 +59,7 @@ limits: {max_header_bytes: 16384}
 upstream: {connect_timeout: 2s, response_timeout: 30s, read_timeout: 20s, keepalive_timeout: 90s, max_idle_per_target: 0, try_timeout: 2s,
   outlier: {consecutive_failures: 3, base_ejection_time: 5s, max_ejection_time: 1m, max_ejection_percent: 30}}
 docker: {network: my-network, host: "unix:///run/docker.sock"}
+instance: edge-1
 services:
   web:
     hosts: ["Example.COM", "*.example.com"]
@@ -100,7 +101,8 @@ func TestParseFullFile(t *testing.T) {
 		Upstream: Upstream{ConnectTimeout: 2 * time.Second, ResponseTimeout: 30 * time.Second,
 			ReadTimeout: 20 * time.Second, KeepaliveTimeout: 90 * time.Second, MaxIdlePerTarget: 0, TryTimeout: 2 * time.Second,
 			Outlier: Outlier{ConsecutiveFailures: 3, BaseEjectionTime: 5 * time.Second, MaxEjectionTime: time.Minute, MaxEjectionPercent: 30}},
-		Docker: Docker{Network: "my-network", Host: "unix:///run/docker.sock"},
+		Docker:   Docker{Network: "my-network", Host: "unix:///run/docker.sock"},
+		Instance: "edge-1",
 		Services: []Service{
 			{
 				Name:    "web",

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"path/filepath"
 	"time"
 
@@ -18,6 +19,8 @@ const (
 	// DefaultACMEDirectory is Let's Encrypt's production directory, the
 	// default of tls.acme.directory.
 	DefaultACMEDirectory = "https://acme-v02.api.letsencrypt.org/directory"
+	// DefaultEtcdPrefix is store.etcd.prefix when not set.
+	DefaultEtcdPrefix = "/cutover/"
 )
 
 // Values of log.access that are not file paths.
@@ -38,6 +41,7 @@ const (
 // call Validate.
 func Default() *Config {
 	return &Config{
+		Instance: DefaultInstance(),
 		StateDir: DefaultStateDir,
 		Admin:    Admin{Socket: filepath.Join(DefaultStateDir, AdminSocketName)},
 		Log:      Log{Access: AccessStdout, Format: FormatCombined, Level: "info"},
@@ -93,4 +97,13 @@ func DefaultHealth() Health {
 		Healthy:   2,
 		Unhealthy: 3,
 	}
+}
+
+// DefaultInstance is instance when not set: the host name (or "cutover"
+// when the system will not say it).
+func DefaultInstance() string {
+	if h, err := os.Hostname(); err == nil && ValidInstance(h) {
+		return h
+	}
+	return "cutover"
 }

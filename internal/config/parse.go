@@ -194,6 +194,26 @@ func (p *parser) root(n *yaml.Node, c *Config) {
 				{"host", p.str(&c.Docker.Host)},
 			})
 		}},
+		{"store", func(k string, v *yaml.Node) {
+			st := &Store{}
+			p.mapping(k, v, []field{
+				{"etcd", func(k string, v *yaml.Node) {
+					e := &Etcd{}
+					p.mapping(k, v, []field{
+						{"endpoints", p.strList(&e.Endpoints)},
+						{"prefix", p.str(&e.Prefix)},
+						{"cert", p.str(&e.Cert)},
+						{"key", p.str(&e.Key)},
+						{"ca", p.str(&e.CA)},
+						{"username", p.str(&e.Username)},
+						{"password", p.str(&e.Password)},
+					})
+					st.Etcd = e
+				}},
+			})
+			c.Store = st
+		}},
+		{"instance", p.str(&c.Instance)},
 		{"services", func(k string, v *yaml.Node) {
 			p.pairs(k, v, func(name, child string, _, v *yaml.Node) {
 				c.Services = append(c.Services, p.service(child, name, v))
@@ -714,6 +734,10 @@ func resolvePaths(c *Config, path string) error {
 		a.Storage = rel(a.Storage)
 	}
 	c.StateDir = rel(c.StateDir)
+	if c.Store != nil && c.Store.Etcd != nil {
+		e := c.Store.Etcd
+		e.Cert, e.Key, e.CA = rel(e.Cert), rel(e.Key), rel(e.CA)
+	}
 	if c.Admin.Socket == "" {
 		c.Admin.Socket = filepath.Join(c.StateDir, AdminSocketName)
 	} else {
@@ -735,6 +759,9 @@ func normalize(c *Config) {
 		for j, h := range s.Hosts {
 			s.Hosts[j] = strings.ToLower(h)
 		}
+	}
+	if c.Store != nil && c.Store.Etcd != nil && c.Store.Etcd.Prefix == "" {
+		c.Store.Etcd.Prefix = DefaultEtcdPrefix
 	}
 	if a := c.TLS.ACME; a != nil {
 		for i, h := range a.Hosts {

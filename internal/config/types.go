@@ -31,6 +31,12 @@ type Config struct {
 	Limits         Limits
 	Upstream       Upstream
 	Docker         Docker
+	// Store is where the services' desired state lives when several
+	// cutovers share it (nil: the state file in StateDir).
+	Store *Store
+	// Instance names this cutover among those sharing a store (default:
+	// the host name).
+	Instance string
 
 	// Services in the order the file lists them.
 	Services []Service
@@ -167,6 +173,27 @@ type Docker struct {
 	Network string
 	// Host overrides DOCKER_HOST when set.
 	Host string
+}
+
+// Store is a desired state shared by several cutovers.
+type Store struct {
+	// Etcd is the etcd cluster that holds it.
+	Etcd *Etcd
+}
+
+// Etcd says how to reach an etcd cluster.
+type Etcd struct {
+	// Endpoints are the members' client URLs (http:// or https://).
+	Endpoints []string
+	// Prefix is put before every key cutover writes (default
+	// DefaultEtcdPrefix); cutovers with the same prefix share one state.
+	Prefix string
+	// Cert and Key are a client certificate (PEM files, optional); CA is
+	// the PEM file of roots to trust for the members (default: the
+	// system's).
+	Cert, Key, CA string
+	// Username and Password log in when etcd has auth enabled.
+	Username, Password string
 }
 
 // Engines of listen.engine.

@@ -85,6 +85,7 @@ func (ch *checker) run() {
 	ch.listen()
 	ch.tls()
 	ch.files()
+	ch.store()
 	ch.log()
 	ch.limits()
 	ch.services()
@@ -249,6 +250,77 @@ func (ch *checker) files() {
 	}
 	if h := c.Docker.Host; h != "" && !strings.Contains(h, "://") {
 		ch.addf("docker.host", "%q is not a Docker Engine address — write e.g. unix:///var/run/docker.sock or tcp://127.0.0.1:2375", h)
+	}
+}
+
+// ValidInstance reports whether s can name an instance: letters, digits,
+// '.', '-' and '_' (a host name fits), at most 63 bytes. It is a key in
+// the shared store, hence no '/'.
+func ValidInstance(s string) bool {
+	if s == "" || len(s) > 63 {
+		return false
+	}
+	for _, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '.', c == '-', c == '_':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// store checks store and instance.
+func (ch *checker) store() {
+	c := ch.c
+	if !ValidInstance(c.Instance) {
+		ch.addf("instance", "%q cannot name this cutover — use letters, digits, '.', '-' and '_' (at most 63), e.g. edge-1", c.Instance)
+	}
+	if c.Store == nil {
+		return
+	}
+	e := c.Store.Etcd
+	if e == nil {
+		ch.report("store", true, "names no store — add store: {etcd: {endpoints: [\"https://10.0.0.5:2379\"]}}, or remove store: to keep the state file in state_dir")
+		return
+	}
+	if len(e.Endpoints) == 0 {
+		ch.add("store.etcd.endpoints", `is empty — list the etcd members' client URLs, e.g. ["https://10.0.0.5:2379", "https://10.0.0.6:2379"]`)
+	}
+	seen := map[string]int{}
+	for i, ep := range e.Endpoints {
+		k := fmt.Sprintf("store.etcd.endpoints[%d]", i)
+		if ep == "" {
+			continue // reported by the parser
+		}
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" || (u.Path != "" && u.Path != "/") {
+			ch.addf(k, "%q is not an etcd client URL — write scheme://host:port, e.g. https://10.0.0.5:2379", ep)
+			continue
+		}
+		if u.Scheme == "http" && (e.Cert != "" || e.CA != "") {
+			ch.addf(k, "%q is plain http, but store.etcd has TLS files — use https:// for members that speak TLS", ep)
+		}
+		if first, dup := seen[ep]; dup {
+			ch.addf(k, "%q is listed twice (first at store.etcd.endpoints[%d]) — remove one", ep, first)
+			continue
+		}
+		seen[ep] = i
+	}
+	if !strings.HasPrefix(e.Prefix, "/") || !strings.HasSuffix(e.Prefix, "/") || strings.Contains(e.Prefix, "//") {
+		ch.addf("store.etcd.prefix", "%q must start and end with '/' (so that one prefix is never the start of another), e.g. %s", e.Prefix, DefaultEtcdPrefix)
+	}
+	switch {
+	case e.Cert != "" && e.Key == "":
+		ch.add("store.etcd.cert", "is set without store.etcd.key — add store.etcd.key: FILE, the client certificate's private key")
+	case e.Key != "" && e.Cert == "":
+		ch.add("store.etcd.key", "is set without store.etcd.cert — add store.etcd.cert: FILE, the client certificate")
+	}
+	switch {
+	case e.Username != "" && e.Password == "":
+		ch.add("store.etcd.username", "is set without store.etcd.password — add store.etcd.password: ${ETCD_PASSWORD}")
+	case e.Password != "" && e.Username == "":
+		ch.add("store.etcd.password", "is set without store.etcd.username — add store.etcd.username: NAME")
 	}
 }
 

@@ -150,7 +150,16 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 	m.log.Info("deploy started", "service", s.name, "pool", req.Pool, "timeout", timeout)
 
 	start := time.Now()
+	intent, release, err := m.lockShared(ctx, admin.OpDeploy, s, req.Pool, specs, progress)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	if err := m.waitHealthy(ctx, s, p, admin.OpDeploy, timeout, progress); err != nil {
+		m.log.Warn("deploy refused", "service", s.name, "pool", req.Pool, "error", err.Error())
+		return nil, err
+	}
+	if err := m.awaitInstances(ctx, s, intent, start.Add(timeout), progress); err != nil {
 		m.log.Warn("deploy refused", "service", s.name, "pool", req.Pool, "error", err.Error())
 		return nil, err
 	}
@@ -187,7 +196,7 @@ func orNone(pool string) string {
 // stateRefusal is the error of an operation refused because the state
 // cannot be written.
 func stateRefusal(kind, service, pool, live string, err error) *admin.Error {
-	return errorf(admin.KindState, "%s of service %q to pool %q refused: %v — live traffic stays on %q; make the state writable, then retry",
+	return errorf(admin.KindState, "%s of service %q to pool %q refused: %v — live traffic stays on %q; retry once the state can be written",
 		kind, service, pool, err, orNone(live))
 }
 
@@ -250,6 +259,11 @@ func (m *Manager) rollback(ctx context.Context, req admin.RollbackRequest, progr
 	m.mu.Unlock()
 
 	m.log.Info("rollback started", "service", s.name, "pool", prev)
+	intent, release, err := m.lockShared(ctx, admin.OpRollback, s, prev, nil, progress)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	var took time.Duration
 	if steady, _ := poolReady(p, s.settings().Thresholds.Healthy); steady {
 		progress(m.event(s.name, prev, admin.PhaseHealth, fmt.Sprintf("every target of %q is up and passing its checks", prev)))
@@ -260,6 +274,10 @@ func (m *Manager) rollback(ctx context.Context, req admin.RollbackRequest, progr
 			return nil, err
 		}
 		took = time.Since(start)
+	}
+	if err := m.awaitInstances(ctx, s, intent, time.Now().Add(timeout), progress); err != nil {
+		m.log.Warn("rollback refused", "service", s.name, "pool", prev, "error", err.Error())
+		return nil, err
 	}
 	return m.switchTo(ctx, s, p, switchOptions{kind: admin.OpRollback, expect: req.Expect, took: took}, progress)
 }
@@ -392,22 +410,11 @@ func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind str
 	defer cancel()
 
 	m.mu.Lock()
-	var checkers []*runningChecker
-	for _, rc := range p.checkers {
-		checkers = append(checkers, rc)
-	}
 	// Close stops the checkers; the wait must not outlive them.
 	stopped := m.runCtx.Done()
 	m.mu.Unlock()
-	// Restart all at once: each waits for its probe in progress, if any.
-	errs := make(chan error, len(checkers))
-	for _, rc := range checkers {
-		go func() { errs <- rc.c.Restart(wctx) }()
-	}
-	for range checkers {
-		if err := <-errs; err != nil && ctx.Err() != nil {
-			return m.canceled(kind, s.name, name)
-		}
+	if err := m.restartCheckers(wctx, p); err != nil && ctx.Err() != nil {
+		return m.canceled(kind, s.name, name)
 	}
 
 	progress(m.event(s.name, name, admin.PhaseHealth, fmt.Sprintf("checking %s of %q: GET %s every %s, %s needed, timeout %s",
@@ -464,6 +471,28 @@ func (m *Manager) waitHealthy(ctx context.Context, s *service, p *pool, kind str
 			return errorf(admin.KindCanceled, "%s of service %q to pool %q stopped: cutover is shutting down — live traffic untouched", kind, s.name, name)
 		}
 	}
+}
+
+// restartCheckers restarts the checks of every target of p at once
+// (fresh counts, a probe now); each waits for its probe in progress.
+func (m *Manager) restartCheckers(ctx context.Context, p *pool) error {
+	m.mu.Lock()
+	var checkers []*runningChecker
+	for _, rc := range p.checkers {
+		checkers = append(checkers, rc)
+	}
+	m.mu.Unlock()
+	errs := make(chan error, len(checkers))
+	for _, rc := range checkers {
+		go func() { errs <- rc.c.Restart(ctx) }()
+	}
+	var first error
+	for range checkers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func (m *Manager) canceled(kind, service, pool string) *admin.Error {

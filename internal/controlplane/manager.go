@@ -47,6 +47,14 @@ type Options struct {
 	// Stats are the data plane's counts of what each pool served, for
 	// status and a deploy's guard (nil: none).
 	Stats *stats.Stats
+	// Store keeps the desired state instead of the state file (nil: the
+	// file in state_dir, or memory without one). A state.Shared store
+	// (etcd) is followed: changes made through other instances apply
+	// here too.
+	Store state.Store
+	// OnApply is told of every desired state the routing swapped to, made
+	// here or elsewhere, with m.mu held (nil: nobody).
+	OnApply func(service string, d state.Service)
 }
 
 // ConnOptions builds the upstream connection options from a configuration.
@@ -96,6 +104,12 @@ type Manager struct {
 	hist    *history.Log
 	metrics *metrics.Metrics
 	stats   *stats.Stats
+	// shared is store when several cutovers share it (nil otherwise).
+	shared  state.Shared
+	onApply func(service string, d state.Service)
+	// prepared are the pools this instance checks for deploys announced
+	// by other instances, by service; guarded by mu.
+	prepared map[string]*preparing
 
 	// stateMu serialises changes (commit the next desired state, then
 	// apply it); it is taken before mu.
@@ -198,13 +212,15 @@ func (p *pool) source() string {
 // checks pass. Start begins the health checks.
 func New(cfg *config.Config, o Options) (*Manager, error) {
 	m := &Manager{
-		log:     o.Logger,
-		conn:    o.Conn,
-		metrics: o.Metrics,
-		stats:   o.Stats,
-		prober:  health.NewProber(),
-		cfg:     cfg,
-		ops:     map[string]*admin.Operation{},
+		log:      o.Logger,
+		conn:     o.Conn,
+		metrics:  o.Metrics,
+		stats:    o.Stats,
+		prober:   health.NewProber(),
+		cfg:      cfg,
+		ops:      map[string]*admin.Operation{},
+		onApply:  o.OnApply,
+		prepared: map[string]*preparing{},
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -214,7 +230,20 @@ func New(cfg *config.Config, o Options) (*Manager, error) {
 	}
 	stored := map[string]state.Service{}
 	m.store = state.NewMemStore()
-	if cfg.StateDir != "" {
+	if o.Store != nil {
+		m.store = o.Store
+		m.shared, _ = o.Store.(state.Shared)
+		if cfg.StateDir != "" {
+			m.statePath = cfg.StateDir
+			if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+				m.log.Warn("state_dir cannot be created: no history, no cache of the shared state", "state_dir", cfg.StateDir, "err", err)
+			}
+		}
+		var err error
+		if stored, err = m.store.Load(context.Background()); err != nil {
+			return nil, err
+		}
+	} else if cfg.StateDir != "" {
 		// Traffic does not depend on a writable disk: a state_dir that
 		// cannot be created or written is reported, the last state that
 		// can be read serves, and changes are refused until it can be
@@ -259,13 +288,16 @@ func New(cfg *config.Config, o Options) (*Manager, error) {
 	}
 	m.orphans = map[string]int64{}
 	for _, name := range sortedKeys(stored) {
-		if _, ok := cfg.Service(name); !ok {
+		// A shared store may hold services of other instances'
+		// configurations: they are theirs to remove.
+		if _, ok := cfg.Service(name); !ok && m.shared == nil {
 			m.orphans[name] = stored[name].Revision
 			m.log.Warn("state names a service the configuration no longer has; it is dropped at the next reload",
 				"service", name, "state_file", m.statePath)
 		}
 	}
 	m.router = route.NewRouter(table)
+	m.publishAppliedLocked()
 	return m, nil
 }
 
@@ -360,7 +392,12 @@ func routesFor(s *service, d state.Service) *route.Routes {
 func (m *Manager) applyLocked(s *service, d state.Service) []*upstream.Pool {
 	s.desired = d
 	next := routesFor(s, d)
-	return s.rs.Apply(next).Lost(next)
+	lost := s.rs.Apply(next).Lost(next)
+	if m.onApply != nil {
+		m.onApply(s.name, d)
+	}
+	m.publishAppliedLocked()
+	return lost
 }
 
 func inFile(path string) string {
@@ -542,6 +579,14 @@ func (m *Manager) Start(ctx context.Context) error {
 		for _, p := range s.pools {
 			m.startCheckers(p)
 		}
+	}
+	if m.shared != nil {
+		runCtx := m.runCtx
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.shared.Follow(runCtx, m)
+		}()
 	}
 	return nil
 }
@@ -822,6 +867,9 @@ func (m *Manager) checkWritable() error {
 }
 
 func (m *Manager) setStateProblem(err error) {
+	if m.shared != nil {
+		return // the shared store tracks its reachability itself (StateProblem)
+	}
 	msg := fmt.Sprintf("%v — cutover keeps serving the last state it read, and refuses deploys, rollbacks and reloads until the state can be written (fix state_dir: free space, permissions, read-only mount)", err)
 	if old := m.stateProblem.Swap(&msg); old == nil || *old != msg {
 		m.log.Error("state cannot be written", "state_file", m.statePath, "error", err)
@@ -830,6 +878,11 @@ func (m *Manager) setStateProblem(err error) {
 
 // StateProblem says why the state cannot be written ("" when it can).
 func (m *Manager) StateProblem() string {
+	if m.shared != nil {
+		if p := m.shared.Problem(); p != "" {
+			return p + " — this instance is stale: it keeps serving the last state it applied and refuses deploys, rollbacks and reloads until etcd answers again (check the etcd members and the network to them)"
+		}
+	}
 	if p := m.stateProblem.Load(); p != nil {
 		return *p
 	}

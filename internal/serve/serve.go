@@ -23,6 +23,8 @@ import (
 	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane"
+	"github.com/cutover/cutover/internal/controlplane/state"
+	"github.com/cutover/cutover/internal/controlplane/state/etcdstore"
 	"github.com/cutover/cutover/internal/dataplane/accesslog"
 	"github.com/cutover/cutover/internal/dataplane/forward"
 	"github.com/cutover/cutover/internal/dataplane/listen"
@@ -49,6 +51,12 @@ type Options struct {
 	// ACMERenewCheck is how often ACME certificates are checked for
 	// renewal (0: the library's default, 10 minutes); tests shorten it.
 	ACMERenewCheck time.Duration
+	// OnApply is told of every desired state the routing swapped to (see
+	// controlplane.Options.OnApply); tests measure with it.
+	OnApply func(service string, d state.Service)
+	// Etcd adjusts the etcd store's options (leases, probe interval)
+	// before it opens; tests shorten them.
+	Etcd func(*etcdstore.Options)
 }
 
 // Instance is a running proxy.
@@ -69,6 +77,8 @@ type Instance struct {
 	metSrv *metrics.Server
 	// ready is set once Start has finished: GET /healthz answers 200.
 	ready atomic.Bool
+	// store is the shared desired state (nil: the state file).
+	store *etcdstore.Store
 	// docker keeps pools of containers in step with the engine (nil when
 	// the configuration has none).
 	docker *docker.Provider
@@ -146,7 +156,23 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	}
 
 	in.met = metrics.New(metrics.Options{Stats: in.stats})
-	if in.mgr, err = controlplane.New(cfg, controlplane.Options{Logger: log, Conn: controlplane.ConnOptions(cfg), Metrics: in.met, Stats: in.stats}); err != nil {
+	co := controlplane.Options{Logger: log, Conn: controlplane.ConnOptions(cfg), Metrics: in.met, Stats: in.stats, OnApply: o.OnApply}
+	if cfg.Store != nil && cfg.Store.Etcd != nil {
+		eo, err := etcdstore.FromConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		eo.Logger = log
+		if o.Etcd != nil {
+			o.Etcd(&eo)
+		}
+		if in.store, err = etcdstore.Open(eo); err != nil {
+			return nil, err
+		}
+		co.Store = in.store
+		in.met.AddStore(in.store)
+	}
+	if in.mgr, err = controlplane.New(cfg, co); err != nil {
 		return nil, err
 	}
 	// Docker pools get their targets before any listener accepts.
@@ -222,6 +248,9 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	}
 	if in.certs != nil {
 		ao.Certificates = in.certificateStatus
+	}
+	if in.store != nil {
+		ao.Store = in.mgr.StoreStatus
 	}
 	if in.adm, err = admin.Listen(ao); err != nil {
 		return nil, err
@@ -463,6 +492,10 @@ func (in *Instance) closeAll() {
 	in.docker.Close()
 	if in.mgr != nil {
 		in.mgr.Close()
+	}
+	if in.store != nil {
+		in.store.Close()
+		in.store = nil
 	}
 	if in.access != nil {
 		in.access.Close()

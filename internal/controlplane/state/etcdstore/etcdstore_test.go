@@ -1,0 +1,243 @@
+package etcdstore
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cutover/cutover/internal/controlplane/state"
+	"github.com/cutover/cutover/internal/testutil/etcdtest"
+)
+
+func open(t *testing.T, endpoints []string, name string) *Store {
+	t.Helper()
+	s, err := Open(Options{Endpoints: endpoints, Instance: name, CacheDir: t.TempDir(), InstanceTTL: 2 * time.Second, LockTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	waitFor(t, "store reachable", func() bool { return s.Problem() == "" })
+	return s
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// follower records what a store hands it.
+type follower struct {
+	mu       sync.Mutex
+	services map[string]state.Service
+	intents  map[string]bool
+}
+
+func newFollower() *follower {
+	return &follower{services: map[string]state.Service{}, intents: map[string]bool{}}
+}
+
+func (f *follower) ApplyStored(ss map[string]state.Service, full bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k, v := range ss {
+		f.services[k] = v
+	}
+}
+
+func (f *follower) Announced(i state.Intent, on bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.intents[i.ID] = on
+}
+
+func (f *follower) get(name string) state.Service {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.services[name]
+}
+
+func TestCommitIsCompareAndSwapAndFollowed(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	a, b := open(t, c.Endpoints(), "a"), open(t, c.Endpoints(), "b")
+	ctx := context.Background()
+	fb := newFollower()
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go b.Follow(fctx, fb)
+
+	rev, err := a.Commit(ctx, []state.Change{{Service: "web", Value: &state.Service{Active: "blue"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b follows the first commit", func() bool { return fb.get("web").Revision == rev })
+	if got := fb.get("web"); got.Active != "blue" {
+		t.Fatalf("b got %+v, want blue", got)
+	}
+	// Two writers from the same revision: exactly one wins.
+	var wins, conflicts int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, st := range []*Store{a, b, a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := st.Commit(ctx, []state.Change{{Service: "web", Value: &state.Service{Active: "green", Previous: "blue"}, Revision: rev}})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				wins++
+			case errors.Is(err, state.ErrConflict):
+				conflicts++
+			default:
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins != 1 || conflicts != 3 {
+		t.Fatalf("%d commits won and %d conflicted, want 1 and 3", wins, conflicts)
+	}
+	loaded, err := b.Load(ctx)
+	if err != nil || loaded["web"].Active != "green" || loaded["web"].Revision <= rev {
+		t.Fatalf("Load = %+v, %v; want green at a newer revision than %d", loaded, err, rev)
+	}
+	waitFor(t, "b follows the switch", func() bool { return fb.get("web").Active == "green" })
+}
+
+func TestLockIsExclusiveAndAnnounced(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	a, b := open(t, c.Endpoints(), "a"), open(t, c.Endpoints(), "b")
+	ctx := context.Background()
+	fb := newFollower()
+	fctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go b.Follow(fctx, fb)
+	i := state.Intent{ID: "x1", Kind: "deploy", Service: "web", Pool: "green", Instance: "a", Started: time.Now()}
+	release, err := a.Lock(ctx, i)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.Lock(ctx, state.Intent{ID: "y1", Kind: "deploy", Service: "web", Pool: "blue", Instance: "b"})
+	var le *state.LockedError
+	if !errors.As(err, &le) || le.Holder.Instance != "a" || !strings.Contains(err.Error(), `to pool "green" through instance a`) {
+		t.Fatalf("second lock: %v, want a LockedError naming instance a's deploy of green", err)
+	}
+	waitFor(t, "b sees the announcement", func() bool { fb.mu.Lock(); defer fb.mu.Unlock(); return fb.intents["x1"] })
+	release()
+	waitFor(t, "b sees the release", func() bool { fb.mu.Lock(); defer fb.mu.Unlock(); return !fb.intents["x1"] })
+	release2, err := b.Lock(ctx, state.Intent{ID: "y2", Kind: "deploy", Service: "web", Pool: "blue", Instance: "b"})
+	if err != nil {
+		t.Fatalf("lock after release: %v", err)
+	}
+	release2()
+}
+
+// TestHelperLockHolder is the process TestKilledDeployerLockExpires kills.
+func TestHelperLockHolder(t *testing.T) {
+	eps := os.Getenv("CUTOVER_TEST_LOCK_HOLDER")
+	if eps == "" {
+		t.Skip("helper process")
+	}
+	s, err := Open(Options{Endpoints: strings.Split(eps, ","), Instance: "doomed", LockTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "store reachable", func() bool { return s.Problem() == "" })
+	if _, err := s.Lock(context.Background(), state.Intent{ID: "doomed", Kind: "deploy", Service: "web", Pool: "green", Instance: "doomed", Started: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	os.Stdout.WriteString("locked\n")
+	select {} // until killed
+}
+
+func TestKilledDeployerLockExpires(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	b := open(t, c.Endpoints(), "b")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperLockHolder$", "-test.v")
+	cmd.Env = append(os.Environ(), "CUTOVER_TEST_LOCK_HOLDER="+strings.Join(c.Endpoints(), ","))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	sc := bufio.NewScanner(out)
+	locked := false
+	for sc.Scan() {
+		if sc.Text() == "locked" {
+			locked = true
+			break
+		}
+	}
+	if !locked {
+		t.Fatal("the helper did not take the lock")
+	}
+	go func() {
+		for sc.Scan() {
+		}
+	}()
+	i := state.Intent{ID: "next", Kind: "deploy", Service: "web", Pool: "blue", Instance: "b"}
+	if _, err := b.Lock(context.Background(), i); err == nil || !strings.Contains(err.Error(), "through instance doomed") {
+		t.Fatalf("lock while the helper holds it: %v, want refused naming instance doomed", err)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	killed := time.Now()
+	var release func()
+	waitFor(t, "the killed deployer's lock to expire", func() bool {
+		var err error
+		release, err = b.Lock(context.Background(), i)
+		return err == nil
+	})
+	release()
+	t.Logf("lock of the deployer killed with SIGKILL expired after %s (lease TTL 2s)", time.Since(killed).Round(time.Millisecond))
+}
+
+func TestUnreachableAtStartServesTheCache(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	dir := t.TempDir()
+	s, err := Open(Options{Endpoints: c.Endpoints(), Instance: "a", CacheDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "store reachable", func() bool { return s.Problem() == "" })
+	s.Applied(map[string]state.Service{"web": {Active: "green", Previous: "blue", Revision: 7}})
+	waitFor(t, "the cache file", func() bool {
+		st, err := state.Load(dir + "/" + CacheFile)
+		return err == nil && st != nil && st.Services["web"].Active == "green"
+	})
+	s.Close()
+	c.Stop(0)
+
+	s2, err := Open(Options{Endpoints: c.Endpoints(), Instance: "a", CacheDir: dir, RequestTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s2.Close()
+	got, err := s2.Load(context.Background())
+	if err != nil || got["web"].Active != "green" || got["web"].Revision != 7 {
+		t.Fatalf("Load with etcd down = %+v, %v; want the cached green at revision 7", got, err)
+	}
+	if p := s2.Problem(); !strings.Contains(p, c.Members[0].ClientURL) {
+		t.Fatalf("Problem = %q, want it to name the endpoint", p)
+	}
+	if err := s2.Check(context.Background()); err == nil {
+		t.Fatal("Check passed with etcd down")
+	}
+}
