@@ -107,6 +107,40 @@ func printStatus(out io.Writer, st *admin.StatusResponse, now time.Time) {
 		tw.Flush()
 	}
 	printCertificates(out, st.Certificates)
+	printStore(out, st.Store)
+}
+
+// printStore lists the instances sharing the desired state, with the
+// revision each applied and how far behind it is.
+func printStore(out io.Writer, st *admin.StoreStatus) {
+	if st == nil {
+		return
+	}
+	fmt.Fprintf(out, "\nshared state: %s; this instance: %s, applied revision %d", st.Where, st.Instance, st.Applied)
+	if st.Latest > 0 {
+		fmt.Fprintf(out, ", newest %d", st.Latest)
+	}
+	fmt.Fprintln(out)
+	if st.Stale {
+		fmt.Fprintf(out, "STALE: %s\n", st.Problem)
+	}
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  INSTANCE\tAPPLIED\tBEHIND")
+	for _, in := range st.Instances {
+		name := in.Name
+		if in.Self {
+			name += " (this one)"
+		}
+		behind := human.Count(in.Behind, "service change")
+		switch {
+		case in.Stale:
+			behind = "unknown (stale)"
+		case in.Behind == 0:
+			behind = "up to date"
+		}
+		fmt.Fprintf(tw, "  %s\t%d\t%s\n", name, in.Applied, behind)
+	}
+	tw.Flush()
 }
 
 // printCertificates lists the HTTPS certificates, warnings last on each line.
