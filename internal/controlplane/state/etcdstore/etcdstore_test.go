@@ -69,14 +69,21 @@ func (f *follower) get(name string) state.Service {
 	return f.services[name]
 }
 
-func TestCommitIsCompareAndSwapAndFollowed(t *testing.T) {
+// twoStores opens stores a and b on a three-member cluster; b is
+// followed by the returned follower until the test ends.
+func twoStores(t *testing.T) (a, b *Store, fb *follower) {
 	c := etcdtest.Start(t, 3)
-	a, b := open(t, c.Endpoints(), "a"), open(t, c.Endpoints(), "b")
+	a, b = open(t, c.Endpoints(), "a"), open(t, c.Endpoints(), "b")
+	fb = newFollower()
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	go b.Follow(ctx, fb)
+	return a, b, fb
+}
+
+func TestCommitIsCompareAndSwapAndFollowed(t *testing.T) {
+	a, b, fb := twoStores(t)
 	ctx := context.Background()
-	fb := newFollower()
-	fctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go b.Follow(fctx, fb)
 
 	rev, err := a.Commit(ctx, []state.Change{{Service: "web", Value: &state.Service{Active: "blue"}}})
 	if err != nil {
@@ -119,13 +126,8 @@ func TestCommitIsCompareAndSwapAndFollowed(t *testing.T) {
 }
 
 func TestLockIsExclusiveAndAnnounced(t *testing.T) {
-	c := etcdtest.Start(t, 3)
-	a, b := open(t, c.Endpoints(), "a"), open(t, c.Endpoints(), "b")
+	a, b, fb := twoStores(t)
 	ctx := context.Background()
-	fb := newFollower()
-	fctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go b.Follow(fctx, fb)
 	i := state.Intent{ID: "x1", Kind: "deploy", Service: "web", Pool: "green", Instance: "a", Started: time.Now()}
 	release, err := a.Lock(ctx, i)
 	if err != nil {
