@@ -254,15 +254,33 @@ func (s *Store) timeout(ctx context.Context) (context.Context, context.CancelFun
 	return context.WithTimeout(ctx, s.o.RequestTimeout)
 }
 
+// twice runs a request that is safe to repeat, each try under the
+// request timeout, and tries once more when the first fails: a member that
+// just stopped can take the first try with it before the client's balancer
+// moves on to the others.
+func (s *Store) twice(ctx context.Context, req func(context.Context) error) error {
+	var err error
+	for range 2 {
+		rctx, cancel := s.timeout(ctx)
+		err = req(rctx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+	}
+	return err
+}
+
 // probe checks etcd every ProbeInterval with a linearizable read (which
 // needs a quorum) and asks for a resync when it answers again.
 func (s *Store) probe() {
 	t := time.NewTicker(s.o.ProbeInterval)
 	defer t.Stop()
 	for {
-		ctx, cancel := s.timeout(s.ctx)
-		_, err := s.cli.Get(ctx, s.key(dirServices), clientv3.WithPrefix(), clientv3.WithCountOnly())
-		cancel()
+		err := s.twice(s.ctx, func(ctx context.Context) error {
+			_, err := s.cli.Get(ctx, s.key(dirServices), clientv3.WithPrefix(), clientv3.WithCountOnly())
+			return err
+		})
 		switch {
 		case s.ctx.Err() != nil:
 			return
@@ -606,12 +624,16 @@ func (s *Store) Lock(ctx context.Context, i state.Intent) (func(), error) {
 	if p := s.Problem(); p != "" {
 		return nil, errors.New(p)
 	}
-	rctx, cancel := s.timeout(ctx)
-	defer cancel()
-	g, err := s.cli.Grant(rctx, int64(max(s.o.LockTTL/time.Second, 1)))
+	var g *clientv3.LeaseGrantResponse
+	err := s.twice(ctx, func(ctx context.Context) (err error) {
+		g, err = s.cli.Grant(ctx, int64(max(s.o.LockTTL/time.Second, 1)))
+		return err
+	})
 	if err != nil {
 		return nil, s.unreachable(err)
 	}
+	rctx, cancel := s.timeout(ctx)
+	defer cancel()
 	k := s.key(dirLocks, i.Service)
 	data, _ := json.Marshal(i)
 	resp, err := s.cli.Txn(rctx).
