@@ -328,10 +328,20 @@ func TestSeedFlowOnDocker(t *testing.T) {
 	f.expect("rollback", `^set1-server[12]$`, "v1")
 
 	// The release that replaces steps 5 and 6: a third version into the
-	// idle colour, the old colour stopped after the drain.
+	// idle colour, the old colour stopped after the drain. The idle colour
+	// is green, still running v2 as the warm rollback colour: the release
+	// is refused (nothing changes) until told to replace it.
+	releaseArgs := []string{"release", "-f", filepath.Join(f.seed, "compose-{pool}.yaml"), "--image", f.prefix + "/demo-app:v3",
+		"--name", f.name("web"), "--keep-old", "0", "--socket", f.socket}
+	refused, err := exec.Command(f.cutover, releaseArgs...).CombinedOutput()
+	if err == nil || !strings.Contains(string(refused), "warm rollback colour") || !strings.Contains(string(refused), "--replace-previous") {
+		t.Fatalf("release into the warm rollback colour: %v\n%s\nwant a refusal naming it and --replace-previous", err, refused)
+	}
+	if c := f.inspect(f.name("green-server-1")); !c.Running() {
+		t.Fatalf("the refused release stopped green-server-1")
+	}
 	f.change()
-	out := f.cli("release", "-f", filepath.Join(f.seed, "compose-{pool}.yaml"), "--image", f.prefix+"/demo-app:v3",
-		"--name", f.name("web"), "--keep-old", "0")
+	out := f.cli(append(releaseArgs[:len(releaseArgs)-2], "--replace-previous")...)
 	f.expect("release v3 into green", `^set2-server[12]$`, "v3")
 	m := regexp.MustCompile(`release start to switch: ([0-9.]+m?s)`).FindStringSubmatch(out)
 	if m == nil {
