@@ -84,7 +84,7 @@ func (h *harness) measure(ctx context.Context, r benchRun, tlsFiles *tlsFiles, l
 		opts.AccessLog = filepath.Join(dir, "access.log")
 	}
 	if h.opts.profileDir != "" && isCutover(proxy) {
-		opts.CPUProfile = filepath.Join(h.opts.profileDir, fmt.Sprintf("%s-%s-run%d.pprof", proxy, strings.ReplaceAll(r.mode(), " ", "-"), r.Run))
+		opts.CPUProfile = filepath.Join(h.opts.profileDir, fmt.Sprintf("%s-%s-run%d.pprof", proxy, profileName(r.mode()), r.Run))
 	}
 	rp, err := h.startProxy(ctx, opts)
 	if err != nil {
@@ -140,6 +140,12 @@ func (h *harness) measure(ctx context.Context, r benchRun, tlsFiles *tlsFiles, l
 		_ = os.Remove(opts.AccessLog)
 	}
 	return r
+}
+
+// profileName makes a run's mode a file name: "HTTP/2" → "HTTP-2",
+// "access log off" → "access-log-off".
+func profileName(mode string) string {
+	return strings.NewReplacer(" ", "-", "/", "-").Replace(mode)
 }
 
 // knownCPU is the CPU time used so far by the backends and the harness.

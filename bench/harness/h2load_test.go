@@ -130,6 +130,14 @@ func TestLoadCommandLines(t *testing.T) {
 	}
 }
 
+func TestProfileName(t *testing.T) {
+	for mode, want := range map[string]string{caseH2: "HTTP-2", caseH1TLS: "HTTP-1.1-over-TLS", "access log off": "access-log-off"} {
+		if got := profileName(mode); got != want || strings.Contains(got, "/") {
+			t.Errorf("profileName(%q) = %q; want %q", mode, got, want)
+		}
+	}
+}
+
 func TestHTTPSProblems(t *testing.T) {
 	ok := func(p, c string) benchRun {
 		return benchRun{Proxy: p, Case: c, Run: 1, Wrk: wrkResult{Requests: 100}}
