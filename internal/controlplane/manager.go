@@ -14,9 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -287,7 +287,7 @@ func New(cfg *config.Config, o Options) (*Manager, error) {
 		table.AddPreview(s.rs, sc.PreviewHosts)
 	}
 	m.orphans = map[string]int64{}
-	for _, name := range sortedKeys(stored) {
+	for _, name := range slices.Sorted(maps.Keys(stored)) {
 		// A shared store may hold services of other instances'
 		// configurations: they are theirs to remove.
 		if _, ok := cfg.Service(name); !ok && m.shared == nil {
@@ -906,15 +906,6 @@ func fromState(ts []state.Target) []upstream.TargetSpec {
 		out[i] = upstream.TargetSpec{Addr: t.Addr, Label: t.Label}
 	}
 	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // signal is a broadcast without lost wake-ups: take Wait's channel, look

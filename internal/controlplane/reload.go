@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"strings"
 
@@ -41,7 +42,7 @@ func (m *Manager) Reload(cfg *config.Config) error {
 	}
 	if len(m.ops) > 0 {
 		var running []string
-		for _, name := range sortedKeys(m.ops) {
+		for _, name := range slices.Sorted(maps.Keys(m.ops)) {
 			running = append(running, m.ops[name].String())
 		}
 		m.mu.Unlock()
@@ -147,7 +148,7 @@ func (m *Manager) Reload(cfg *config.Config) error {
 func (m *Manager) reloadChangesLocked(cfg *config.Config) ([]state.Change, map[string]state.Service) {
 	var changes []state.Change
 	next := map[string]state.Service{}
-	for _, name := range sortedKeys(m.orphans) {
+	for _, name := range slices.Sorted(maps.Keys(m.orphans)) {
 		changes = append(changes, state.Change{Service: name, Revision: m.orphans[name]})
 	}
 	for _, s := range m.services {

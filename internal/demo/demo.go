@@ -252,21 +252,11 @@ func demonstrate(ctx context.Context, m *controlplane.Manager, url string, o Opt
 // get sends one GET that net/http may not retry on its own (a body without
 // GetBody makes it non-replayable), so every failure is counted.
 func get(c *http.Client, url string) (string, error) {
-	req, err := http.NewRequest("GET", url, io.NopCloser(strings.NewReader("")))
-	if err != nil {
-		return "", err
+	profile, status, err := getAs(c, url, "")
+	if err == nil && status != 200 {
+		err = fmt.Errorf("status %d", status)
 	}
-	req.GetBody = nil
-	resp, err := c.Do(req)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
-	if resp.StatusCode != 200 {
-		return "", fmt.Errorf("status %d", resp.StatusCode)
-	}
-	return resp.Header.Get("X-Profile"), nil
+	return profile, err
 }
 
 // canary sends the broken version (red) to 20% of the clients, then 50%,
@@ -338,15 +328,17 @@ func canary(ctx context.Context, m *controlplane.Manager, url string, o Options,
 	return nil
 }
 
-// getAs is get for a client named by its address in X-Forwarded-For; it
-// returns the status rather than failing on a non-200.
+// getAs is get for a client named by its address in X-Forwarded-For ("":
+// none); it returns the status rather than failing on a non-200.
 func getAs(c *http.Client, url, client string) (profile string, status int, err error) {
 	req, err := http.NewRequest("GET", url, io.NopCloser(strings.NewReader("")))
 	if err != nil {
 		return "", 0, err
 	}
 	req.GetBody = nil
-	req.Header.Set("X-Forwarded-For", client)
+	if client != "" {
+		req.Header.Set("X-Forwarded-For", client)
+	}
 	resp, err := c.Do(req)
 	if err != nil {
 		return "", 0, err

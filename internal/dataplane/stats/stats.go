@@ -21,8 +21,9 @@
 package stats
 
 import (
+	"maps"
 	"math"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -238,28 +239,19 @@ func (s *Stats) Target(svc, pool, addr string) *Series {
 // of its target series.
 func (s *Stats) Each(pool func(*Series), target func(*Series)) {
 	idx := *s.idx.Load()
-	for _, svc := range sortedKeys(idx) {
-		for _, p := range sortedKeys(idx[svc]) {
+	for _, svc := range slices.Sorted(maps.Keys(idx)) {
+		for _, p := range slices.Sorted(maps.Keys(idx[svc])) {
 			ps := idx[svc][p]
 			pool(ps)
 			if target == nil {
 				continue
 			}
 			ts := *ps.targets.Load()
-			for _, a := range sortedKeys(ts) {
+			for _, a := range slices.Sorted(maps.Keys(ts)) {
 				target(ts[a])
 			}
 		}
 	}
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // Counts are a series' cumulative counters.
