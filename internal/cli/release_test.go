@@ -215,6 +215,33 @@ func TestReleaseOnDocker(t *testing.T) {
 		}
 	})
 
+	t.Run("a canary release holds and keeps the old colour", func(t *testing.T) {
+		out, code := runReleaseCLI(t, "release", "--socket", socket, "-f", composeFile,
+			"--image", prefix+"/demo-app:v1", "--name", name, "--canary", "50", "--keep-old", "0")
+		t.Logf("release output:\n%s", out)
+		if code != 0 {
+			t.Fatalf("canary release exited %d", code)
+		}
+		if !strings.Contains(out, "holds") || !strings.Contains(out, "green keeps running") {
+			t.Errorf("release output does not say the canary holds and green keeps running")
+		}
+		st, _ := inst.Manager().Status("web")
+		if st[0].Active != "green" || st[0].Canary != "blue" || st[0].CanaryPercent != 50 {
+			t.Fatalf("after the canary release: active %s canary %q at %v%%", st[0].Active, st[0].Canary, st[0].CanaryPercent)
+		}
+		green, err := eng.ComposeContainers(ctx, name+"-green", nil)
+		if err != nil || len(green) != 2 || !green[0].Running() || !green[1].Running() {
+			t.Fatalf("green, the stable colour, must keep running during the canary: %v %v", green, err)
+		}
+		out, code = runReleaseCLI(t, "abort", "--socket", socket)
+		if code != 0 {
+			t.Fatalf("abort exited %d:\n%s", code, out)
+		}
+		if st, _ := inst.Manager().Status("web"); st[0].Canary != "" || st[0].Active != "green" {
+			t.Fatalf("after abort: active %s canary %q", st[0].Active, st[0].Canary)
+		}
+	})
+
 	t.Run("deploy --container sets a pool from containers", func(t *testing.T) {
 		out, code := runReleaseCLI(t, "deploy", "green", "--socket", socket, "--container", "x:8000")
 		if code != 2 || !strings.Contains(out, `pool "green" of service web already follows its Docker containers`) {
