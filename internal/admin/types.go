@@ -84,6 +84,14 @@ type DeployRequest struct {
 	// preview_hosts only; live traffic does not move (then cutover promote
 	// or cutover abort).
 	Preview bool `json:"preview,omitempty"`
+	// StopOld, when set, has cutover serve stop the Docker containers of
+	// the pool that was active this long after the switch (0: right after
+	// the drain), unless it is routed to again before then (a rollback).
+	// The stop is kept in the desired state: it happens whether or not
+	// the caller is still there. Only for a plain switch (no canary,
+	// guard, preview or detach) of a service whose active pool follows
+	// Docker containers.
+	StopOld *Duration `json:"stop_old,omitempty"`
 }
 
 // GuardSettings are a deploy's automatic-rollback thresholds; zero values
@@ -157,6 +165,9 @@ const (
 	OpRollback = "rollback"
 	OpPromote  = "promote"
 	OpAbort    = "abort"
+	// OpStop is cutover serve stopping the containers of a pool whose
+	// DeployRequest.StopOld time came.
+	OpStop = "stop"
 )
 
 // Operation is a deploy or rollback in progress.
@@ -177,6 +188,10 @@ type Operation struct {
 }
 
 func (o *Operation) String() string {
+	if o.Kind == OpStop {
+		return fmt.Sprintf("stop of the containers of pool %q of service %q (started %s, %s ago)",
+			o.Pool, o.Service, o.Started.Format("15:04:05"), human.Duration(time.Since(o.Started)))
+	}
 	return fmt.Sprintf("%s of service %q to pool %q (started %s, %s ago)",
 		o.Kind, o.Service, o.Pool, o.Started.Format("15:04:05"), human.Duration(time.Since(o.Started)))
 }
@@ -222,6 +237,9 @@ type DeployResult struct {
 	Preview string `json:"preview,omitempty"`
 	// Guard is what the guard measured (nil: no guard).
 	Guard *GuardReport `json:"guard,omitempty"`
+	// StopsAt is when cutover serve stops the containers of From
+	// (DeployRequest.StopOld; nil: it keeps running).
+	StopsAt *time.Time `json:"stops_at,omitempty"`
 }
 
 // Event phases.
@@ -296,10 +314,13 @@ const (
 
 // PoolStatus is the state of one pool.
 type PoolStatus struct {
-	Name     string         `json:"name"`
-	Active   bool           `json:"active"`
-	Preview  bool           `json:"preview,omitempty"`
-	Source   string         `json:"source"`
+	Name    string `json:"name"`
+	Active  bool   `json:"active"`
+	Preview bool   `json:"preview,omitempty"`
+	Source  string `json:"source"`
+	// StopsAt is when cutover serve stops the pool's containers (a
+	// release's --keep-old; absent: no stop is scheduled).
+	StopsAt  *time.Time     `json:"stops_at,omitempty"`
 	InFlight int64          `json:"in_flight"`
 	Served   uint64         `json:"served"`
 	Targets  []TargetStatus `json:"targets"`

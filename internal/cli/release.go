@@ -41,8 +41,10 @@ func newReleaseCmd(s Streams) *cobra.Command {
   3. waits until every new container passes its Docker HEALTHCHECK (if the image has one) and
      cutover's pool for the colour lists exactly the new containers;
   4. deploys that pool: cutover's health checks, one atomic switch, drain of the old colour;
-  5. keeps the old colour running for an instant 'cutover rollback' until --keep-old has passed,
-     then stops its containers (--keep-old 0: right after the drain; not given: keep running).
+  5. with --keep-old D, has cutover serve stop the old colour's containers D after the switch
+     (scheduled with the switch, so it happens even if this command is interrupted; it returns
+     at once, and 'cutover status' shows the time); a 'cutover rollback' before then keeps the
+     old colour. --keep-old 0: right after the drain (release waits for it); not given: keep running.
 
 When the idle colour is the warm rollback colour (the previous pool, still running), the release
 is refused: it would replace the version a rollback returns to. --replace-previous allows it.
@@ -97,7 +99,7 @@ created, exits 1, and live traffic is untouched.`,
 	f.StringArrayVarP(&o.Files, "file", "f", nil, "compose file (repeatable; {pool} is replaced by the colour)")
 	f.StringArrayVar(&o.Compose, "service", nil, "compose service to release (repeatable; default: every service of the files)")
 	f.StringVar(&o.Image, "image", "", "image for the released services (default: as the compose files say)")
-	f.DurationVar(&o.KeepOld, "keep-old", 0, "stop the old colour this long after the switch (0: after the drain; not given: keep it running)")
+	f.DurationVar(&o.KeepOld, "keep-old", 0, "have cutover serve stop the old colour this long after the switch (0: after the drain; not given: keep it running)")
 	f.StringVar(&o.Name, "name", "", "compose project name prefix: the project is NAME-COLOUR (default: the service name)")
 	f.StringSliceVar(&o.Pools, "pools", o.Pools, "the colours to alternate between")
 	f.DurationVar(&o.Timeout, "timeout", o.Timeout, "how long the new colour may take to become healthy")

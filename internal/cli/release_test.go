@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,32 +162,117 @@ func TestReleaseOnDocker(t *testing.T) {
 		t.Fatalf("before the release: profile %q version %q, want blue v1", p, v)
 	}
 
-	t.Run("a good version is released into the idle colour", func(t *testing.T) {
+	t.Run("the old colour is stopped by serve after --keep-old, unless rolled back to", func(t *testing.T) {
+		load := startStrictLoad(listen)
+		t.Cleanup(func() { load.stop() })
+		running := func(colour string) (up, all int) {
+			t.Helper()
+			cs, err := eng.ComposeContainers(ctx, name+"-"+colour, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range cs {
+				if c.Running() {
+					up++
+				}
+			}
+			return up, len(cs)
+		}
+		blueStopsAt := func() *time.Time {
+			st, _ := inst.Manager().Status("web")
+			for _, p := range st[0].Pools {
+				if p.Name == "blue" {
+					return p.StopsAt
+				}
+			}
+			return nil
+		}
+
+		// 1. The release returns right after the switch; blue's stop is
+		// scheduled in serve; a rollback within the window keeps blue.
 		out, code := runReleaseCLI(t, "release", "--socket", socket, "-f", composeFile, "--service", "web",
-			"--image", prefix+"/demo-app:v2", "--name", name, "--keep-old", "2s")
+			"--image", prefix+"/demo-app:v2", "--name", name, "--keep-old", "3s")
+		returned := time.Now()
 		t.Logf("release output:\n%s", out)
 		if code != 0 {
 			t.Fatalf("release exited %d", code)
 		}
-		for _, want := range []string{"releasing into green as compose project " + name + "-green", "release start to switch:",
-			"keeping blue running for 2s", "stopped blue:"} {
+		for _, want := range []string{"releasing into green as compose project " + name + "-green", "release start to switch:", "cutover serve stops blue at"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("release output does not say %q", want)
 			}
+		}
+		at := blueStopsAt()
+		if at == nil || !at.After(returned) {
+			t.Fatalf("when release returned (%s), status gives blue's stop at %v: want a time still to come", returned.Format("15:04:05.000"), at)
+		}
+		if p, v := get(); p != "green" || v != "v2" {
+			t.Fatalf("after the release: profile %q version %q, want green v2", p, v)
+		}
+		out, code = runReleaseCLI(t, "rollback", "--socket", socket)
+		if code != 0 {
+			t.Fatalf("rollback within --keep-old exited %d:\n%s", code, out)
+		}
+		if at := blueStopsAt(); at != nil {
+			t.Fatalf("blue is live again, but its stop at %s is still scheduled", at)
+		}
+		// Nothing announces a stop that does not happen: wait past the
+		// time it had, then look.
+		time.Sleep(time.Until(at.Add(2 * time.Second)))
+		if up, all := running("blue"); up != 2 || all != 2 {
+			t.Fatalf("after a rollback within --keep-old, %d of %d blue containers run, want 2 of 2", up, all)
+		}
+		if p, v := get(); p != "blue" || v != "v1" {
+			t.Fatalf("after the rollback: profile %q version %q, want blue v1", p, v)
+		}
+
+		// 2. Released again (green is the warm rollback colour now):
+		// serve stops blue ~3 s later, long after the CLI has exited.
+		out, code = runReleaseCLI(t, "release", "--socket", socket, "-f", composeFile, "--service", "web",
+			"--image", prefix+"/demo-app:v2", "--name", name, "--keep-old", "3s", "--replace-previous")
+		returned = time.Now()
+		t.Logf("release output:\n%s", out)
+		if code != 0 {
+			t.Fatalf("second release exited %d", code)
+		}
+		at = blueStopsAt()
+		if at == nil || !at.After(returned) {
+			t.Fatalf("when release returned (%s), status gives blue's stop at %v: want a time still to come", returned.Format("15:04:05.000"), at)
+		}
+		status, _ := runReleaseCLI(t, "status", "--socket", socket)
+		if want := "blue stops at " + at.Local().Format("15:04:05"); !strings.Contains(status, want) {
+			t.Errorf("cutover status does not say %q:\n%s", want, status)
+		}
+		if up, _ := running("blue"); up != 2 {
+			t.Fatalf("%d blue containers run when release returned, want 2 (stopped before their time)", up)
+		}
+		dockertest.Eventually(t, 60*time.Second, func() string {
+			if up, _ := running("blue"); up > 0 {
+				return fmt.Sprintf("%d blue containers still run", up)
+			}
+			return ""
+		})
+		if time.Now().Before(*at) {
+			t.Fatalf("blue stopped before its time %s", at.Format("15:04:05.000"))
+		}
+		stopped := false
+		for _, e := range inst.Manager().History("web") {
+			if e.Kind == "stop" && e.From == "blue" && e.Result == "succeeded" && strings.Contains(e.Reason, name+"-blue") {
+				stopped = true
+			}
+		}
+		if !stopped {
+			t.Errorf("the history records no stop of blue's containers: %+v", inst.Manager().History("web"))
 		}
 		for range 10 {
 			if p, v := get(); p != "green" || v != "v2" {
 				t.Fatalf("after the release: profile %q version %q, want green v2", p, v)
 			}
 		}
-		blue, err := eng.ComposeContainers(ctx, name+"-blue", nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, c := range blue {
-			if c.Running() {
-				t.Errorf("old colour's container %s still runs after --keep-old 2s", c.Name)
-			}
+		ok, failed := load.stop()
+		t.Logf("strict load through both releases and the rollback: %d requests, %d failed", ok+failed, failed)
+		if failed > 0 || ok == 0 {
+			t.Fatalf("strict load: %d ok, %d failed (want some, none failed): %s", ok, failed, load.firstErr())
 		}
 	})
 
@@ -274,4 +361,73 @@ func TestReleaseOnDocker(t *testing.T) {
 			t.Fatalf("deploy --container of a missing container exited %d, want 2", code)
 		}
 	})
+}
+
+// strictLoad is a few keep-alive clients sending GET / in a loop, each
+// response read to its end; any error or non-200 counts as failed. It
+// stops by itself after loadMax requests or loadFor.
+type strictLoad struct {
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	first      string
+	done       chan struct{}
+	once       sync.Once
+	wg         sync.WaitGroup
+}
+
+const (
+	loadClients = 4
+	loadMax     = 200_000
+	loadFor     = 3 * time.Minute
+)
+
+func startStrictLoad(addr string) *strictLoad {
+	l := &strictLoad{done: make(chan struct{})}
+	end := time.Now().Add(loadFor)
+	for range loadClients {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			c := &http.Client{Timeout: 10 * time.Second}
+			defer c.CloseIdleConnections()
+			for time.Now().Before(end) && l.ok.Load()+l.failed.Load() < loadMax {
+				select {
+				case <-l.done:
+					return
+				default:
+				}
+				resp, err := c.Get("http://" + addr + "/")
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %s", resp.Status)
+					}
+				}
+				if err != nil {
+					l.failed.Add(1)
+					l.mu.Lock()
+					if l.first == "" {
+						l.first = err.Error()
+					}
+					l.mu.Unlock()
+					continue
+				}
+				l.ok.Add(1)
+			}
+		}()
+	}
+	return l
+}
+
+func (l *strictLoad) stop() (ok, failed int64) {
+	l.once.Do(func() { close(l.done) })
+	l.wg.Wait()
+	return l.ok.Load(), l.failed.Load()
+}
+
+func (l *strictLoad) firstErr() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.first
 }

@@ -79,6 +79,11 @@ func printStatus(out io.Writer, st *admin.StatusResponse, now time.Time) {
 		if op := svc.Operation; op != nil {
 			fmt.Fprintf(out, "  %s to %s in progress since %s (%s)\n", op.Kind, op.Pool, op.Started.Format("15:04:05"), human.Duration(now.Sub(op.Started)))
 		}
+		for _, p := range svc.Pools {
+			if p.StopsAt != nil {
+				fmt.Fprintf(out, "  %s stops at %s (in %s; cutover rollback before then keeps it)\n", p.Name, p.StopsAt.Local().Format("15:04:05"), human.Duration(p.StopsAt.Sub(now).Round(time.Second)))
+			}
+		}
 		tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  POOL\tTARGET\tSTATE\tIN-FLIGHT\tSERVED\tLAST ERROR")
 		for _, p := range svc.Pools {

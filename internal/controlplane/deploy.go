@@ -61,6 +61,9 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 	if req.Preview && plan != nil {
 		return nil, errorf(admin.KindInvalid, "--preview puts %q behind the preview hosts only, so --canary and --guard do not apply — preview first, then cutover promote, or deploy with --canary", req.Pool)
 	}
+	if err := checkStopOld(req, plan != nil); err != nil {
+		return nil, err
+	}
 	timeout := opTimeout(req.Timeout)
 
 	m.mu.Lock()
@@ -70,6 +73,10 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 		return nil, err
 	}
 	if err := expected(admin.OpDeploy, s.name, req.Pool, req.Expect, s.desired.Active); err != nil {
+		m.mu.Unlock()
+		return nil, err
+	}
+	if err := m.canStopLocked(s, req); err != nil {
 		m.mu.Unlock()
 		return nil, err
 	}
@@ -172,7 +179,7 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 		trialStarted = true
 		return m.runTrial(ctx, s, p, plan, len(specs) > 0, req.Expect, time.Since(start), progress)
 	}
-	return m.switchTo(ctx, s, p, switchOptions{kind: admin.OpDeploy, candidate: cand != nil, expect: req.Expect, took: time.Since(start)}, progress)
+	return m.switchTo(ctx, s, p, switchOptions{kind: admin.OpDeploy, candidate: cand != nil, expect: req.Expect, took: time.Since(start), stopOld: req.StopOld}, progress)
 }
 
 // expected refuses an operation whose caller expected another pool to be
@@ -329,6 +336,12 @@ func (m *Manager) checkRunningLocked() error {
 func (m *Manager) endOp(service string) {
 	m.mu.Lock()
 	delete(m.ops, service)
+	// A stop that came due while the operation ran waits for it.
+	for _, s := range m.services {
+		if s.name == service {
+			m.armStopsLocked(s)
+		}
+	}
 	m.mu.Unlock()
 }
 
@@ -525,6 +538,9 @@ type switchOptions struct {
 	// expect is the pool the caller expects to be active ("" any).
 	expect string
 	took   time.Duration // the health wait
+	// stopOld schedules the stop of the pool that was active this long
+	// after the switch (nil: none; see admin.DeployRequest.StopOld).
+	stopOld *admin.Duration
 }
 
 // switchTo makes p the stable pool and drains the pool that lost its
@@ -536,8 +552,9 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, o switchOpt
 		if err := expected(o.kind, s.name, name, o.expect, cur.Active); err != nil {
 			return cur, err
 		}
-		if cur.Active != name {
-			cur.Previous = cur.Active
+		from := cur.Active
+		if from != name {
+			cur.Previous = from
 		}
 		cur.Active = name
 		if cur.Preview == name {
@@ -548,6 +565,11 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, o switchOpt
 		}
 		if o.candidate {
 			cur.SetTargets(name, p.runtime)
+		}
+		if o.stopOld != nil && from != "" && from != name {
+			// Committed with the switch itself: once the switch has
+			// happened, the stop happens too, whatever becomes of the caller.
+			cur.ScheduleStop(from, time.Now().Add(time.Duration(*o.stopOld)))
 		}
 		return cur, nil
 	}, func() {
@@ -571,6 +593,9 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, o switchOpt
 	}
 	m.metrics.Switched(s.name, o.kind, o.took)
 	res.From = from
+	if at, ok := m.stopAt(s, from); ok {
+		res.StopsAt = &at
+	}
 	var atSwitch int64
 	for _, p := range lost {
 		atSwitch += p.InFlight()
@@ -585,6 +610,9 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, o switchOpt
 		s.name, from, name, human.Duration(o.took), human.Count(int(res.Drained), "in-flight request"), human.Duration(d.took))
 	if d.closed > 0 {
 		res.Message += fmt.Sprintf(", %d closed at the drain timeout", d.closed)
+	}
+	if res.StopsAt != nil {
+		res.Message += "; " + stopNote(from, *res.StopsAt)
 	}
 	level := slog.LevelInfo
 	if d.closed > 0 || len(res.Warnings) > 0 {

@@ -55,6 +55,9 @@ type Options struct {
 	// OnApply is told of every desired state the routing swapped to, made
 	// here or elsewhere, with m.mu held (nil: nobody).
 	OnApply func(service string, d state.Service)
+	// Stopper stops the containers of a pool when a scheduled stop comes
+	// (state.Service.StopAt); nil: deploys asking for one are refused.
+	Stopper PoolStopper
 }
 
 // ConnOptions builds the upstream connection options from a configuration.
@@ -110,6 +113,7 @@ type Manager struct {
 	// prepared are the pools this instance checks for deploys announced
 	// by other instances, by service; guarded by mu.
 	prepared map[string]*preparing
+	stopper  PoolStopper
 
 	// stateMu serialises changes (commit the next desired state, then
 	// apply it); it is taken before mu.
@@ -146,6 +150,11 @@ type service struct {
 	// trial is the canary or guard running now (nil: none); guarded by
 	// Manager.mu.
 	trial *trial
+	// stopTimer fires at the first of desired.StopAt, not before
+	// stopRetry (after a stop whose outcome could not be written);
+	// guarded by Manager.mu (see armStopsLocked).
+	stopTimer *time.Timer
+	stopRetry time.Time
 }
 
 // poolList returns the pools in the order added. m.mu must be held.
@@ -221,6 +230,7 @@ func New(cfg *config.Config, o Options) (*Manager, error) {
 		ops:      map[string]*admin.Operation{},
 		onApply:  o.OnApply,
 		prepared: map[string]*preparing{},
+		stopper:  o.Stopper,
 	}
 	if m.log == nil {
 		m.log = slog.New(slog.DiscardHandler)
@@ -363,6 +373,14 @@ func (m *Manager) buildService(sc *config.Service, ss *state.Service) (*service,
 			"service", sc.Name, "pool", d.Preview, "state_file", m.statePath)
 		d.Preview = ""
 	}
+	for name := range d.StopAt {
+		if _, ok := s.pools[name]; !ok {
+			m.log.Warn("state schedules a stop of a pool the configuration no longer has; dropped",
+				"service", sc.Name, "pool", name, "state_file", m.statePath)
+			delete(d.StopAt, name)
+		}
+	}
+	d.DropRouted()
 	m.applyLocked(s, d)
 	return s, nil
 }
@@ -391,6 +409,7 @@ func routesFor(s *service, d state.Service) *route.Routes {
 // service not yet shared).
 func (m *Manager) applyLocked(s *service, d state.Service) []*upstream.Pool {
 	s.desired = d
+	m.armStopsLocked(s)
 	next := routesFor(s, d)
 	lost := s.rs.Apply(next).Lost(next)
 	if m.onApply != nil {
@@ -579,6 +598,7 @@ func (m *Manager) Start(ctx context.Context) error {
 		for _, p := range s.pools {
 			m.startCheckers(p)
 		}
+		m.armStopsLocked(s)
 	}
 	if m.shared != nil {
 		runCtx := m.runCtx
@@ -623,6 +643,9 @@ func (m *Manager) Close() {
 		return
 	}
 	m.closed = true
+	for _, s := range m.services {
+		m.armStopsLocked(s) // closed: only stops the timer
+	}
 	if m.stop != nil {
 		m.stop()
 	}
@@ -763,6 +786,9 @@ func (m *Manager) serviceStatusLocked(s *service) admin.ServiceStatus {
 			Name: up.Name(), Active: up.Name() == d.Active, Preview: up.Name() == d.Preview, Source: p.source(),
 			InFlight: up.InFlight(), Served: up.Served(), Targets: []admin.TargetStatus{},
 		}
+		if at, ok := d.StopAt[up.Name()]; ok {
+			ps.StopsAt = &at
+		}
 		if m.stats != nil {
 			ps.RequestStats = requestStats(m.stats.Pool(s.name, up.Name()))
 		}
@@ -828,6 +854,8 @@ func (m *Manager) change(ctx context.Context, s *service, next func(cur state.Se
 	if err != nil {
 		return cur, nil, err
 	}
+	// A pool that takes requests again must not be stopped under them.
+	nx.DropRouted()
 	rev, err := m.commit(ctx, []state.Change{{Service: s.name, Value: &nx, Revision: cur.Revision}})
 	if err != nil {
 		return cur, nil, err

@@ -24,6 +24,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/controlplane/history"
 	"github.com/cutover/cutover/internal/human"
 	"github.com/cutover/cutover/internal/provider/docker"
 )
@@ -60,6 +61,9 @@ const (
 	// about a second).
 	followTimeout = 20 * time.Second
 	releasePoll   = 100 * time.Millisecond
+	// stopWait bounds the wait for cutover serve to stop the old colour
+	// after --keep-old 0.
+	stopWait = 2 * time.Minute
 )
 
 // UsageError is a release refused for how it was asked (flags, the
@@ -183,8 +187,16 @@ func (r *releaser) run(ctx context.Context) error {
 	}
 	r.step("deploy %s: cutover health checks, then the switch", r.idle)
 	d := r.o.Deploy
+	trial := len(d.Canary) > 0 || d.Guard != nil || d.Detach || d.Preview
+	var stopOld *admin.Duration
+	if !r.o.Keep && !trial {
+		// cutover serve stops the old colour, scheduled with the switch:
+		// it happens whatever becomes of this command.
+		keep := admin.Duration(r.o.KeepOld)
+		stopOld = &keep
+	}
 	res, err := r.api.Deploy(ctx, admin.DeployRequest{Service: r.service, Pool: r.idle, Timeout: admin.Duration(remaining), Origin: admin.OriginRelease,
-		Canary: d.Canary, Step: d.Step, Guard: d.Guard, Detach: d.Detach, Preview: d.Preview}, func(ev admin.Event) {
+		Canary: d.Canary, Step: d.Step, Guard: d.Guard, Detach: d.Detach, Preview: d.Preview, StopOld: stopOld}, func(ev admin.Event) {
 		r.step("  %s", ev.Message)
 	})
 	if err != nil {
@@ -200,13 +212,16 @@ func (r *releaser) run(ctx context.Context) error {
 		r.step("release done: %s; %s keeps running while it may take traffic", res.Message, r.live)
 		return nil
 	}
+	if trial && !r.o.Keep {
+		defer r.step("--keep-old applies to a plain switch: after a canary or guard, %s keeps running — stop it when you no longer need it", r.live)
+	}
 	r.step("release done: service %s switched from %s to %s; release start to switch: %s; %s drained from %s in %s",
 		r.service, orNone(res.From), res.Pool, human.Duration(res.SwitchedAt.Sub(r.start)),
 		human.Count(int(res.Drained), "request"), orNone(res.From), human.Duration(time.Duration(res.TimeToDrain)))
 	for _, w := range res.Warnings {
 		r.step("warning: %s", w)
 	}
-	return r.retireOld(ctx, res.From)
+	return r.retireOld(ctx, res)
 }
 
 // pick finds the service, its live pool, the idle colour and its project.
@@ -448,76 +463,72 @@ func (r *releaser) fail(ctx context.Context, existed map[string]bool, services [
 	return fmt.Errorf("release of service %s into %s failed: %w", r.service, r.idle, cause)
 }
 
-// retireOld keeps the old colour for rollback as long as asked, then
-// stops its containers — unless it has become live again meanwhile.
-func (r *releaser) retireOld(ctx context.Context, old string) error {
-	if old == "" {
+// retireOld says what becomes of the old colour: it keeps running, or
+// cutover serve stops it at the time the switch scheduled (StopsAt). With
+// --keep-old 0 it waits for that stop, right after the drain, and reports
+// it; with a longer time it returns at once.
+func (r *releaser) retireOld(ctx context.Context, res *admin.DeployResult) error {
+	old := res.From
+	switch {
+	case old == "":
 		return nil
-	}
-	if r.o.Keep {
+	case r.o.Keep:
 		r.step("%s keeps running for an instant `cutover rollback`; stop it when you no longer need it (or pass --keep-old)", old)
 		return nil
+	case res.StopsAt == nil:
+		r.step("%s keeps running: cutover did not schedule its stop", old)
+		return nil
+	case r.o.KeepOld > 0:
+		r.step("cutover serve stops %s at %s (in %s) unless it is live again by then: `cutover rollback` until then is instant; `cutover status` shows the time",
+			old, res.StopsAt.Local().Format("15:04:05"), human.Duration(time.Until(*res.StopsAt).Round(time.Second)))
+		return nil
 	}
-	if r.o.KeepOld > 0 {
-		r.step("keeping %s running for %s for an instant `cutover rollback`; then it is stopped (Ctrl-C leaves it running)", old, r.o.KeepOld)
-		if err := sleepCtx(ctx, r.o.KeepOld); err != nil {
-			r.step("interrupted: %s keeps running", old)
+	r.step("cutover serve stops %s now", old)
+	return r.awaitStop(ctx, old, *res.StopsAt)
+}
+
+// awaitStop waits until cutover serve has carried out the scheduled stop
+// of pool and reports its outcome from the history.
+func (r *releaser) awaitStop(ctx context.Context, pool string, at time.Time) error {
+	limit := time.Now().Add(stopWait)
+	for {
+		st, err := r.api.Status(ctx, r.service)
+		if err != nil {
+			return err
+		}
+		svc := st.Services[0]
+		pending := svc.Operation != nil && svc.Operation.Kind == admin.OpStop && svc.Operation.Pool == pool
+		for _, p := range svc.Pools {
+			if p.Name == pool && p.StopsAt != nil {
+				pending = true
+			}
+		}
+		if !pending {
+			break
+		}
+		if time.Now().After(limit) {
+			return fmt.Errorf("the release is done, but cutover serve has not stopped the old colour %s within %s — look at cutover status and cutover history", pool, stopWait)
+		}
+		if err := sleepCtx(ctx, releasePoll); err != nil {
+			r.step("interrupted: cutover serve stops %s all the same", pool)
 			return nil
 		}
 	}
-	st, err := r.api.Status(ctx, r.service)
+	h, err := r.api.History(ctx, r.service)
 	if err != nil {
 		return err
 	}
-	svc := st.Services[0]
-	if svc.Active == old || (svc.Operation != nil && svc.Operation.Pool == old) {
-		r.step("%s is live again (or being deployed): not stopping it", old)
+	for _, e := range h.Entries {
+		if e.Kind != history.KindStop || e.From != pool || e.Started.Before(at.Add(-time.Second)) {
+			continue
+		}
+		if e.Result != history.ResultSucceeded {
+			return fmt.Errorf("the release is done, but %s", e.Reason)
+		}
+		r.step("%s", e.Reason)
 		return nil
 	}
-	names := map[string]bool{}
-	for _, p := range svc.Pools {
-		if p.Name == old {
-			for _, t := range p.Targets {
-				names[t.Label] = true
-			}
-		}
-	}
-	name := r.o.Name
-	if name == "" {
-		name = r.service
-	}
-	cs, err := r.eng.ComposeContainers(ctx, name+"-"+old, nil)
-	if err != nil {
-		return err
-	}
-	for _, c := range cs {
-		if c.Running() {
-			names[c.Name] = true
-		}
-	}
-	var list []string
-	for n := range names {
-		list = append(list, n)
-	}
-	sort.Strings(list)
-	if len(list) == 0 {
-		r.step("%s has no running containers to stop", old)
-		return nil
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(list))
-	for i, n := range list {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = r.eng.Stop(ctx, n, nil)
-		}()
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("the release is done, but stopping the old colour %s failed: %w", old, err)
-	}
-	r.step("stopped %s: %s", old, strings.Join(list, ", "))
+	r.step("%s is live again (or being deployed): not stopped", pool)
 	return nil
 }
 

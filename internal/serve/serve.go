@@ -82,6 +82,9 @@ type Instance struct {
 	// docker keeps pools of containers in step with the engine (nil when
 	// the configuration has none).
 	docker *docker.Provider
+	// stopper is how the control plane stops an old colour's containers:
+	// through docker once it runs (it may start at a reload).
+	stopper dockerStopper
 	// procs is how many processors Start added to GOMAXPROCS for the
 	// event loops; closeAll gives them back.
 	procs int
@@ -156,7 +159,7 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 	}
 
 	in.met = metrics.New(metrics.Options{Stats: in.stats})
-	co := controlplane.Options{Logger: log, Conn: controlplane.ConnOptions(cfg), Metrics: in.met, Stats: in.stats, OnApply: o.OnApply}
+	co := controlplane.Options{Logger: log, Conn: controlplane.ConnOptions(cfg), Metrics: in.met, Stats: in.stats, OnApply: o.OnApply, Stopper: &in.stopper}
 	if cfg.Store != nil && cfg.Store.Etcd != nil {
 		eo, err := etcdstore.FromConfig(cfg)
 		if err != nil {
@@ -180,6 +183,7 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 		if in.docker, err = docker.Start(ctx, docker.Options{Config: cfg, Sink: in.mgr, Logger: log}); err != nil {
 			return nil, err
 		}
+		in.stopper.p.Store(in.docker)
 	}
 	access := cfg.Log.Access
 	if access == "" {
@@ -431,6 +435,7 @@ func (in *Instance) reload() error {
 			in.log.Error("configuration reloaded, but its Docker pools cannot be followed", "err", err)
 			return err
 		}
+		in.stopper.p.Store(in.docker)
 	}
 	if in.certs != nil {
 		if err := in.certs.ReloadFiles(cfg.TLS.Cert, cfg.TLS.Key, filePairs(cfg)); err != nil {
@@ -489,10 +494,13 @@ func (in *Instance) closeAll() {
 		in.metSrv.Shutdown(ctx)
 		cancel()
 	}
-	in.docker.Close()
+	// The control plane first: a scheduled stop it is carrying out sees
+	// its context end and stays scheduled for the next start, rather than
+	// failing on a closed engine connection.
 	if in.mgr != nil {
 		in.mgr.Close()
 	}
+	in.docker.Close()
 	if in.store != nil {
 		in.store.Close()
 		in.store = nil
@@ -559,4 +567,18 @@ func (in *Instance) stop(why string) error {
 	}
 	in.log.Info("stopped")
 	return nil
+}
+
+// dockerStopper is the control plane's controlplane.PoolStopper: the
+// Docker provider, once one runs.
+type dockerStopper struct {
+	p atomic.Pointer[docker.Provider]
+}
+
+func (d *dockerStopper) StopPool(ctx context.Context, service, pool string) ([]string, error) {
+	p := d.p.Load()
+	if p == nil {
+		return nil, fmt.Errorf("pool %s of service %s: cutover follows no Docker containers (the configuration has no Docker pools)", pool, service)
+	}
+	return p.StopPool(ctx, service, pool)
 }

@@ -44,6 +44,9 @@ const (
 	// KindTrial is the end of a canary or guard that its deploy's caller
 	// did not wait for (--detach, or a canary that held until promote).
 	KindTrial = "trial"
+	// KindStop is cutover serve stopping the containers of a pool that
+	// left the routing, when the time a release's --keep-old gave came.
+	KindStop = "stop"
 )
 
 // Results.

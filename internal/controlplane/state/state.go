@@ -15,9 +15,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
+	"time"
 
 	"github.com/cutover/cutover/internal/atomicfile"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
@@ -64,6 +66,13 @@ type Service struct {
 	// They replace the configuration's targets of that pool; a pool that
 	// is only here was created at run time.
 	Targets map[string][]Target `json:"targets,omitempty"`
+	// StopAt is when cutover serve stops the containers of a pool that
+	// left the routing (cutover release --keep-old), by pool. It is kept
+	// here so that the stop happens whatever becomes of the command that
+	// asked for it, also across restarts; an entry is dropped when its
+	// pool is routed to again (DropRouted), so a rollback never finds its
+	// pool stopped.
+	StopAt map[string]time.Time `json:"stop_at,omitempty"`
 }
 
 // Clone returns a copy of s that shares nothing with it.
@@ -76,7 +85,29 @@ func (s Service) Clone() Service {
 			c.Targets[pool] = append([]Target(nil), ts...)
 		}
 	}
+	c.StopAt = maps.Clone(s.StopAt)
 	return c
+}
+
+// ScheduleStop records that pool's containers are to be stopped at at.
+func (s *Service) ScheduleStop(pool string, at time.Time) {
+	if s.StopAt == nil {
+		s.StopAt = map[string]time.Time{}
+	}
+	s.StopAt[pool] = at
+}
+
+// DropRouted cancels the scheduled stop of every pool s routes requests
+// to.
+func (s *Service) DropRouted() {
+	for pool := range s.StopAt {
+		if s.Uses(pool) {
+			delete(s.StopAt, pool)
+		}
+	}
+	if len(s.StopAt) == 0 {
+		s.StopAt = nil
+	}
 }
 
 // Uses reports whether the desired state routes requests to pool.

@@ -2,8 +2,11 @@ package docker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -177,6 +180,49 @@ func (p *Provider) Close() {
 	}
 	p.done.Wait()
 	p.eng.Close()
+}
+
+// StopPool stops the running containers of a pool of the configuration
+// (all at once, each with its own stop timeout) and returns their names,
+// sorted: the scheduled stop of an old colour (cutover release --keep-old).
+// The pool loses them as their stop events arrive.
+func (p *Provider) StopPool(ctx context.Context, service, pool string) ([]string, error) {
+	p.mu.Lock()
+	refs := Pools(p.cfg)
+	p.mu.Unlock()
+	i := slices.IndexFunc(refs, func(r PoolRef) bool { return r.Service == service && r.Pool == pool })
+	if i < 0 {
+		return nil, fmt.Errorf("pool %s of service %s does not follow Docker containers in the configuration", pool, service)
+	}
+	containers, err := p.eng.List(ctx, filters.NewArgs())
+	if err != nil {
+		return nil, err
+	}
+	members, _ := Members(refs[i], containers)
+	var running []Container
+	for _, c := range members {
+		if c.Running() {
+			running = append(running, c)
+		}
+	}
+	errs := make([]error, len(running))
+	var wg sync.WaitGroup
+	for j, c := range running {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[j] = p.eng.Stop(ctx, c.ID, nil)
+		}()
+	}
+	wg.Wait()
+	var names []string
+	for j, c := range running {
+		if errs[j] == nil {
+			names = append(names, c.Name)
+		}
+	}
+	sort.Strings(names)
+	return names, errors.Join(errs...)
 }
 
 // Network is the network addresses are taken on.

@@ -65,28 +65,16 @@ type Resolution struct {
 func Resolve(ref PoolRef, containers []Container, n Network, stopping map[string]bool) Resolution {
 	var res Resolution
 	where := fmt.Sprintf("pool %s of service %s", ref.Pool, ref.Service)
-	var members []Container
+	members, missing := Members(ref, containers)
 	if ref.Compose != nil {
-		for _, c := range containers {
-			p, s := c.Compose()
-			if p == ref.Compose.Project && s == ref.Compose.Service && c.Labels[LabelOneOff] != "True" {
-				members = append(members, c)
-			}
-		}
 		if !anyRunning(members) {
 			res.Problems = append(res.Problems, fmt.Sprintf("%s: no running container of compose project %q, service %q — start it: docker compose -p %s up -d %s",
 				where, ref.Compose.Project, ref.Compose.Service, ref.Compose.Project, ref.Compose.Service))
 		}
-	} else {
-		for _, name := range ref.Containers {
-			c, ok := find(containers, name)
-			if !ok {
-				res.Problems = append(res.Problems, fmt.Sprintf("%s: no container %q exists — start it, or fix services.%s.pools.%s.containers",
-					where, name, ref.Service, ref.Pool))
-				continue
-			}
-			members = append(members, c)
-		}
+	}
+	for _, name := range missing {
+		res.Problems = append(res.Problems, fmt.Sprintf("%s: no container %q exists — start it, or fix services.%s.pools.%s.containers",
+			where, name, ref.Service, ref.Pool))
 	}
 	seen := map[string]bool{}
 	for _, c := range members {
@@ -126,6 +114,30 @@ func Resolve(ref PoolRef, containers []Container, n Network, stopping map[string
 	}
 	sort.Slice(res.Targets, func(i, j int) bool { return res.Targets[i].Label < res.Targets[j].Label })
 	return res
+}
+
+// Members picks the containers of a pool from a snapshot of the engine's:
+// the compose service's (one-off containers left out), or the named ones;
+// missing are the named containers that do not exist.
+func Members(ref PoolRef, containers []Container) (members []Container, missing []string) {
+	if ref.Compose != nil {
+		for _, c := range containers {
+			p, s := c.Compose()
+			if p == ref.Compose.Project && s == ref.Compose.Service && c.Labels[LabelOneOff] != "True" {
+				members = append(members, c)
+			}
+		}
+		return members, nil
+	}
+	for _, name := range ref.Containers {
+		c, ok := find(containers, name)
+		if !ok {
+			missing = append(missing, name)
+			continue
+		}
+		members = append(members, c)
+	}
+	return members, missing
 }
 
 func anyRunning(cs []Container) bool {
