@@ -192,6 +192,7 @@ func (p *parser) root(n *yaml.Node, c *Config) {
 			p.mapping(k, v, []field{
 				{"network", p.str(&c.Docker.Network)},
 				{"host", p.str(&c.Docker.Host)},
+				{"hosts", p.strList(&c.Docker.Hosts)},
 			})
 		}},
 		{"store", func(k string, v *yaml.Node) {

@@ -173,6 +173,18 @@ type Docker struct {
 	Network string
 	// Host overrides DOCKER_HOST when set.
 	Host string
+	// Hosts are several engines whose containers the pools take together
+	// (exclusive with Host).
+	Hosts []string
+}
+
+// Engines lists the engine addresses to follow: docker.hosts, else
+// docker.host ("" meaning DOCKER_HOST or the local socket).
+func (d Docker) Engines() []string {
+	if len(d.Hosts) > 0 {
+		return d.Hosts
+	}
+	return []string{d.Host}
 }
 
 // Store is a desired state shared by several cutovers.

@@ -251,6 +251,21 @@ func (ch *checker) files() {
 	if h := c.Docker.Host; h != "" && !strings.Contains(h, "://") {
 		ch.addf("docker.host", "%q is not a Docker Engine address — write e.g. unix:///var/run/docker.sock or tcp://127.0.0.1:2375", h)
 	}
+	if c.Docker.Host != "" && len(c.Docker.Hosts) > 0 {
+		ch.add("docker.hosts", "is set together with docker.host, but they are exclusive — keep docker.hosts and list that engine there too, or keep only docker.host")
+	}
+	firstHost := map[string]int{}
+	for i, h := range c.Docker.Hosts {
+		k := fmt.Sprintf("docker.hosts[%d]", i)
+		if first, dup := firstHost[h]; dup && h != "" {
+			ch.addf(k, "%q is listed twice (first at docker.hosts[%d]) — remove one", h, first)
+			continue
+		}
+		firstHost[h] = i
+		if h != "" && !strings.Contains(h, "://") {
+			ch.addf(k, "%q is not a Docker Engine address — write e.g. unix:///var/run/docker.sock or tcp://10.0.0.6:2375", h)
+		}
+	}
 }
 
 // ValidInstance reports whether s can name an instance: letters, digits,
