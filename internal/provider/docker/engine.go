@@ -4,7 +4,8 @@
 //
 // It talks to the Docker Engine API through Docker's Go SDK, at the address
 // the usual DOCKER_HOST convention gives (default: the local socket), or at
-// docker.host from the configuration. It follows the engine's events, so a
+// docker.host from the configuration, or at each of docker.hosts (the
+// pools then take the containers of every engine together). It follows the engine's events, so a
 // container that starts, stops, restarts with a new address, changes health
 // or joins or leaves the network changes its pool within about a second:
 //
@@ -74,6 +75,29 @@ type Engine struct {
 // socket), negotiating the API version with the engine, and checks that
 // the engine answers.
 func Connect(ctx context.Context, host string) (*Engine, error) {
+	e, err := open(host)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Ping(ctx); err != nil {
+		e.cli.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// Ping checks that the engine answers.
+func (e *Engine) Ping(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
+	defer cancel()
+	if _, err := e.cli.Ping(pctx); err != nil {
+		return e.unreachable(err)
+	}
+	return nil
+}
+
+// open makes a client for host without contacting the engine.
+func open(host string) (*Engine, error) {
 	opts := []client.Opt{client.FromEnv, client.WithAPIVersionNegotiation()}
 	if host != "" {
 		opts = append(opts, client.WithHost(host))
@@ -86,14 +110,7 @@ func Connect(ctx context.Context, host string) (*Engine, error) {
 		}
 		return nil, fmt.Errorf("the Docker Engine address %s is not usable: %w — write e.g. unix:///var/run/docker.sock or tcp://127.0.0.1:2375", where, err)
 	}
-	e := &Engine{cli: cli, host: cli.DaemonHost()}
-	pctx, cancel := context.WithTimeout(ctx, pingTimeout)
-	defer cancel()
-	if _, err := cli.Ping(pctx); err != nil {
-		cli.Close()
-		return nil, e.unreachable(err)
-	}
-	return e, nil
+	return &Engine{cli: cli, host: cli.DaemonHost()}, nil
 }
 
 // unreachable explains an engine that does not answer.

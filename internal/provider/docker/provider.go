@@ -28,7 +28,8 @@ type Sink interface {
 
 // Options configure a Provider.
 type Options struct {
-	// Config gives docker.host, docker.network and the pools to follow.
+	// Config gives docker.host or docker.hosts, docker.network and the
+	// pools to follow.
 	Config *config.Config
 	Sink   Sink
 	// Logger receives pool changes and problems (default: discard).
@@ -52,23 +53,25 @@ const (
 )
 
 // Provider keeps the Docker pools of a configuration in step with the
-// engine. Create it with Start; stop it with Close.
+// engines (docker.host, or each of docker.hosts): a pool's members are
+// the union of what every engine that answers has for it. Create it with
+// Start; stop it with Close.
 type Provider struct {
-	eng    *Engine
-	sink   Sink
-	log    *slog.Logger
-	resync time.Duration
+	// engines are in configuration order, which decides the engine a
+	// target is labelled with when two report the same address.
+	engines []*engine
+	sink    Sink
+	log     *slog.Logger
+	resync  time.Duration
 
 	mu  sync.Mutex
 	cfg *config.Config
-	net Network
-	// stopping holds containers sent their stop signal that still run.
-	stopping map[string]bool
 	// pushed is the fingerprint of the targets last given to the sink,
 	// per pool; reported the problems last logged.
 	pushed   map[string]string
 	reported map[string]string
-	lastErr  string
+	// lastErr is the error of the last resolution that no engine answered.
+	lastErr string
 	// settle counts the follow-up resolutions still due after an event:
 	// the engine's container list can lag its events by a few
 	// milliseconds (a network connect is announced before the list shows
@@ -83,21 +86,44 @@ type Provider struct {
 	done   sync.WaitGroup
 }
 
+// engine is one followed engine; its fields other than eng are guarded by
+// the Provider's mu.
+type engine struct {
+	eng *Engine
+	// net is docker.network as this engine knows it; its ID is "" until
+	// the engine answered a lookup.
+	net Network
+	// stopping holds containers sent their stop signal that still run.
+	stopping map[string]bool
+	// lastErr is this engine's last error, logged once.
+	lastErr string
+}
+
+// snapshot is one engine's containers at a resolution.
+type snapshot struct {
+	e          *engine
+	containers []Container
+	net        Network
+	stopping   map[string]bool
+	err        error
+}
+
 // Needed reports whether the configuration has pools from Docker.
 func Needed(cfg *config.Config) bool { return len(Pools(cfg)) > 0 }
 
-// Start connects to the engine, checks docker.network, resolves every
-// Docker pool once and gives the sink their targets, then follows the
-// engine's events until Close. It fails when the engine does not answer or
-// the network does not exist; missing containers are logged, not fatal
-// (an idle colour is often not started yet).
+// Start connects to the engines, checks docker.network, resolves every
+// Docker pool once and gives the sink their targets, then follows each
+// engine's events until Close. It fails when no engine answers or the
+// network does not exist on one that does; an engine of several that does
+// not answer is logged and its containers are left out until it does;
+// missing containers are logged, not fatal (an idle colour is often not
+// started yet).
 func Start(ctx context.Context, o Options) (*Provider, error) {
 	p := &Provider{
 		sink:     o.Sink,
 		log:      o.Logger,
 		resync:   o.Resync,
 		cfg:      o.Config,
-		stopping: map[string]bool{},
 		pushed:   map[string]string{},
 		reported: map[string]string{},
 		kick:     make(chan struct{}, 1),
@@ -108,34 +134,91 @@ func Start(ctx context.Context, o Options) (*Provider, error) {
 	if p.resync <= 0 {
 		p.resync = defaultResync
 	}
-	var err error
-	if p.eng, err = Connect(ctx, o.Config.Docker.Host); err != nil {
-		return nil, fmt.Errorf("docker pools: %w", err)
-	}
-	nctx, cancel := context.WithTimeout(ctx, callTimeout)
-	p.net, err = p.eng.Network(nctx, o.Config.Docker.Network)
-	cancel()
-	if err != nil {
-		p.eng.Close()
-		return nil, fmt.Errorf("docker.network: %w", err)
+	if err := p.connect(ctx, o.Config.Docker); err != nil {
+		p.closeEngines()
+		return nil, err
 	}
 	if _, err := p.sync(ctx); err != nil {
-		p.eng.Close()
+		p.closeEngines()
 		return nil, fmt.Errorf("docker pools: %w", err)
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	p.cancel = cancel
-	p.done.Add(2)
-	go func() { defer p.done.Done(); p.follow(rctx) }()
+	p.done.Add(1 + len(p.engines))
+	for _, e := range p.engines {
+		go func() { defer p.done.Done(); p.follow(rctx, e) }()
+	}
 	go func() { defer p.done.Done(); p.syncLoop(rctx) }()
-	p.log.Info("following Docker containers", "engine", p.eng.Host(), "network", p.net.Name, "pools", len(Pools(o.Config)))
+	p.log.Info("following Docker containers", "engines", p.hosts(), "network", o.Config.Docker.Network, "pools", len(Pools(o.Config)))
 	return p, nil
 }
 
+// connect opens a client per engine and looks the network up on those
+// that answer; at least one must.
+func (p *Provider) connect(ctx context.Context, d config.Docker) error {
+	for _, h := range d.Engines() {
+		eng, err := open(h)
+		if err != nil {
+			return fmt.Errorf("docker pools: %w", err)
+		}
+		p.engines = append(p.engines, &engine{eng: eng, net: Network{Name: d.Network}, stopping: map[string]bool{}})
+	}
+	var down []error
+	for _, e := range p.engines {
+		if err := e.eng.Ping(ctx); err != nil {
+			down = append(down, err)
+			e.lastErr = err.Error()
+			continue
+		}
+		nctx, cancel := context.WithTimeout(ctx, callTimeout)
+		n, err := e.eng.Network(nctx, d.Network)
+		cancel()
+		if err != nil {
+			if len(p.engines) > 1 {
+				return fmt.Errorf("docker.network on the engine at %s: %w", e.eng.Host(), err)
+			}
+			return fmt.Errorf("docker.network: %w", err)
+		}
+		e.net = n
+	}
+	if len(down) == len(p.engines) {
+		return fmt.Errorf("docker pools: %w", errors.Join(down...))
+	}
+	for _, err := range down {
+		p.log.Error("Docker engine not answering; its containers are left out of the pools until it does", "err", err)
+	}
+	return nil
+}
+
+func (p *Provider) closeEngines() {
+	for _, e := range p.engines {
+		e.eng.Close()
+	}
+}
+
+// hosts lists the engine addresses in use.
+func (p *Provider) hosts() []string {
+	out := make([]string, len(p.engines))
+	for i, e := range p.engines {
+		out[i] = e.eng.Host()
+	}
+	return out
+}
+
+// label names a target in status: the container, and with several
+// engines the engine it was found on.
+func (p *Provider) label(e *engine, name string) string {
+	if len(p.engines) == 1 {
+		return name
+	}
+	return name + "@" + e.eng.Host()
+}
+
 // SetConfig applies a reloaded configuration: pools are resolved again
-// at once. A changed docker.network is used when it exists (else the old
-// one stays, with an error logged); a changed docker.host applies at the
-// next start.
+// at once. A changed docker.network is used on each engine where it
+// exists (else that engine stays on the old one, with an error logged; an
+// engine that does not answer looks it up when it does); a changed
+// docker.host or docker.hosts applies at the next start.
 func (p *Provider) SetConfig(ctx context.Context, cfg *config.Config) {
 	if p == nil {
 		return
@@ -143,24 +226,32 @@ func (p *Provider) SetConfig(ctx context.Context, cfg *config.Config) {
 	p.mu.Lock()
 	old := p.cfg
 	p.mu.Unlock()
-	var n *Network
+	nets := make([]*Network, len(p.engines))
 	if cfg.Docker.Network != old.Docker.Network {
-		nctx, cancel := context.WithTimeout(ctx, callTimeout)
-		got, err := p.eng.Network(nctx, cfg.Docker.Network)
-		cancel()
-		if err != nil {
-			p.log.Error("docker.network not changed; the pools stay on the old network", "network", old.Docker.Network, "err", err)
-		} else {
-			n = &got
+		for i, e := range p.engines {
+			nctx, cancel := context.WithTimeout(ctx, callTimeout)
+			got, err := e.eng.Network(nctx, cfg.Docker.Network)
+			cancel()
+			var down *UnreachableError
+			switch {
+			case errors.As(err, &down):
+				nets[i] = &Network{Name: cfg.Docker.Network}
+			case err != nil:
+				p.log.Error("docker.network not changed; the pools stay on the old network", "engine", e.eng.Host(), "network", old.Docker.Network, "err", err)
+			default:
+				nets[i] = &got
+			}
 		}
 	}
-	if cfg.Docker.Host != old.Docker.Host {
-		p.log.Warn("docker.host changed in the configuration; it applies at the next start", "running", p.eng.Host(), "new", cfg.Docker.Host)
+	if !slices.Equal(cfg.Docker.Engines(), old.Docker.Engines()) {
+		p.log.Warn("docker.host or docker.hosts changed in the configuration; it applies at the next start", "running", p.hosts(), "new", cfg.Docker.Engines())
 	}
 	p.mu.Lock()
 	p.cfg = cfg
-	if n != nil {
-		p.net = *n
+	for i, n := range nets {
+		if n != nil {
+			p.engines[i].net = *n
+		}
 	}
 	// Pools the reload created have no targets yet: push everything.
 	p.pushed = map[string]string{}
@@ -179,13 +270,14 @@ func (p *Provider) Close() {
 		p.cancel()
 	}
 	p.done.Wait()
-	p.eng.Close()
+	p.closeEngines()
 }
 
 // StopPool stops the running containers of a pool of the configuration
-// (all at once, each with its own stop timeout) and returns their names,
-// sorted: the scheduled stop of an old colour (cutover release --keep-old).
-// The pool loses them as their stop events arrive.
+// on every engine that answers (all at once, each with its own stop
+// timeout) and returns their names, sorted: the scheduled stop of an old
+// colour (cutover release --keep-old). The pool loses them as their stop
+// events arrive. It fails only when no engine answers.
 func (p *Provider) StopPool(ctx context.Context, service, pool string) ([]string, error) {
 	p.mu.Lock()
 	refs := Pools(p.cfg)
@@ -194,42 +286,57 @@ func (p *Provider) StopPool(ctx context.Context, service, pool string) ([]string
 	if i < 0 {
 		return nil, fmt.Errorf("pool %s of service %s does not follow Docker containers in the configuration", pool, service)
 	}
-	containers, err := p.eng.List(ctx, filters.NewArgs())
-	if err != nil {
-		return nil, err
+	type stop struct {
+		eng *Engine
+		c   Container
 	}
-	members, _ := Members(refs[i], containers)
-	var running []Container
-	for _, c := range members {
-		if c.Running() {
-			running = append(running, c)
+	var running []stop
+	var down []error
+	for _, e := range p.engines {
+		containers, err := e.eng.List(ctx, filters.NewArgs())
+		if err != nil {
+			down = append(down, err)
+			continue
 		}
+		members, _ := Members(refs[i], containers)
+		for _, c := range members {
+			if c.Running() {
+				running = append(running, stop{e.eng, c})
+			}
+		}
+	}
+	if len(down) == len(p.engines) {
+		return nil, errors.Join(down...)
+	}
+	for _, err := range down {
+		p.log.Warn("containers of a Docker engine that does not answer are not stopped", "service", service, "pool", pool, "err", err)
 	}
 	errs := make([]error, len(running))
 	var wg sync.WaitGroup
-	for j, c := range running {
+	for j, s := range running {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[j] = p.eng.Stop(ctx, c.ID, nil)
+			errs[j] = s.eng.Stop(ctx, s.c.ID, nil)
 		}()
 	}
 	wg.Wait()
 	var names []string
-	for j, c := range running {
-		if errs[j] == nil {
-			names = append(names, c.Name)
+	for j, s := range running {
+		if errs[j] == nil && !slices.Contains(names, s.c.Name) {
+			names = append(names, s.c.Name)
 		}
 	}
 	sort.Strings(names)
 	return names, errors.Join(errs...)
 }
 
-// Network is the network addresses are taken on.
+// Network is the network addresses are taken on (as the first engine
+// knows it).
 func (p *Provider) Network() Network {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.net
+	return p.engines[0].net
 }
 
 func (p *Provider) requestSync() {
@@ -286,42 +393,48 @@ func (p *Provider) syncLoop(ctx context.Context) {
 	}
 }
 
-// sync resolves every Docker pool from one snapshot of the engine and
-// gives the sink the pools whose targets changed. On an engine error the
-// pools keep their targets. pending says a pool should be resolved again
-// soon.
+// sync resolves every Docker pool from one snapshot of each engine and
+// gives the sink the pools whose targets changed. An engine that does not
+// answer is left out (its containers leave the pools); when none answers
+// the pools keep their targets and the error is returned. pending says a
+// pool should be resolved again soon.
 func (p *Provider) sync(ctx context.Context) (pending bool, err error) {
-	cctx, cancel := context.WithTimeout(ctx, callTimeout)
-	defer cancel()
-	containers, err := p.eng.List(cctx, filters.NewArgs())
-	if err != nil {
-		return false, err
+	snaps := p.snapshots(ctx)
+	if ctx.Err() != nil {
+		// Closing: the engines did not fail.
+		return false, ctx.Err()
 	}
+	var live []snapshot
+	var down []error
 	p.mu.Lock()
-	running := map[string]bool{}
-	for _, c := range containers {
-		if c.Running() {
-			running[c.ID] = true
+	for _, s := range snaps {
+		if s.err != nil {
+			down = append(down, s.err)
+			if len(snaps) > 1 && s.err.Error() != s.e.lastErr {
+				p.log.Error("Docker engine not answering; its containers are left out of the pools until it does", "engine", s.e.eng.Host(), "err", s.err)
+			}
+			s.e.lastErr = s.err.Error()
+			continue
 		}
-	}
-	for id := range p.stopping {
-		if !running[id] {
-			delete(p.stopping, id)
+		if s.e.lastErr != "" && len(snaps) > 1 {
+			p.log.Info("Docker engine answers again; its containers are back in the pools", "engine", s.e.eng.Host())
 		}
+		s.e.lastErr = ""
+		live = append(live, s)
 	}
-	stopping := make(map[string]bool, len(p.stopping))
-	for id := range p.stopping {
-		stopping[id] = true
+	if len(live) == 0 {
+		p.mu.Unlock()
+		return false, errors.Join(down...)
 	}
-	refs, n, gen := Pools(p.cfg), p.net, p.gen
+	refs, gen := Pools(p.cfg), p.gen
 	if p.lastErr != "" {
-		p.log.Info("docker pools are updated again", "engine", p.eng.Host())
+		p.log.Info("docker pools are updated again", "engines", p.hosts())
 		p.lastErr = ""
 	}
 	p.mu.Unlock()
 
 	for _, ref := range refs {
-		res := Resolve(ref, containers, n, stopping)
+		res := p.resolve(ref, live)
 		pending = pending || res.Pending
 		p.report(ref, res)
 		fp := fingerprint(res.Targets)
@@ -347,6 +460,113 @@ func (p *Provider) sync(ctx context.Context) (pending bool, err error) {
 			"targets", describeTargets(res.Targets), "waiting", strings.Join(res.Waiting, ", "))
 	}
 	return pending, nil
+}
+
+// snapshots lists every engine's containers at once (an engine that
+// hangs delays the others by at most callTimeout), looking docker.network
+// up first on an engine that did not answer before.
+func (p *Provider) snapshots(ctx context.Context) []snapshot {
+	cctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	snaps := make([]snapshot, len(p.engines))
+	var wg sync.WaitGroup
+	for i, e := range p.engines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.mu.Lock()
+			n := e.net
+			p.mu.Unlock()
+			s := snapshot{e: e, net: n}
+			if n.ID == "" {
+				got, err := e.eng.Network(cctx, n.Name)
+				if err != nil {
+					s.err = err
+					snaps[i] = s
+					return
+				}
+				s.net = got
+				p.mu.Lock()
+				if e.net.Name == got.Name {
+					e.net = got
+				}
+				p.mu.Unlock()
+			}
+			s.containers, s.err = e.eng.List(cctx, filters.NewArgs())
+			snaps[i] = s
+		}()
+	}
+	wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, s := range snaps {
+		if s.err != nil {
+			continue
+		}
+		running := map[string]bool{}
+		for _, c := range s.containers {
+			if c.Running() {
+				running[c.ID] = true
+			}
+		}
+		stopping := map[string]bool{}
+		for id := range s.e.stopping {
+			if !running[id] {
+				delete(s.e.stopping, id)
+				continue
+			}
+			stopping[id] = true
+		}
+		snaps[i].stopping = stopping
+	}
+	return snaps
+}
+
+// resolve unites what each engine has for a pool: an address two engines
+// report is one target, labelled with the first engine's container; a
+// named container is missing only when no engine has it.
+func (p *Provider) resolve(ref PoolRef, live []snapshot) Resolution {
+	var out Resolution
+	seen := map[string]bool{}
+	absent := map[string]int{}
+	noneRunning := true
+	for _, s := range live {
+		r := resolveOn(ref, s.containers, s.net, s.stopping)
+		for _, t := range r.Targets {
+			if seen[t.Addr] {
+				continue
+			}
+			seen[t.Addr] = true
+			t.Label = p.label(s.e, t.Label)
+			out.Targets = append(out.Targets, t)
+		}
+		for _, msg := range r.Problems {
+			if len(p.engines) > 1 {
+				msg = "on the engine at " + s.e.eng.Host() + ", " + msg
+			}
+			out.Problems = append(out.Problems, msg)
+		}
+		for _, w := range r.Waiting {
+			if len(p.engines) > 1 {
+				w += " on " + s.e.eng.Host()
+			}
+			out.Waiting = append(out.Waiting, w)
+		}
+		out.Pending = out.Pending || r.Pending
+		for _, name := range r.missing {
+			absent[name]++
+		}
+		noneRunning = noneRunning && r.noneRunning
+	}
+	var missing []string
+	for _, name := range ref.Containers {
+		if absent[name] == len(live) && !slices.Contains(missing, name) {
+			missing = append(missing, name)
+		}
+	}
+	out.Problems = append(presenceProblems(ref, missing, noneRunning), out.Problems...)
+	sort.Slice(out.Targets, func(i, j int) bool { return out.Targets[i].Label < out.Targets[j].Label })
+	return out
 }
 
 // report logs a pool's problems when they change.
@@ -397,18 +617,18 @@ func eventFilter() filters.Args {
 // follow reads the engine's event stream, reconnecting with back-off when
 // it breaks; after each (re)connection the pools are resolved again, as
 // events may have been missed.
-func (p *Provider) follow(ctx context.Context) {
+func (p *Provider) follow(ctx context.Context, e *engine) {
 	backoff := minBackoff
 	for ctx.Err() == nil {
 		ectx, cancel := context.WithCancel(ctx)
-		msgs, errs := p.eng.cli.Events(ectx, events.ListOptions{Filters: eventFilter()})
+		msgs, errs := e.eng.cli.Events(ectx, events.ListOptions{Filters: eventFilter()})
 		p.requestSync()
-		err := p.read(ctx, msgs, errs, &backoff)
+		err := p.read(ctx, e, msgs, errs, &backoff)
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		p.log.Warn("Docker event stream ended; reconnecting", "engine", p.eng.Host(), "err", err, "retry_in", backoff)
+		p.log.Warn("Docker event stream ended; reconnecting", "engine", e.eng.Host(), "err", err, "retry_in", backoff)
 		select {
 		case <-ctx.Done():
 			return
@@ -418,7 +638,7 @@ func (p *Provider) follow(ctx context.Context) {
 	}
 }
 
-func (p *Provider) read(ctx context.Context, msgs <-chan events.Message, errs <-chan error, backoff *time.Duration) error {
+func (p *Provider) read(ctx context.Context, e *engine, msgs <-chan events.Message, errs <-chan error, backoff *time.Duration) error {
 	for {
 		select {
 		case <-ctx.Done():
@@ -427,14 +647,14 @@ func (p *Provider) read(ctx context.Context, msgs <-chan events.Message, errs <-
 			return err
 		case m := <-msgs:
 			*backoff = minBackoff
-			p.handle(m)
+			p.handle(e, m)
 		}
 	}
 }
 
 // handle notes what an event says about a container and asks for a
 // resolution at once.
-func (p *Provider) handle(m events.Message) {
+func (p *Provider) handle(e *engine, m events.Message) {
 	p.mu.Lock()
 	p.settle = settleChecks
 	if m.Type == events.NetworkEventType {
@@ -447,9 +667,9 @@ func (p *Provider) handle(m events.Message) {
 	case m.Action == events.ActionKill && stopSignal(m.Actor.Attributes["signal"]):
 		// The process got its stop signal and may still serve for a
 		// while: it leaves its pool now, before it exits.
-		p.stopping[id] = true
+		e.stopping[id] = true
 	case m.Action == events.ActionStart || m.Action == events.ActionDestroy:
-		delete(p.stopping, id)
+		delete(e.stopping, id)
 	}
 	p.mu.Unlock()
 	p.requestSync()

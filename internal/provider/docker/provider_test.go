@@ -85,12 +85,7 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{t: t, eng: eng, prefix: dockertest.Prefix(t), client: &http.Client{Timeout: 30 * time.Second}}
 	t.Cleanup(f.client.CloseIdleConnections)
 	dir := t.TempDir()
-	bin := dockertest.GoBinary(t, "./cmd/demo-app", dir)
-	f.image = f.prefix + "/demo-app:test"
-	dockertest.Image(t, eng, dockertest.ImageOptions{
-		Dockerfile: filepath.Join(dockertest.ModuleRoot(t), "build", "demo-app.Dockerfile"),
-		Files:      map[string]string{"demo-app": bin}, Tag: f.image, Args: map[string]string{"VERSION": "test"},
-	})
+	f.image = demoImage(t, eng, f.prefix, dir)
 	f.net = dockertest.Network(t, eng, f.name("net"))
 	f.run("a", nil)
 	f.run("b", nil)
@@ -115,6 +110,17 @@ func newFixture(t *testing.T) *fixture {
 	})
 	f.proxy = "http://" + f.inst.HTTPAddr().String()
 	return f
+}
+
+// demoImage builds cmd/demo-app into an image tagged under prefix.
+func demoImage(t *testing.T, eng *docker.Engine, prefix, dir string) string {
+	bin := dockertest.GoBinary(t, "./cmd/demo-app", dir)
+	image := prefix + "/demo-app:test"
+	dockertest.Image(t, eng, dockertest.ImageOptions{
+		Dockerfile: filepath.Join(dockertest.ModuleRoot(t), "build", "demo-app.Dockerfile"),
+		Files:      map[string]string{"demo-app": bin}, Tag: image, Args: map[string]string{"VERSION": "test"},
+	})
+	return image
 }
 
 type testWriter struct{ t *testing.T }

@@ -57,25 +57,47 @@ type Resolution struct {
 	// announce it (attached to the network, address not yet assigned):
 	// the pool is resolved again shortly.
 	Pending bool
+
+	// missing are the named containers the engine does not have, and
+	// noneRunning says a compose service has no running replica there:
+	// with several engines they are problems only when true of them all.
+	missing     []string
+	noneRunning bool
 }
 
 // Resolve computes a pool's targets from a snapshot of the engine's
 // containers. stopping holds the IDs of containers that were sent their
 // stop signal and still run.
 func Resolve(ref PoolRef, containers []Container, n Network, stopping map[string]bool) Resolution {
+	res := resolveOn(ref, containers, n, stopping)
+	res.Problems = append(presenceProblems(ref, res.missing, res.noneRunning), res.Problems...)
+	return res
+}
+
+// presenceProblems reports named containers that exist nowhere and a
+// compose service with no running replica.
+func presenceProblems(ref PoolRef, missing []string, noneRunning bool) []string {
+	var out []string
+	where := fmt.Sprintf("pool %s of service %s", ref.Pool, ref.Service)
+	if ref.Compose != nil && noneRunning {
+		out = append(out, fmt.Sprintf("%s: no running container of compose project %q, service %q — start it: docker compose -p %s up -d %s",
+			where, ref.Compose.Project, ref.Compose.Service, ref.Compose.Project, ref.Compose.Service))
+	}
+	for _, name := range missing {
+		out = append(out, fmt.Sprintf("%s: no container %q exists — start it, or fix services.%s.pools.%s.containers",
+			where, name, ref.Service, ref.Pool))
+	}
+	return out
+}
+
+// resolveOn is Resolve without the presence problems, which depend on
+// every engine's containers.
+func resolveOn(ref PoolRef, containers []Container, n Network, stopping map[string]bool) Resolution {
 	var res Resolution
 	where := fmt.Sprintf("pool %s of service %s", ref.Pool, ref.Service)
 	members, missing := Members(ref, containers)
-	if ref.Compose != nil {
-		if !anyRunning(members) {
-			res.Problems = append(res.Problems, fmt.Sprintf("%s: no running container of compose project %q, service %q — start it: docker compose -p %s up -d %s",
-				where, ref.Compose.Project, ref.Compose.Service, ref.Compose.Project, ref.Compose.Service))
-		}
-	}
-	for _, name := range missing {
-		res.Problems = append(res.Problems, fmt.Sprintf("%s: no container %q exists — start it, or fix services.%s.pools.%s.containers",
-			where, name, ref.Service, ref.Pool))
-	}
+	res.missing = missing
+	res.noneRunning = !anyRunning(members)
 	seen := map[string]bool{}
 	for _, c := range members {
 		if !c.Running() {
