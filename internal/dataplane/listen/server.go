@@ -422,15 +422,23 @@ func (s *Server) Drain(ctx context.Context, idleGrace time.Duration) error {
 		// Sends GOAWAY on HTTP/2 connections; they close after their streams.
 		s.h2base.Shutdown(ctx)
 	}
-	loopsDone := make(chan error, 1)
-	if s.loops != nil {
-		go func() { loopsDone <- s.loops.Drain(ctx, idleGrace) }()
-	} else {
-		loopsDone <- nil
-	}
+	// The loops hand connections to the goroutine engine until they stop
+	// (a request with a body, a target named by host name: in a container
+	// every first request), and each handed-over connection is tracked in
+	// s.wg only then. So s.wg is waited for once the loops are done: waited
+	// for earlier, it could reach zero, end the drain, and let the process
+	// exit under a request the loops had just handed over.
+	loopsDone := make(chan struct{})
+	var loopsErr error
+	go func() {
+		defer close(loopsDone)
+		if s.loops != nil {
+			loopsErr = s.loops.Drain(ctx, idleGrace)
+		}
+	}()
 	s.closeIdle(idleGrace)
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() { <-loopsDone; s.wg.Wait(); close(done) }()
 	var tick <-chan time.Time
 	if idleGrace > 0 {
 		t := time.NewTicker(min(idleGrace/4, 100*time.Millisecond))
@@ -441,13 +449,16 @@ wait:
 	for {
 		select {
 		case <-done:
-			return <-loopsDone
+			return loopsErr
 		case <-tick:
 			s.closeIdle(idleGrace)
 		case <-ctx.Done():
 			break wait
 		}
 	}
+	// The loops end at ctx too; once they have, nothing more is handed
+	// over, so the close below reaches every connection.
+	<-loopsDone
 	s.mu.Lock()
 	n := len(s.conns)
 	for c := range s.conns {
@@ -455,8 +466,8 @@ wait:
 	}
 	s.mu.Unlock()
 	<-done
-	if err := <-loopsDone; err != nil {
-		return err
+	if loopsErr != nil {
+		return loopsErr
 	}
 	return fmt.Errorf("shutdown: closed %s with requests in flight: %w", human.Count(int(n), "connection"), ctx.Err())
 }

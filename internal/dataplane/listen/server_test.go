@@ -104,6 +104,19 @@ func portOf(a net.Addr) string {
 
 // TestShutdownLetsRequestsFinish: a request in flight at SIGTERM completes;
 // an idle keep-alive connection is closed; new connections are refused.
+// servePlain serves plain HTTP on 127.0.0.1 in front of px; the test
+// shuts it down and then waits on served.
+func servePlain(t *testing.T, px *proxy.Proxy) (*Server, chan error) {
+	t.Helper()
+	plain, err := New(Options{HTTP: "127.0.0.1:0", Proxy: px, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- plain.Serve() }()
+	return plain, served
+}
+
 func TestShutdownLetsRequestsFinish(t *testing.T) {
 	entered := make(chan struct{})
 	release := make(chan struct{})
@@ -114,12 +127,7 @@ func TestShutdownLetsRequestsFinish(t *testing.T) {
 		}
 		io.WriteString(w, "done")
 	})
-	plain, err := New(Options{HTTP: "127.0.0.1:0", Proxy: px, Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- plain.Serve() }()
+	plain, served := servePlain(t, px)
 	url := "http://" + plain.HTTPAddr().String()
 
 	// An idle keep-alive connection.
@@ -169,6 +177,80 @@ func TestShutdownLetsRequestsFinish(t *testing.T) {
 	}
 	if err := <-shut; err != nil {
 		t.Fatalf("shutdown: %v", err)
+	}
+	<-served
+}
+
+// TestDrainWaitsForAConnectionHandedOverDuringIt: the event loops hand a
+// connection whose first request has a body to the goroutine engine; when
+// that happens during a graceful Drain (an upgrade's old process), Drain
+// returns only after that request's response, not as soon as the loops
+// are empty (the old process would exit under it: in a container, where
+// targets are named by host name, every first request is handed over).
+func TestDrainWaitsForAConnectionHandedOverDuringIt(t *testing.T) {
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	px := newProxy(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		close(entered)
+		<-release
+		io.WriteString(w, "done")
+	})
+	plain, served := servePlain(t, px)
+	if plain.Loops() == 0 {
+		t.Skip("no event loops on this system")
+	}
+	addr := plain.HTTPAddr().String()
+
+	// A connection the loops hold, its first request not sent yet.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for plain.Counts().Conns[ConnKind{ListenerHTTP, ProtoHTTP1}] != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the event loops did not take the connection within 5s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- plain.Drain(ctx, 5*time.Second)
+	}()
+	// The drain has begun once the listener refuses.
+	for {
+		d, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			break
+		}
+		d.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("the listener still accepts 5s after Drain began")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	io.WriteString(c, "POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi")
+	<-entered
+	// The request waits on its target: the drain must wait for it. A drain
+	// that does not returns within milliseconds (the loops are empty now).
+	select {
+	case err := <-shut:
+		close(release)
+		t.Fatalf("Drain returned (%v) while a request handed over during it was in flight", err)
+	case <-time.After(time.Second):
+	}
+	close(release)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, _ := io.ReadAll(c)
+	if resp := string(b); !strings.HasPrefix(resp, "HTTP/1.1 200") || !strings.HasSuffix(resp, "done") || !strings.Contains(strings.ToLower(resp), "connection: close") {
+		t.Fatalf("the request handed over during the drain got %q, want 200 \"done\" with Connection: close", resp)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("drain: %v", err)
 	}
 	<-served
 }
