@@ -27,12 +27,13 @@ import (
 
 // relay is a TCP listener on 127.0.0.1 whose connections are copied to a
 // Unix socket: the local engine reached a second way, standing in for a
-// second engine. Close ends it and every connection through it, as an
-// engine that goes away would.
+// second engine. Down ends every connection through it and drops new ones
+// until Up, as an engine that goes away and comes back would; Close ends it.
 type relay struct {
 	ln    net.Listener
 	mu    sync.Mutex
 	conns map[net.Conn]bool
+	down  bool
 	wg    sync.WaitGroup
 }
 
@@ -62,7 +63,7 @@ func startRelay(t *testing.T, socket string) *relay {
 func (r *relay) track(c net.Conn) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.conns == nil {
+	if r.conns == nil || r.down {
 		c.Close()
 		return false
 	}
@@ -98,6 +99,22 @@ func (r *relay) pipe(c net.Conn, socket string) {
 
 func (r *relay) Addr() string { return "tcp://" + r.ln.Addr().String() }
 
+func (r *relay) Down() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.down = true
+	for c := range r.conns {
+		c.Close()
+		delete(r.conns, c)
+	}
+}
+
+func (r *relay) Up() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.down = false
+}
+
 func (r *relay) Close() {
 	r.ln.Close()
 	r.mu.Lock()
@@ -111,8 +128,9 @@ func (r *relay) Close() {
 
 // TestSeveralEngines follows the local engine as two (its socket, and a
 // TCP relay to it): the pool takes its containers through both, keeps
-// serving through the socket when the relay goes away, and a config
-// giving docker.host and docker.hosts is refused.
+// serving through the socket when the relay goes away, takes them through
+// the relay again when it is back, and a config giving docker.host and
+// docker.hosts is refused.
 func TestSeveralEngines(t *testing.T) {
 	eng := dockertest.Engine(t)
 	socket, ok := strings.CutPrefix(eng.Host(), "unix://")
@@ -259,15 +277,26 @@ services:
 		})
 	}
 	awaitServed(200)
-	rl.Close()
+	rl.Down()
 	took := dockertest.Eventually(t, 10*time.Second, func() string {
 		if w, have := want(unix), f.members("named"); !slices.Equal(w, have) {
 			return fmt.Sprintf("pool has %v, want %v", have, w)
 		}
 		return ""
 	})
-	t.Logf("pool on the socket alone %s after the relay closed", took)
+	t.Logf("pool on the socket alone %s after the relay went down", took)
 	awaitServed(ok200.Load() + 200)
+	rl.Up()
+	// The event stream reconnects with back-off (at most 5s between tries).
+	took = dockertest.Eventually(t, 15*time.Second, func() string {
+		if w, have := want(rl.Addr()), f.members("named"); !slices.Equal(w, have) {
+			return fmt.Sprintf("pool has %v, want %v", have, w)
+		}
+		return ""
+	})
+	t.Logf("pool through the relay again %s after it came back", took)
+	awaitServed(ok200.Load() + 200)
+	rl.Close()
 	close(stop)
 	wg.Wait()
 	for _, p := range []string{"a", "b"} {
