@@ -310,6 +310,9 @@ services:
 	}
 
 	t.Run("an engine that does not answer at start is left out", func(t *testing.T) {
+		// A socket path nothing listens on: unlike a closed TCP port, no
+		// other test can take it over.
+		dead := "unix://" + filepath.Join(t.TempDir(), "no-engine.sock")
 		body := fmt.Sprintf(`
 listen: {http: "127.0.0.1:1"}
 docker: {network: %s, hosts: [%q, %q]}
@@ -317,7 +320,7 @@ services:
   web:
     pools:
       blue: {containers: [%s-a, %s-b], port: 8000}
-`, n.Name, rl.Addr(), unix, prefix, prefix)
+`, n.Name, dead, unix, prefix, prefix)
 		cfg, err := config.Parse([]byte(body), "test.yaml", os.LookupEnv)
 		if err != nil {
 			t.Fatal(err)
@@ -334,7 +337,7 @@ services:
 			t.Fatalf("targets %v, want %v", got, w)
 		}
 
-		cfg.Docker.Hosts = []string{rl.Addr()}
+		cfg.Docker.Hosts = []string{dead}
 		_, err = docker.Start(context.Background(), docker.Options{Config: cfg, Sink: sink, Logger: logger})
 		var down *docker.UnreachableError
 		if !errors.As(err, &down) {
