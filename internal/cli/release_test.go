@@ -255,15 +255,16 @@ func TestReleaseOnDocker(t *testing.T) {
 		if time.Now().Before(*at) {
 			t.Fatalf("blue stopped before its time %s", at.Format("15:04:05.000"))
 		}
-		stopped := false
-		for _, e := range inst.Manager().History("web") {
-			if e.Kind == "stop" && e.From == "blue" && e.Result == "succeeded" && strings.Contains(e.Reason, name+"-blue") {
-				stopped = true
+		// The stop's history entry ends once Docker has answered for every
+		// container, a moment after they show as stopped.
+		dockertest.Eventually(t, 30*time.Second, func() string {
+			for _, e := range inst.Manager().History("web") {
+				if e.Kind == "stop" && e.From == "blue" && e.Result == "succeeded" && strings.Contains(e.Reason, name+"-blue") {
+					return ""
+				}
 			}
-		}
-		if !stopped {
-			t.Errorf("the history records no stop of blue's containers: %+v", inst.Manager().History("web"))
-		}
+			return fmt.Sprintf("the history records no finished stop of blue's containers: %+v", inst.Manager().History("web"))
+		})
 		for range 10 {
 			if p, v := get(); p != "green" || v != "v2" {
 				t.Fatalf("after the release: profile %q version %q, want green v2", p, v)
