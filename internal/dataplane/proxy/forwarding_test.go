@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cutover/cutover/internal/dataplane/forward"
@@ -199,6 +200,11 @@ func TestBalanceRoundRobinAndLeastConn(t *testing.T) {
 		}
 		io.WriteString(w, "slow")
 	})
+	// Released at the end, or by the cleanup when the test fails first
+	// (before the backends close: their Close waits for the held request).
+	var releaseOnce sync.Once
+	unhold := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unhold)
 	fast := newBackend(t, "fast", nil)
 	lc := newService("lc", upstream.LeastConn, poolSpec{"blue", []*backend{slow, fast}})
 	ps2 := startProxy(t, proxy.Options{Router: tableWith(lc)}, proxy.ConnInfo{})
@@ -220,12 +226,22 @@ func TestBalanceRoundRobinAndLeastConn(t *testing.T) {
 	if !held {
 		t.Fatal("no /hold request reached the slow target in 8 tries")
 	}
+	pool, _ := lc.Pool("blue")
+	var fastTarget *upstream.Target
+	for _, tg := range pool.Targets() {
+		if tg.Addr() == fast.addr() {
+			fastTarget = tg
+		}
+	}
 	for i := 0; i < 20; i++ {
+		// The last answer may reach the client a moment before its request
+		// ends on the target: until then the targets tie.
+		waitFor(t, func() bool { return fastTarget.InFlight() == 0 })
 		if got := get(t, c, "http://"+ps2.addr+"/"); got != "fast" {
 			t.Fatalf("least_conn sent a request to the busy target (%q)", got)
 		}
 	}
-	close(release)
+	unhold()
 	<-done
 }
 
