@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -41,9 +40,7 @@ func newHistoryCmd(s Streams) *cobra.Command {
 				return apiError(err)
 			}
 			if asJSON {
-				enc := json.NewEncoder(s.Out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(h)
+				return printJSON(s.Out, h)
 			}
 			if len(h.Entries) == 0 {
 				fmt.Fprintln(s.Out, "no operations recorded yet")

@@ -38,9 +38,7 @@ func newStatusCmd(s Streams) *cobra.Command {
 				return apiError(err)
 			}
 			if asJSON {
-				enc := json.NewEncoder(s.Out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return printJSON(s.Out, st)
 			}
 			printStatus(s.Out, st, time.Now())
 			return nil
@@ -169,4 +167,11 @@ func printCertificates(out io.Writer, certs []admin.CertificateStatus) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", c.Host, c.Source, c.State, expires, days, warn)
 	}
 	tw.Flush()
+}
+
+// printJSON prints an admin API document for --json, indented.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
