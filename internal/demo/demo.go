@@ -195,33 +195,17 @@ func demonstrate(ctx context.Context, m *controlplane.Manager, url string, o Opt
 	rep := &Report{ByProfile: map[string]int64{}}
 	var sent, failed atomic.Int64
 	var mu sync.Mutex
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	tr := &http.Transport{MaxIdleConnsPerHost: o.Clients}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-	for i := 0; i < o.Clients; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				sent.Add(1)
-				profile, err := get(client, url)
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				mu.Lock()
-				rep.ByProfile[profile]++
-				mu.Unlock()
-			}
-		}()
-	}
+	stop := startClients(o.Clients, func(client *http.Client) {
+		sent.Add(1)
+		profile, err := get(client, url)
+		if err != nil {
+			failed.Add(1)
+			return
+		}
+		mu.Lock()
+		rep.ByProfile[profile]++
+		mu.Unlock()
+	})
 	var err error
 	for i := 0; i < o.Switches && err == nil; i++ {
 		time.Sleep(300 * time.Millisecond) // let traffic flow between switches
@@ -237,8 +221,7 @@ func demonstrate(ctx context.Context, m *controlplane.Manager, url string, o Opt
 		}
 	}
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stop()
 	rep.Requests, rep.Failed = sent.Load(), failed.Load()
 	if err != nil {
 		return rep, fmt.Errorf("switch failed: %w", err)
@@ -247,6 +230,35 @@ func demonstrate(ctx context.Context, m *controlplane.Manager, url string, o Opt
 		return rep, errors.New("some requests failed during the demonstration")
 	}
 	return rep, nil
+}
+
+// startClients runs n keep-alive load clients, each calling one in a loop
+// with a shared client, until the returned stop is called; stop waits for
+// them.
+func startClients(n int, one func(*http.Client)) (stop func()) {
+	tr := &http.Transport{MaxIdleConnsPerHost: n}
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				one(client)
+			}
+		}()
+	}
+	return func() {
+		close(done)
+		wg.Wait()
+		tr.CloseIdleConnections()
+	}
 }
 
 // get sends one GET that net/http may not retry on its own (a body without
@@ -267,39 +279,23 @@ func canary(ctx context.Context, m *controlplane.Manager, url string, o Options,
 	fmt.Fprintf(o.Out, "canary of the broken version: red to 20%% then 50%% of the clients (a step every 5s), guard 20s...\n")
 	cr := &rep.Canary
 	var sent, failed, broken, brokenErr atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	tr := &http.Transport{MaxIdleConnsPerHost: o.Clients}
-	defer tr.CloseIdleConnections()
-	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	var next atomic.Int64
-	for i := 0; i < o.Clients; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				// A thousand client addresses, in turn: the canary's share
-				// of them is split off by the proxy.
-				n := next.Add(1) % 1000
-				sent.Add(1)
-				profile, status, err := getAs(client, url, fmt.Sprintf("10.9.%d.%d", n/256, n%256))
-				switch {
-				case strings.HasPrefix(profile, "red") && status == 500:
-					broken.Add(1)
-					brokenErr.Add(1)
-				case err != nil || status != 200:
-					failed.Add(1)
-				case strings.HasPrefix(profile, "red"):
-					broken.Add(1)
-				}
-			}
-		}()
-	}
+	stop := startClients(o.Clients, func(client *http.Client) {
+		// A thousand client addresses, in turn: the canary's share of
+		// them is split off by the proxy.
+		n := next.Add(1) % 1000
+		sent.Add(1)
+		profile, status, err := getAs(client, url, fmt.Sprintf("10.9.%d.%d", n/256, n%256))
+		switch {
+		case strings.HasPrefix(profile, "red") && status == 500:
+			broken.Add(1)
+			brokenErr.Add(1)
+		case err != nil || status != 200:
+			failed.Add(1)
+		case strings.HasPrefix(profile, "red"):
+			broken.Add(1)
+		}
+	})
 	// A moment of the stable pool's own numbers: the guard's baseline.
 	time.Sleep(time.Second)
 	_, err := m.Deploy(ctx, admin.DeployRequest{Service: "web", Pool: "red", Canary: []float64{20, 50}, Step: admin.Duration(5 * time.Second),
@@ -307,8 +303,7 @@ func canary(ctx context.Context, m *controlplane.Manager, url string, o Options,
 		fmt.Fprintf(o.Out, "  %s\n", ev.Message)
 	})
 	time.Sleep(300 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stop()
 	cr.Requests, cr.Failed, cr.BrokenRequests, cr.BrokenErrors = sent.Load(), failed.Load(), broken.Load(), brokenErr.Load()
 	var ce *admin.Error
 	if !errors.As(err, &ce) || ce.Kind != admin.KindGuard || ce.Guard == nil {
