@@ -63,9 +63,14 @@ func newAppBackend(t *testing.T, name string, slowArrived chan string) *appBacke
 		}
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		now := time.Now()
+		// The time is read under the lock so that arrivals stay sorted
+		// (lastArrivalIn searches them): read before it, a handler
+		// descheduled between the two could append an earlier time after
+		// a later one, and the search could then report an arrival from
+		// outside the window it asks about. Read here it is still before
+		// the response is written, so before the proxy ends the request.
 		b.mu.Lock()
-		b.arrivals = append(b.arrivals, now)
+		b.arrivals = append(b.arrivals, time.Now())
 		b.mu.Unlock()
 		w.Header().Set("X-Backend", name)
 		io.WriteString(w, name)
