@@ -146,13 +146,13 @@ func TestHTTPSProblems(t *testing.T) {
 	for _, c := range httpsCases {
 		runs = append(runs, ok("nginx", c), ok("cutover", c))
 	}
-	if got := httpsProblems(runs, []string{"nginx", "cutover"}); len(got) != 0 {
+	if got := httpsProblems(runs, []string{"nginx", "cutover"}, httpsCases); len(got) != 0 {
 		t.Errorf("clean runs: %v; want none", got)
 	}
 	runs[1].Wrk.NotDone = 3 // cutover's HTTP/1.1 over TLS run
 	runs[0].Wrk.Non2xx = 7  // nginx's errors are reported, not asserted
 	runs[5] = benchRun{Proxy: "cutover", Case: caseHandshake, Run: 1, Err: "wrk exited 1"}
-	got := httpsProblems(runs, []string{"nginx", "cutover"})
+	got := httpsProblems(runs, []string{"nginx", "cutover"}, httpsCases)
 	joined := strings.Join(got, "\n")
 	if len(got) != 3 || !strings.Contains(joined, "not completed 3") || !strings.Contains(joined, "wrk exited 1") || !strings.Contains(joined, "no measured "+caseHandshake+" run of cutover") {
 		t.Errorf("problems = %q; want cutover's 3 incomplete requests, its failed run and its empty row", got)

@@ -21,6 +21,9 @@ const (
 
 var httpsCases = []string{caseH1TLS, caseH2, caseHandshake}
 
+// httpsCaseKeys name the cases for -https-cases.
+var httpsCaseKeys = map[string]string{"h1": caseH1TLS, "h2": caseH2, "handshake": caseHandshake}
+
 // httpsProxies are the proxies the HTTPS phase can run: httputilproxy has
 // no TLS listener.
 func httpsProxies(proxies []string) []string {
@@ -31,7 +34,7 @@ func httpsProxies(proxies []string) []string {
 // haproxy, cutover, nginx, ...), -runs times, access log off.
 func (h *harness) httpsPhase(ctx context.Context, proxies []string) ([]benchRun, error) {
 	n := h.opts.h2Requests
-	if n == 0 && len(proxies) > 0 {
+	if n == 0 && len(proxies) > 0 && slices.Contains(h.opts.httpsCases, caseH2) {
 		var err error
 		if n, err = h.calibrateH2(ctx, proxies[0]); err != nil {
 			return nil, err
@@ -39,7 +42,7 @@ func (h *harness) httpsPhase(ctx context.Context, proxies []string) ([]benchRun,
 	}
 	h.h2Requests = n
 	var runs []benchRun
-	for _, c := range httpsCases {
+	for _, c := range h.opts.httpsCases {
 		for i := 1; i <= h.opts.runs; i++ {
 			for _, p := range proxies {
 				r := h.measure(ctx, benchRun{Proxy: p, Case: c, Run: i}, h.tls, h.httpsLoad(c, n))
@@ -181,7 +184,7 @@ func h2RequestsFor(rate float64, d time.Duration, conns int) int {
 
 // httpsProblems are the HTTPS phase's failures: runs that could not be
 // measured, any error in cutover's runs, and cases without a measured run.
-func httpsProblems(runs []benchRun, proxies []string) []string {
+func httpsProblems(runs []benchRun, proxies, cases []string) []string {
 	var problems []string
 	measured := map[string]int{}
 	for _, r := range runs {
@@ -197,7 +200,7 @@ func httpsProblems(runs []benchRun, proxies []string) []string {
 			problems = append(problems, fmt.Sprintf("cutover %s run %d: %d errors (%s); want 0", r.Case, r.Run, r.Wrk.Errors(), r.Wrk.errorDetail()))
 		}
 	}
-	for _, c := range httpsCases {
+	for _, c := range cases {
 		for _, p := range proxies {
 			if measured[p+"/"+c] == 0 {
 				problems = append(problems, fmt.Sprintf("no measured %s run of %s: its table row is empty", c, p))
@@ -214,7 +217,7 @@ func (h *harness) httpsSection(runs []benchRun, proxies []string, nproc int) str
 	secs := int(o.duration.Round(time.Second) / time.Second)
 	fmt.Fprintf(&b, "\n### HTTPS\n\nThe same two backends; each proxy serves one ECDSA P-256 certificate (generated for the run) on 127.0.0.1 with TLS 1.2/1.3 and ALPN h2 and http/1.1; access log off; runs interleaved; median of %d run(s) each. nginx has `keepalive_requests %d` (its default of 1,000 ends an HTTP/2 connection after 1,000 streams and h2load does not reconnect). Errors are every failure wrk or h2load reports, per proxy, summed over the runs.\n",
 		o.runs, h2KeepaliveRequests)
-	for _, c := range httpsCases {
+	for _, c := range o.httpsCases {
 		var cmd string
 		switch c {
 		case caseH1TLS:

@@ -46,6 +46,8 @@ type options struct {
 	// per run (0: sized from -d), and the connections of the
 	// new-connection-per-request case.
 	h2Streams, h2Requests, handshakeConnections int
+	// httpsCases are the HTTPS cases to run, in httpsCases' order.
+	httpsCases []string
 	// profileDir, when set, makes every cutover run write a CPU profile
 	// (serve --cpu-profile) into it.
 	profileDir string
@@ -90,6 +92,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.h2Streams, "h2-m", 10, "https phase: h2load's concurrent streams per connection (-m)")
 	fs.IntVar(&o.h2Requests, "h2-n", 0, "https phase: h2load's requests per run (-n); 0: sized from -d by a 2s calibration run against the first proxy")
 	fs.IntVar(&o.handshakeConnections, "handshake-c", 32, "https phase: wrk connections of the new-TLS-connection-per-request case")
+	cases := fs.String("https-cases", "h1,h2,handshake", "https phase: the cases to run: h1 (HTTP/1.1 over TLS), h2 (HTTP/2), handshake (a new TLS connection per request)")
 	fs.StringVar(&o.profileDir, "cpu-profile", "", "write a CPU profile of every cutover run (serve --cpu-profile) into this folder")
 	fs.DurationVar(&o.quietWait, "quiet-wait", 0, "before each wrk run, wait up to this long for other work on the machine to stop (for shared machines; 0: don't wait)")
 	fs.StringVar(&o.out, "out", "", "also write the markdown report to this file")
@@ -151,6 +154,19 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 			return o, fmt.Errorf("-phases: unknown phase %q; use %s", p, strings.Join(knownPhases, ", "))
 		}
 		o.phases = append(o.phases, p)
+	}
+	want := map[string]bool{}
+	for k := range strings.SplitSeq(*cases, ",") {
+		c, ok := httpsCaseKeys[strings.TrimSpace(k)]
+		if !ok {
+			return o, fmt.Errorf("-https-cases: unknown case %q; use h1, h2, handshake or a comma-separated list of them", k)
+		}
+		want[c] = true
+	}
+	for _, c := range httpsCases {
+		if want[c] {
+			o.httpsCases = append(o.httpsCases, c)
+		}
 	}
 	switch {
 	case o.duration < time.Second:
@@ -414,7 +430,7 @@ func (h *harness) run(ctx context.Context) (string, []string, error) {
 		if err != nil {
 			return "", nil, err
 		}
-		problems = append(problems, httpsProblems(runs, hp)...)
+		problems = append(problems, httpsProblems(runs, hp, h.opts.httpsCases)...)
 		b.WriteString(h.httpsSection(runs, hp, machine.NProc))
 	}
 	if slices.Contains(h.opts.phases, phaseSoak) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,16 @@ func TestParseOptionsFullRunAndHTTPS(t *testing.T) {
 	if strings.Join(o.phases, ",") != "https,idle" {
 		t.Errorf("phases = %v", o.phases)
 	}
+	if !slices.Equal(o.httpsCases, httpsCases) {
+		t.Errorf("https cases = %v; want all of %v", o.httpsCases, httpsCases)
+	}
+	o, err = parseOptions([]string{"-phases", "https", "-https-cases", "handshake,h2"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{caseH2, caseHandshake}; !slices.Equal(o.httpsCases, want) {
+		t.Errorf("-https-cases handshake,h2: cases = %v; want %v (in the report's order)", o.httpsCases, want)
+	}
 }
 
 func TestParseOptionsErrors(t *testing.T) {
@@ -54,6 +65,7 @@ func TestParseOptionsErrors(t *testing.T) {
 		{"-phases", "https", "-h2-m", "0"},
 		{"-phases", "https", "-h2-n", "10"},
 		{"-phases", "https", "-handshake-c", "1"},
+		{"-phases", "https", "-https-cases", "h3"},
 		{"extra"},
 	} {
 		if _, err := parseOptions(args, io.Discard); err == nil {
