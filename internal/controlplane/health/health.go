@@ -165,6 +165,9 @@ func (c *Checker) Run(ctx context.Context) {
 			c.o.OnProbe(err)
 		}
 		after := t.ReportProbe(err, s.Thresholds)
+		// Between two probes is also when idle connections a burst left
+		// are given back, traffic or not.
+		t.SweepIdle()
 		if after != before {
 			attrs := append([]slog.Attr{
 				slog.String("target", t.Label()),

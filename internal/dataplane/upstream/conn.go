@@ -110,9 +110,76 @@ func (c *Conn) Target() *Target { return c.target }
 // of them, so a retired pool's connections can be closed when its drain
 // time is up.
 type connSet struct {
-	idle   []*Conn
+	idle   []*Conn // the most recently returned last
 	all    map[*Conn]struct{}
 	closed bool
+	// peak is the most connections in use at once since peakStart, and
+	// prevPeak the most in the window of peakWindow before it: the idle
+	// list keeps up to that many (see idleCap).
+	peak, prevPeak int
+	peakStart      time.Time
+}
+
+// peakWindow is how long the number of connections in use at once is
+// remembered for sizing the idle list.
+const peakWindow = 10 * time.Second
+
+// notePeak records the number of connections in use now; the caller holds
+// the target's lock.
+func (s *connSet) notePeak(now time.Time) {
+	s.roll(now)
+	s.peak = max(s.peak, len(s.all)-len(s.idle))
+}
+
+// roll starts a new peak window when the current one is over.
+func (s *connSet) roll(now time.Time) {
+	since := now.Sub(s.peakStart)
+	if since < peakWindow {
+		return
+	}
+	s.prevPeak = s.peak
+	if since >= 2*peakWindow {
+		s.prevPeak = 0
+	}
+	s.peak = len(s.all) - len(s.idle)
+	s.peakStart = now
+}
+
+// idleCap is how many idle connections the target keeps: at least
+// maxIdle, and as many as were in use at once over the last one or two
+// peak windows. A fixed cap below the concurrency the target sees closes
+// connections on their way back only to dial new ones a moment later
+// (HTTP/2 clients multiplex hundreds of streams onto a few connections,
+// each an upstream request of its own); this keeps what steady load
+// needs and gives back what a burst left once it is over. maxIdle 0 keeps
+// none.
+func (s *connSet) idleCap(now time.Time, maxIdle int) int {
+	if maxIdle <= 0 {
+		return 0
+	}
+	s.roll(now)
+	return max(maxIdle, s.peak, s.prevPeak)
+}
+
+// trim takes out of the idle list, oldest first, the connections idle for
+// longer than keepalive and those beyond limit, and returns them for the
+// caller to close once it released the target's lock.
+func (s *connSet) trim(now time.Time, keepalive time.Duration, limit int) []*Conn {
+	k := 0
+	for k < len(s.idle) && (len(s.idle)-k > limit || now.Sub(s.idle[k].idleSince) >= keepalive) {
+		k++
+	}
+	if k == 0 {
+		return nil
+	}
+	out := make([]*Conn, k)
+	copy(out, s.idle[:k])
+	clear(s.idle[:k])
+	s.idle = s.idle[k:]
+	for _, c := range out {
+		delete(s.all, c)
+	}
+	return out
 }
 
 // ErrTargetClosed is returned when a connection is asked of a target whose
@@ -134,6 +201,7 @@ func (t *Target) Get(ctx context.Context) (*Conn, error) {
 		c := t.conns.idle[n-1]
 		t.conns.idle = t.conns.idle[:n-1]
 		if now.Sub(c.idleSince) < t.opts.KeepaliveTimeout {
+			t.conns.notePeak(now)
 			t.mu.Unlock()
 			// Checked again on the way out: bytes that arrived while the
 			// connection sat idle (a late second response) belong to no
@@ -180,6 +248,7 @@ func (t *Target) dial(ctx context.Context) (*Conn, error) {
 		t.conns.all = make(map[*Conn]struct{})
 	}
 	t.conns.all[c] = struct{}{}
+	t.conns.notePeak(time.Now())
 	t.mu.Unlock()
 	return c, nil
 }
@@ -196,17 +265,38 @@ func (t *Target) Put(c *Conn) {
 		t.Discard(c)
 		return
 	}
-	c.idleSince = time.Now()
+	now := time.Now()
+	c.idleSince = now
 	t.mu.Lock()
 	_, open := t.conns.all[c]
-	if !open || t.conns.closed || len(t.conns.idle) >= t.opts.MaxIdle {
+	limit := t.conns.idleCap(now, t.opts.MaxIdle)
+	if !open || t.conns.closed || len(t.conns.idle) >= limit {
 		delete(t.conns.all, c)
 		t.mu.Unlock()
 		c.Conn.Close()
 		return
 	}
 	t.conns.idle = append(t.conns.idle, c)
+	old := t.conns.trim(now, t.opts.KeepaliveTimeout, limit)
 	t.mu.Unlock()
+	for _, c := range old {
+		c.Conn.Close()
+	}
+}
+
+// SweepIdle closes the idle connections that were idle for longer than
+// the keep-alive timeout and those beyond what the target keeps now
+// (idleCap), so that a target whose traffic stopped gives them back too;
+// Put and Get only look at the connections they move. The health checker
+// calls it on every probe.
+func (t *Target) SweepIdle() {
+	now := time.Now()
+	t.mu.Lock()
+	old := t.conns.trim(now, t.opts.KeepaliveTimeout, t.conns.idleCap(now, t.opts.MaxIdle))
+	t.mu.Unlock()
+	for _, c := range old {
+		c.Conn.Close()
+	}
 }
 
 // Discard closes a connection that cannot be reused (an error, a response

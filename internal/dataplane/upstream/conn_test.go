@@ -177,24 +177,96 @@ func TestGetDialsAndPutReuses(t *testing.T) {
 	assertConns(t, tg, 1, 1)
 }
 
-func TestPutRespectsMaxIdle(t *testing.T) {
+// An idle cap below the concurrency the target sees would close
+// connections on their way back only to dial new ones: the idle list keeps
+// as many as were in use at once, and gives back the surplus once the peak
+// is over.
+func TestIdleFollowsPeakInUse(t *testing.T) {
 	b := newBackend(t)
 	tg := newConnTarget(t, b.addr, func(o *ConnOptions) { o.MaxIdle = 2 })
-	var cs []*Conn
-	for range 3 {
-		c, err := tg.Get(context.Background())
-		if err != nil {
-			t.Fatal(err)
+	ctx := context.Background()
+	for round := range 3 {
+		var cs []*Conn
+		for range 5 {
+			c, err := tg.Get(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cs = append(cs, c)
 		}
-		cs = append(cs, c)
+		for _, c := range cs {
+			tg.Put(c)
+		}
+		if round == 0 {
+			b.waitAccepted(t, 5)
+		}
+		assertConns(t, tg, 5, 5)
 	}
-	b.waitAccepted(t, 3)
-	for _, c := range cs {
-		tg.Put(c)
-	}
-	assertConns(t, tg, 2, 2)
-	b.waitClosed(t, 1)
 	b.assertNoneClosed(t)
+	select {
+	case <-b.accepted:
+		t.Fatal("a round of 5 concurrent requests dialled although 5 connections were idle")
+	default:
+	}
+
+	// One window later the peak is still remembered; two windows later it
+	// is not, and a sweep closes the oldest idle connections down to
+	// MaxIdle.
+	tg.mu.Lock()
+	tg.conns.peakStart = tg.conns.peakStart.Add(-peakWindow)
+	tg.mu.Unlock()
+	tg.SweepIdle()
+	assertConns(t, tg, 5, 5)
+	tg.mu.Lock()
+	tg.conns.peakStart = tg.conns.peakStart.Add(-peakWindow)
+	newest := tg.conns.idle[len(tg.conns.idle)-2:]
+	keep := map[*Conn]bool{newest[0]: true, newest[1]: true}
+	tg.mu.Unlock()
+	tg.SweepIdle()
+	b.waitClosed(t, 3)
+	assertConns(t, tg, 2, 2)
+	tg.mu.Lock()
+	for _, c := range tg.conns.idle {
+		if !keep[c] {
+			t.Error("the sweep kept an older idle connection instead of the most recently used")
+		}
+	}
+	tg.mu.Unlock()
+}
+
+func TestSweepClosesExpiredIdle(t *testing.T) {
+	b := newBackend(t)
+	const keepalive = time.Minute
+	tg := newConnTarget(t, b.addr, func(o *ConnOptions) { o.KeepaliveTimeout = keepalive })
+	ctx := context.Background()
+	old, _ := tg.Get(ctx)
+	fresh, err := tg.Get(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.Put(old)
+	tg.Put(fresh)
+	tg.mu.Lock()
+	tg.conns.idle[0].idleSince = tg.conns.idle[0].idleSince.Add(-keepalive - time.Second)
+	tg.mu.Unlock()
+	tg.SweepIdle()
+	b.waitClosed(t, 1)
+	assertConns(t, tg, 1, 1)
+	if c, err := tg.Get(ctx); err != nil || c != fresh {
+		t.Fatalf("Get = %p, %v; want the connection idle for less than the timeout %p", c, err, fresh)
+	}
+}
+
+func TestMaxIdleZeroKeepsNone(t *testing.T) {
+	b := newBackend(t)
+	tg := newConnTarget(t, b.addr, func(o *ConnOptions) { o.MaxIdle = 0 })
+	c, err := tg.Get(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.Put(c)
+	b.waitClosed(t, 1)
+	assertConns(t, tg, 0, 0)
 }
 
 func TestGetClosesExpiredIdle(t *testing.T) {
@@ -399,8 +471,8 @@ func TestConnsConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 	open, idle := tg.Conns()
-	if open != idle || idle > 4 {
-		t.Fatalf("after the requests: %d open, %d idle; want all open ones idle, at most 4", open, idle)
+	if open != idle || idle > 8 {
+		t.Fatalf("after the requests: %d open, %d idle; want all open ones idle, at most the 8 in use at once", open, idle)
 	}
 	tg.CloseAll()
 	assertConns(t, tg, 0, 0)
