@@ -326,7 +326,7 @@ func (s *Server) serve(c *conn, info proxy.ConnInfo) {
 		c.h2.Store(true)
 		c.state.Store(connActive)
 		s.h2.ServeConn(newSettingsConn(tc), &http2.ServeConnOpts{
-			Context:    proxy.TLSConnContext(context.Background()),
+			Context:    s.o.Proxy.H2ConnContext(context.Background(), c.nc.RemoteAddr()),
 			BaseConfig: s.h2base,
 			Handler:    s.o.Proxy,
 		})

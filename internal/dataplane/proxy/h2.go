@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/textproto"
 	"strconv"
 	"time"
 
@@ -21,7 +22,11 @@ type h2State struct {
 	x      exchange
 	client forward.Client
 	body   readerBody
+	rw     h2Writer
 	buf    []byte
+	// hdr gathers a response's field names and values, to make one string
+	// of them all (see h2Header).
+	hdr []byte
 }
 
 // ServeHTTP forwards a request that arrived over HTTP/2. It shares
@@ -35,7 +40,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	req := &st.req
 	refused := p.h2Request(st, r)
-	st.client = forward.NewClient(remoteAddr(r.RemoteAddr), cameOverTLS(r), p.o.Trusted)
+	st.client = p.h2Client(r)
 
 	x := &st.x
 	p.startExchange(x, req, &st.client, start, r.Proto)
@@ -46,7 +51,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.h2Local(w, x, status, localErrorBody(status, headErrorReason(refused)))
 		return
 	}
-	rc := http.NewResponseController(w)
+	st.rw = h2Writer{w}
+	rc := &st.rw
 	switch {
 	case req.ContentLength > 0:
 		x.reqFraming, x.reqLength = wire.FrameLength, req.ContentLength
@@ -83,9 +89,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	uc := x.uc
-	// A client that resets its stream ends the upstream exchange too.
-	stop := context.AfterFunc(r.Context(), func() { uc.Conn.Close() })
-	defer stop()
+	// A client that resets its stream ends the upstream exchange too: set
+	// up before the first read that waits for the target, which a response
+	// already in the buffer needs none of.
+	var stop func() bool
+	defer func() {
+		if stop != nil {
+			stop()
+		}
+	}()
 
 	resp := &x.resp
 	if resp.Status == 101 {
@@ -94,20 +106,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.h2Local(w, x, 502, "502 Bad Gateway: protocol upgrades need HTTP/1.1\n")
 		return
 	}
-	h := w.Header()
-	for i := range resp.Headers {
-		f := &resp.Headers[i]
-		if f.Kind.HopByHop() || resp.Listed(f.Name) {
-			continue
-		}
-		if f.Kind == wire.KindContentLength && !resp.BodyAllowed(req.IsHead()) && !req.IsHead() {
-			continue
-		}
-		h.Add(string(f.Name), string(f.Value))
-	}
-	if x.setCookie != nil {
-		h.Add("Set-Cookie", string(x.setCookie))
-	}
+	st.h2Header(w.Header(), x, req.IsHead())
 	w.WriteHeader(resp.Status)
 	x.answered(resp.Status)
 
@@ -130,6 +129,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if !x.rbody.Buffered() {
 			if clientErr = rc.Flush(); clientErr != nil {
 				break
+			}
+			if stop == nil {
+				stop = context.AfterFunc(r.Context(), func() { uc.Conn.Close() })
 			}
 		}
 		b, end, err := p.nextBody(x)
@@ -172,6 +174,76 @@ func (p *Proxy) h2Local(w http.ResponseWriter, x *exchange, code int, body strin
 	x.answeredLocally(code, len(body))
 }
 
+// h2Header adds to h the fields of x's response that are forwarded. The
+// names and values are copied into one string, sliced per field, and the
+// value slices share one array: two allocations per response rather than
+// three per field (x/net copies the map again when the head is written).
+func (st *h2State) h2Header(h http.Header, x *exchange, head bool) {
+	resp := &x.resp
+	keep := func(f *wire.Header) bool {
+		if f.Kind.HopByHop() || resp.Listed(f.Name) {
+			return false
+		}
+		return f.Kind != wire.KindContentLength || resp.BodyAllowed(head) || head
+	}
+	b, n := st.hdr[:0], 0
+	for i := range resp.Headers {
+		if f := &resp.Headers[i]; keep(f) {
+			b = append(append(b, f.Name...), f.Value...)
+			n++
+		}
+	}
+	const setCookie = "Set-Cookie"
+	if x.setCookie != nil {
+		b = append(b, x.setCookie...)
+		n++
+	}
+	st.hdr = b
+	all := string(b)
+	vals := make([]string, n)
+	add := func(name, value string) {
+		k := textproto.CanonicalMIMEHeaderKey(name)
+		if old := h[k]; old != nil {
+			h[k] = append(old, value)
+			return
+		}
+		vals[0] = value
+		h[k] = vals[:1:1]
+		vals = vals[1:]
+	}
+	at := 0
+	for i := range resp.Headers {
+		if f := &resp.Headers[i]; keep(f) {
+			name := all[at : at+len(f.Name)]
+			at += len(f.Name)
+			add(name, all[at:at+len(f.Value)])
+			at += len(f.Value)
+		}
+	}
+	if x.setCookie != nil {
+		add(setCookie, all[at:])
+	}
+}
+
+// h2Writer reaches the stream's flush and read deadline through the
+// methods x/net's ResponseWriter has, without the http.ResponseController
+// that would be allocated per request for them.
+type h2Writer struct{ w http.ResponseWriter }
+
+func (hw *h2Writer) Flush() error {
+	if f, ok := hw.w.(interface{ FlushError() error }); ok {
+		return f.FlushError()
+	}
+	return http.NewResponseController(hw.w).Flush()
+}
+
+func (hw *h2Writer) SetReadDeadline(t time.Time) error {
+	if d, ok := hw.w.(interface{ SetReadDeadline(time.Time) error }); ok {
+		return d.SetReadDeadline(t)
+	}
+	return http.NewResponseController(hw.w).SetReadDeadline(t)
+}
+
 // bytes copies s into the state's arena and returns the copy. The arena is
 // allocated big enough up front per request so earlier slices stay valid.
 func (st *h2State) bytes(s string) []byte {
@@ -197,14 +269,14 @@ func remoteAddr(s string) net.Addr {
 // x/net/http2 enforces by failing the read.
 type readerBody struct {
 	r       io.Reader
-	rc      *http.ResponseController
+	rc      *h2Writer
 	timeout time.Duration
 	dl      upstream.Deadline
 	buf     []byte
 	done    bool
 }
 
-func (b *readerBody) reset(r io.Reader, rc *http.ResponseController, timeout time.Duration) {
+func (b *readerBody) reset(r io.Reader, rc *h2Writer, timeout time.Duration) {
 	b.r, b.rc, b.timeout = r, rc, timeout
 	b.dl = upstream.Deadline{}
 	b.done = false

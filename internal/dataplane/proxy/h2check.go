@@ -2,8 +2,11 @@ package proxy
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"time"
+
+	"github.com/cutover/cutover/internal/dataplane/forward"
 
 	"github.com/cutover/cutover/internal/dataplane/wire"
 )
@@ -46,19 +49,27 @@ func (p *Proxy) h2Request(st *h2State, r *http.Request) error {
 	return nil
 }
 
-// tlsConnKey marks the context of a connection that came over TLS.
-type tlsConnKey struct{}
+// h2ConnKey keys the peer of an HTTP/2 connection (a *forward.Client) in
+// the connection's base context.
+type h2ConnKey struct{}
 
-// TLSConnContext returns ctx marked as the base context of an HTTP/2
-// connection that came over TLS. X-Forwarded-Proto must say how the client
+// H2ConnContext returns ctx carrying the peer of an HTTP/2 connection from
+// remote, which came over TLS, to every request on it: the peer is
+// described once per connection, as on HTTP/1.1, rather than parsed from
+// Request.RemoteAddr per stream. X-Forwarded-Proto must say how the client
 // connected, and net/http sets Request.TLS only when the client's :scheme
 // says https.
-func TLSConnContext(ctx context.Context) context.Context {
-	return context.WithValue(ctx, tlsConnKey{}, true)
+func (p *Proxy) H2ConnContext(ctx context.Context, remote net.Addr) context.Context {
+	c := forward.NewClient(remote, true, p.o.Trusted)
+	return context.WithValue(ctx, h2ConnKey{}, &c)
 }
 
-func cameOverTLS(r *http.Request) bool {
-	return r.TLS != nil || r.Context().Value(tlsConnKey{}) != nil
+// h2Client is the peer of r's connection.
+func (p *Proxy) h2Client(r *http.Request) forward.Client {
+	if c, ok := r.Context().Value(h2ConnKey{}).(*forward.Client); ok {
+		return *c
+	}
+	return forward.NewClient(remoteAddr(r.RemoteAddr), r.TLS != nil, p.o.Trusted)
 }
 
 // HTTP2Limits carry the proxy's limits to the HTTP/2 server in front of
