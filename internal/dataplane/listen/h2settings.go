@@ -50,16 +50,27 @@ const (
 // client preface and then frames, SETTINGS frames edited as said above. It
 // keeps *tls.Conn's other methods: ConnectionState, which x/net uses for
 // r.TLS, and the write path.
+//
+// Its writes go through a headerHold (h2writes.go), which sends the head
+// of a response together with the start of its body.
 type settingsConn struct {
 	*tls.Conn
-	in settingsReader
+	in  settingsReader
+	out *headerHold
 }
 
 func newSettingsConn(c *tls.Conn) *settingsConn {
-	return &settingsConn{Conn: c, in: newSettingsReader(c)}
+	return &settingsConn{Conn: c, in: newSettingsReader(c), out: newHeaderHold(c, func() { c.Close() })}
 }
 
 func (c *settingsConn) Read(p []byte) (int, error) { return c.in.Read(p) }
+
+func (c *settingsConn) Write(p []byte) (int, error) { return c.out.Write(p) }
+
+func (c *settingsConn) Close() error {
+	c.out.stop()
+	return c.Conn.Close()
+}
 
 // settingsReader follows the client-to-server byte stream of an HTTP/2
 // connection from src and edits its SETTINGS frames.
