@@ -67,9 +67,12 @@ func (c *settingsConn) Read(p []byte) (int, error) { return c.in.Read(p) }
 
 func (c *settingsConn) Write(p []byte) (int, error) { return c.out.Write(p) }
 
+// Close closes the connection first: a held head being written to a
+// client that reads nothing holds the hold's lock until the write fails.
 func (c *settingsConn) Close() error {
+	err := c.Conn.Close()
 	c.out.stop()
-	return c.Conn.Close()
+	return err
 }
 
 // settingsReader follows the client-to-server byte stream of an HTTP/2

@@ -2,7 +2,10 @@ package listen
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
+	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -175,4 +178,44 @@ func TestHeaderHoldStopDropsHeld(t *testing.T) {
 	if len(l.got()) != 0 {
 		t.Fatal("a stopped hold wrote")
 	}
+}
+
+// Closing a connection whose held head is being written to a client that
+// reads nothing ends the write instead of waiting for it.
+func TestSettingsConnCloseEndsStuckRelease(t *testing.T) {
+	cert, _, _, err := generateSelfSigned([]string{"localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// net.Pipe has no buffer: a write blocks until the other side reads.
+	sp, cp := net.Pipe()
+	srv := tls.Server(sp, &tls.Config{Certificates: []tls.Certificate{*cert}})
+	cl := tls.Client(cp, clientConfig(cert.Leaf))
+	errc := make(chan error, 1)
+	go func() { errc <- cl.Handshake() }()
+	if err := srv.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the hold's timer has its write under way (it holds the
+	// lock while it writes).
+	c := newSettingsConn(srv)
+	c.Write(sized(frameHeaders, flagEndHeaders, 20))
+	for c.out.mu.TryLock() {
+		c.out.mu.Unlock()
+		runtime.Gosched()
+	}
+	closed := make(chan struct{})
+	go func() {
+		c.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close waited for a write the client never reads")
+	}
+	cl.Close()
 }
