@@ -150,7 +150,7 @@ type Upstream struct {
 	ResponseTimeout  time.Duration // wait for the response head (default 60s)
 	ReadTimeout      time.Duration // between two reads of a response body (default 60s)
 	KeepaliveTimeout time.Duration // idle upstream connections are closed after this (default 60s)
-	MaxIdlePerTarget int           // idle keep-alive connections kept per target (default 64)
+	MaxIdlePerTarget int           // idle keep-alive connections kept per target, at least (default 64; up to the recent peak in use)
 	// TryTimeout, when set, sends a request that may be sent again (an
 	// idempotent one without a body) to another target after waiting this
 	// long for a response head on one (default 0: off).
