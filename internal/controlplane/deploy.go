@@ -12,6 +12,7 @@ import (
 
 	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
+	"github.com/cutover/cutover/internal/controlplane/rules"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 	"github.com/cutover/cutover/internal/human"
@@ -72,7 +73,7 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 		m.mu.Unlock()
 		return nil, err
 	}
-	if err := expected(admin.OpDeploy, s.name, req.Pool, req.Expect, s.desired.Active); err != nil {
+	if err := (rules.Deploy{Service: s.name, Pool: req.Pool, Expect: req.Expect, Preview: req.Preview, Trial: plan != nil}).Check(s.desired); err != nil {
 		m.mu.Unlock()
 		return nil, err
 	}
@@ -80,35 +81,18 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 		m.mu.Unlock()
 		return nil, err
 	}
-	if c := s.desired.Canary; c != "" && (c != req.Pool || plan != nil) {
-		m.mu.Unlock()
-		return nil, errorf(admin.KindRefused, "deploy of service %q to pool %q refused: pool %q is a canary taking %s of its clients — run cutover promote (the full switch to %q) or cutover abort first",
-			s.name, req.Pool, c, pctOf(s.desired.Weight), c)
-	}
 	if req.Preview && len(s.cfg.Load().PreviewHosts) == 0 {
 		m.mu.Unlock()
 		return nil, errorf(admin.KindRefused, "service %q has no preview_hosts, so a preview of %q could not be reached — add services.%s.preview_hosts: [preview.example.com] to the configuration and reload", s.name, req.Pool, s.name)
-	}
-	if req.Preview && s.desired.Active == req.Pool {
-		m.mu.Unlock()
-		return nil, errorf(admin.KindRefused, "pool %q is already the stable pool of service %q: there is nothing to preview — deploy the idle pool with --preview", req.Pool, s.name)
-	}
-	if plan != nil && s.desired.Active == "" {
-		m.mu.Unlock()
-		return nil, errorf(admin.KindRefused, "a canary or guard of service %q needs a stable pool to compare with and fall back to, and it has none — deploy %q without --canary/--guard first", s.name, req.Pool)
 	}
 	p, exists := s.pools[req.Pool]
 	if active := s.pools[s.desired.Active]; active != nil && s.desired.Active == req.Pool {
 		same := len(specs) == 0 || sameAddrs(active.up.Targets(), req.Targets)
 		m.mu.Unlock()
 		if !same {
-			return nil, errorf(admin.KindRefused, "pool %q is the active pool of service %q: its targets cannot be changed by a deploy — deploy the idle pool (%s) with --target instead, then this one is idle",
-				req.Pool, s.name, idleNames(s, req.Pool))
+			return nil, rules.ActiveTargets(s.name, req.Pool, idleNames(s, req.Pool))
 		}
-		return &admin.DeployResult{
-			Service: s.name, Operation: admin.OpDeploy, NoOp: true, Pool: req.Pool, From: req.Pool,
-			Message: fmt.Sprintf("pool %q is already active for service %q: nothing to do", req.Pool, s.name),
-		}, nil
+		return rules.NoOp(s.name, req.Pool), nil
 	}
 	if !exists && len(specs) == 0 {
 		m.mu.Unlock()
@@ -182,23 +166,12 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 	return m.switchTo(ctx, s, p, switchOptions{kind: admin.OpDeploy, candidate: cand != nil, expect: req.Expect, took: time.Since(start), stopOld: req.StopOld}, progress)
 }
 
-// expected refuses an operation whose caller expected another pool to be
-// active (expect "" expects nothing): a burst of retries of one rollback
-// then flips the service once.
+// expected: see rules.Expected.
 func expected(kind, service, to, expect, active string) error {
-	if expect == "" || expect == active {
-		return nil
-	}
-	return errorf(admin.KindRefused, "%s of service %q to pool %q refused: the caller expected pool %q to be active, but %q is (another change came first) — look at cutover status, then retry if it is still wanted",
-		kind, service, to, expect, orNone(active))
+	return rules.Expected(kind, service, to, expect, active)
 }
 
-func orNone(pool string) string {
-	if pool == "" {
-		return "none"
-	}
-	return pool
-}
+func orNone(pool string) string { return rules.OrNone(pool) }
 
 // stateRefusal is the error of an operation refused because the state
 // cannot be written.
@@ -238,18 +211,10 @@ func (m *Manager) rollback(ctx context.Context, req admin.RollbackRequest, progr
 		m.mu.Unlock()
 		return nil, err
 	}
-	prev := s.desired.Previous
-	if err := expected(admin.OpRollback, s.name, prev, req.Expect, s.desired.Active); err != nil {
+	prev, err := rules.Rollback(s.desired, s.name, req.Expect)
+	if err != nil {
 		m.mu.Unlock()
 		return nil, err
-	}
-	if c := s.desired.Canary; c != "" {
-		m.mu.Unlock()
-		return nil, errorf(admin.KindRefused, "rollback of service %q refused: pool %q is a canary taking %s of its clients while %q stays stable — cutover abort sends every client back to %q", s.name, c, pctOf(s.desired.Weight), s.desired.Active, s.desired.Active)
-	}
-	if prev == "" {
-		m.mu.Unlock()
-		return nil, errorf(admin.KindRefused, "service %q has no previous pool to roll back to (active: %s) — a rollback is possible after a deploy has switched pools", s.name, orNone(s.desired.Active))
 	}
 	p := s.pools[prev]
 	if p == nil || len(p.up.Targets()) == 0 {
@@ -548,31 +513,14 @@ type switchOptions struct {
 // nothing switches and the operation is refused.
 func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, o switchOptions, progress func(admin.Event)) (*admin.DeployResult, error) {
 	name := p.up.Name()
-	prev, lost, err := m.change(ctx, s, func(cur state.Service) (state.Service, error) {
-		if err := expected(o.kind, s.name, name, o.expect, cur.Active); err != nil {
-			return cur, err
-		}
-		from := cur.Active
-		if from != name {
-			cur.Previous = from
-		}
-		cur.Active = name
-		if cur.Preview == name {
-			cur.Preview = "" // promoted: it serves every host now
-		}
-		if cur.Canary == name {
-			cur.Canary, cur.Weight = "", 0 // promoted: it takes every client now
-		}
-		if o.candidate {
-			cur.SetTargets(name, p.runtime)
-		}
-		if o.stopOld != nil && from != "" && from != name {
-			// Committed with the switch itself: once the switch has
-			// happened, the stop happens too, whatever becomes of the caller.
-			cur.ScheduleStop(from, time.Now().Add(time.Duration(*o.stopOld)))
-		}
-		return cur, nil
-	}, func() {
+	sw := rules.Switch{Kind: o.kind, Service: s.name, Pool: name, Expect: o.expect}
+	if o.candidate {
+		sw.Targets = p.runtime
+	}
+	if o.stopOld != nil {
+		sw.StopOldAt = time.Now().Add(time.Duration(*o.stopOld))
+	}
+	prev, lost, err := m.change(ctx, s, sw.Next, func() {
 		if o.candidate {
 			m.installCandidateLocked(s, p)
 		}
@@ -709,12 +657,12 @@ func (m *Manager) event(service, pool, phase, msg string) admin.Event {
 // traffic does not move. A pool that was the preview before drains.
 func (m *Manager) preview(ctx context.Context, s *service, p *pool, candidate bool, took time.Duration, progress func(admin.Event)) (*admin.DeployResult, error) {
 	name := p.up.Name()
+	var targets []upstream.TargetSpec
+	if candidate {
+		targets = p.runtime
+	}
 	prev, lost, err := m.change(ctx, s, func(cur state.Service) (state.Service, error) {
-		cur.Preview = name
-		if candidate {
-			cur.SetTargets(name, p.runtime)
-		}
-		return cur, nil
+		return rules.Preview(cur, name, targets), nil
 	}, func() {
 		if candidate {
 			m.installCandidateLocked(s, p)

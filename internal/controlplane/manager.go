@@ -26,6 +26,7 @@ import (
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane/health"
 	"github.com/cutover/cutover/internal/controlplane/history"
+	"github.com/cutover/cutover/internal/controlplane/rules"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/dataplane/route"
 	"github.com/cutover/cutover/internal/dataplane/stats"
@@ -720,19 +721,7 @@ func (m *Manager) SetTargets(service, poolName string, specs []upstream.TargetSp
 	return nil
 }
 
-func checkSpecs(specs []upstream.TargetSpec) error {
-	seen := map[string]bool{}
-	for _, ts := range specs {
-		if err := config.ValidateTarget(ts.Addr); err != nil {
-			return &admin.Error{Kind: admin.KindInvalid, Message: "target " + err.Error()}
-		}
-		if seen[ts.Addr] {
-			return errorf(admin.KindInvalid, "target %s is given twice — list each target once", ts.Addr)
-		}
-		seen[ts.Addr] = true
-	}
-	return nil
-}
+func checkSpecs(specs []upstream.TargetSpec) error { return rules.CheckTargets(specs) }
 
 // Status reports every service, or the named one.
 func (m *Manager) Status(name string) ([]admin.ServiceStatus, error) {

@@ -10,6 +10,7 @@ import (
 	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/controlplane/guard"
 	"github.com/cutover/cutover/internal/controlplane/history"
+	"github.com/cutover/cutover/internal/controlplane/rules"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/dataplane/route"
 	"github.com/cutover/cutover/internal/dataplane/stats"
@@ -489,9 +490,9 @@ func (m *Manager) poolStats(service, pool string) *stats.Series {
 	return m.stats.Pool(service, pool)
 }
 
-func pct(w uint32) float64 { return float64(w) * 100 / route.WeightScale }
+func pct(w uint32) float64 { return rules.Percent(w) }
 
-func pctOf(w uint32) string { return fmt.Sprintf("%g%%", pct(w)) }
+func pctOf(w uint32) string { return rules.PercentOf(w) }
 
 func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
@@ -557,20 +558,15 @@ func (m *Manager) endTrial(ctx context.Context, req admin.TrialRequest, promote 
 		return &admin.DeployResult{Service: s.name, Operation: verb, Pool: d.Active, From: t.pool,
 			Message: fmt.Sprintf("%s of %q done: %s (its drain, and a guard's watch after a promotion, go on in cutover serve)", verb, t.pool, what)}, nil
 	}
-	d := s.desired
+	held, err := rules.Held(s.desired, s.name, verb)
 	m.mu.Unlock()
-	switch {
-	case d.Canary != "":
-		if promote {
-			return m.deploy(ctx, admin.DeployRequest{Service: s.name, Pool: d.Canary, Timeout: req.Timeout}, progress)
-		}
-		return m.dropHeld(ctx, s, d.Canary, progress)
-	case d.Preview != "" && promote:
-		return m.deploy(ctx, admin.DeployRequest{Service: s.name, Pool: d.Preview, Timeout: req.Timeout}, progress)
-	case d.Preview != "":
-		return m.dropHeld(ctx, s, d.Preview, progress)
+	if err != nil {
+		return nil, err
 	}
-	return nil, errorf(admin.KindRefused, "%s of service %q refused: it has no canary or preview pool (stable: %s) — start one with cutover deploy POOL --canary 10 or --preview", verb, s.name, orNone(d.Active))
+	if promote {
+		return m.deploy(ctx, admin.DeployRequest{Service: s.name, Pool: held, Timeout: req.Timeout}, progress)
+	}
+	return m.dropHeld(ctx, s, held, progress)
 }
 
 // dropHeld takes a canary or preview pool that no trial runs (it held
@@ -590,13 +586,7 @@ func (m *Manager) dropHeld(ctx context.Context, s *service, pool string, progres
 	m.mu.Unlock()
 	defer m.endOp(s.name)
 	prev, lost, err := m.change(ctx, s, func(cur state.Service) (state.Service, error) {
-		if cur.Canary == pool {
-			cur.Canary, cur.Weight = "", 0
-		}
-		if cur.Preview == pool {
-			cur.Preview = ""
-		}
-		return cur, nil
+		return rules.Drop(cur, pool), nil
 	}, nil)
 	if err != nil {
 		return nil, changeRefusal(admin.OpAbort, s.name, pool, prev.Active, err)

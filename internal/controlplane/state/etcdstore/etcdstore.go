@@ -88,11 +88,15 @@ type Options struct {
 // FromConfig makes the options of cfg's store.etcd (cfg.Store.Etcd must be
 // set), reading its TLS files.
 func FromConfig(cfg *config.Config) (Options, error) {
-	e := cfg.Store.Etcd
-	o := Options{
-		Endpoints: e.Endpoints, Prefix: e.Prefix, Username: e.Username, Password: e.Password,
-		Instance: cfg.Instance, CacheDir: cfg.StateDir,
-	}
+	o, err := ConnOptions(cfg.Store.Etcd)
+	o.Instance, o.CacheDir = cfg.Instance, cfg.StateDir
+	return o, err
+}
+
+// ConnOptions are the options that reach the etcd cluster e describes,
+// with its TLS files read.
+func ConnOptions(e *config.Etcd) (Options, error) {
+	o := Options{Endpoints: e.Endpoints, Prefix: e.Prefix, Username: e.Username, Password: e.Password}
 	if e.Cert == "" && e.CA == "" && !anyHTTPS(e.Endpoints) {
 		return o, nil
 	}
@@ -157,6 +161,40 @@ var _ state.Shared = (*Store)(nil)
 // Open connects to etcd (without waiting for it: a store that cannot be
 // reached is stale, not an error) and starts registering the instance.
 func Open(o Options) (*Store, error) {
+	s, err := newStore(o)
+	if err != nil {
+		return nil, err
+	}
+	s.wg.Add(3)
+	go func() { defer s.wg.Done(); s.probe() }()
+	go func() { defer s.wg.Done(); s.register() }()
+	go func() { defer s.wg.Done(); s.publish() }()
+	return s, nil
+}
+
+// OpenClient connects to etcd for a command that changes the desired
+// state itself (cutover deploy --etcd): it is no instance — it neither
+// registers among the live ones nor caches the state — and o.Instance
+// names it in the deploy lock. It fails when etcd does not answer now.
+func OpenClient(ctx context.Context, o Options) (*Store, error) {
+	o.CacheDir = ""
+	s, err := newStore(o)
+	if err != nil {
+		return nil, err
+	}
+	err = s.twice(ctx, func(ctx context.Context) error {
+		_, err := s.cli.Get(ctx, s.key(dirServices), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		return err
+	})
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("%s cannot be reached: %w", s.Where(), err)
+	}
+	s.problem.Store(nil)
+	return s, nil
+}
+
+func newStore(o Options) (*Store, error) {
 	if o.Instance == "" {
 		return nil, errors.New("etcd store: no instance name")
 	}
@@ -197,10 +235,6 @@ func Open(o Options) (*Store, error) {
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	// Until the first probe answers, the store counts as unreachable.
 	s.setProblem(errors.New("not connected yet"))
-	s.wg.Add(3)
-	go func() { defer s.wg.Done(); s.probe() }()
-	go func() { defer s.wg.Done(); s.register() }()
-	go func() { defer s.wg.Done(); s.publish() }()
 	return s, nil
 }
 
