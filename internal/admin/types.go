@@ -240,6 +240,13 @@ type DeployResult struct {
 	// StopsAt is when cutover serve stops the containers of From
 	// (DeployRequest.StopOld; nil: it keeps running).
 	StopsAt *time.Time `json:"stops_at,omitempty"`
+	// Revision is the revision of the desired state the change committed
+	// (0: none).
+	Revision int64 `json:"revision,omitempty"`
+	// AppliedBy are the instances seen applying a change the CLI
+	// committed to a shared store itself (cutover deploy --etcd); each
+	// drains what lost traffic on its own, so the drain fields are 0.
+	AppliedBy []string `json:"applied_by,omitempty"`
 }
 
 // Event phases.

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -15,6 +16,7 @@ import (
 func newDeployCmd(s Streams) *cobra.Command {
 	var (
 		at  adminTarget
+		et  etcdTarget
 		req = admin.DeployRequest{Timeout: admin.Duration(admin.DefaultTimeout)}
 		// --container NAME[:PORT] is resolved here, through the Docker
 		// Engine, to addresses on --network (see containerTargets).
@@ -33,14 +35,22 @@ func newDeployCmd(s Streams) *cobra.Command {
 			"step; requests still running on the old pool finish there (up to drain_timeout). The old\n" +
 			"pool stays warm for `cutover rollback`.\n\n" +
 			"If a target is not healthy within --timeout, nothing is switched and deploy exits 1, naming\n" +
-			"each failing target and its last check error. Deploying the active pool does nothing.",
+			"each failing target and its last check error. Deploying the active pool does nothing.\n\n" +
+			"With --etcd ENDPOINTS (cutovers sharing store.etcd) the command talks to etcd itself rather\n" +
+			"than to one instance: it takes the service's deploy lock, every live instance health-checks\n" +
+			"POOL itself and reports (the command shows which instance waits for which target), and once\n" +
+			"all are ready the switch is one compare-and-swap on the service's key that every instance\n" +
+			"applies through its watch. A held lock, an unreachable etcd, an unknown service or pool, or\n" +
+			"an instance not ready within --timeout refuses it and changes nothing. -c FILE gives the\n" +
+			"TLS files and user (store.etcd) and the active pool of a service not switched yet.",
 		Example: "  cutover deploy green                       # deploy.sh dp\n" +
 			"  cutover deploy blue                        # deploy.sh in / the next release\n" +
 			"  cutover deploy green --target 10.0.0.7:8000 --target 10.0.0.8:8000\n" +
 			"  cutover deploy green --container my-green-server-1:8000 --container my-green-server-2:8000\n" +
 			"  cutover deploy green --canary 10,50 --step 1m --guard 5m   # 10%, 50%, then all; rolled back on a breach\n" +
 			"  cutover deploy green --canary 10                          # holds at 10% until cutover promote / abort\n" +
-			"  cutover deploy green --preview                            # preview_hosts only; then cutover promote / abort",
+			"  cutover deploy green --preview                            # preview_hosts only; then cutover promote / abort\n" +
+			"  cutover deploy green --etcd https://10.0.0.5:2379,https://10.0.0.6:2379 -c cutover.yaml   # every instance at once",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return &exitError{code: 2, err: fmt.Errorf("deploy needs exactly one pool name, got %d — e.g. cutover deploy green", len(args))}
@@ -51,6 +61,18 @@ func newDeployCmd(s Streams) *cobra.Command {
 			req.Pool = args[0]
 			if err := tf.apply(&req); err != nil {
 				return &exitError{code: 2, err: err}
+			}
+			if et.endpoints != "" {
+				if len(containers) > 0 {
+					return &exitError{code: 2, err: errors.New("--container is resolved through an instance's Docker engine: with --etcd give the addresses with --target HOST:PORT")}
+				}
+				r, err := et.open(cmd, at)
+				if err != nil {
+					return err
+				}
+				defer r.Close()
+				res, err := r.Deploy(cmd.Context(), req, printEvent(s.Out))
+				return printOutcome(s.Out, res, err)
 			}
 			c, err := at.client()
 			if err != nil {
@@ -74,12 +96,7 @@ func newDeployCmd(s Streams) *cobra.Command {
 				req.Expect = liveNow(cmd.Context(), c, req.Service)
 			}
 			res, err := c.Deploy(cmd.Context(), req, printEvent(s.Out))
-			if err != nil {
-				printGuardError(s.Out, err)
-				return apiError(err)
-			}
-			printResult(s.Out, res)
-			return nil
+			return printOutcome(s.Out, res, err)
 		},
 	}
 	f := cmd.Flags()
@@ -92,7 +109,19 @@ func newDeployCmd(s Streams) *cobra.Command {
 	f.BoolVar(&req.Preview, "preview", false, "health-gate POOL and send only the service's preview_hosts to it; live traffic stays (then cutover promote or abort)")
 	f.StringVar(&req.Expect, "expect", "", "refuse unless this pool is active when the deploy switches (default: the pool status shows active now)")
 	at.register(cmd)
+	et.register(cmd)
 	return cmd
+}
+
+// printOutcome prints the result of a deploy, rollback, promote or abort,
+// or gives its error an exit code.
+func printOutcome(out io.Writer, res *admin.DeployResult, err error) error {
+	if err != nil {
+		printGuardError(out, err)
+		return apiError(err)
+	}
+	printResult(out, res)
+	return nil
 }
 
 // printEvent prints progress as it arrives.
@@ -104,6 +133,15 @@ func printEvent(out io.Writer) func(admin.Event) {
 
 // printResult prints a deploy or rollback summary.
 func printResult(out io.Writer, res *admin.DeployResult) {
+	if len(res.AppliedBy) > 0 || res.Revision > 0 {
+		// Committed to etcd by this command: each instance drains on
+		// its own, so there are no drain numbers here.
+		fmt.Fprintln(out, res.Message)
+		for _, w := range res.Warnings {
+			fmt.Fprintf(out, "warning: %s\n", w)
+		}
+		return
+	}
 	if res.NoOp || res.Canary > 0 || res.Preview != "" || res.Operation == admin.OpAbort || (res.Operation == admin.OpPromote && res.From == "") {
 		fmt.Fprintln(out, res.Message)
 		printGuard(out, res.Guard)

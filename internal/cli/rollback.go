@@ -11,6 +11,7 @@ import (
 func newRollbackCmd(s Streams) *cobra.Command {
 	var (
 		at  adminTarget
+		et  etcdTarget
 		req = admin.RollbackRequest{Timeout: admin.Duration(admin.DefaultTimeout)}
 	)
 	cmd := &cobra.Command{
@@ -23,6 +24,15 @@ func newRollbackCmd(s Streams) *cobra.Command {
 			"change switched the service since this command looked (so retries flip it once).",
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if et.endpoints != "" {
+				r, err := et.open(cmd, at)
+				if err != nil {
+					return err
+				}
+				defer r.Close()
+				res, err := r.Rollback(cmd.Context(), req, printEvent(s.Out))
+				return printOutcome(s.Out, res, err)
+			}
 			c, err := at.client()
 			if err != nil {
 				return err
@@ -32,16 +42,13 @@ func newRollbackCmd(s Streams) *cobra.Command {
 				req.Expect = liveNow(cmd.Context(), c, req.Service)
 			}
 			res, err := c.Rollback(cmd.Context(), req, printEvent(s.Out))
-			if err != nil {
-				return apiError(err)
-			}
-			printResult(s.Out, res)
-			return nil
+			return printOutcome(s.Out, res, err)
 		},
 	}
 	cmd.Flags().StringVarP(&req.Service, "service", "s", "", "service to roll back (may be omitted when there is one)")
 	cmd.Flags().DurationVar((*time.Duration)(&req.Timeout), "timeout", admin.DefaultTimeout, "how long the previous pool may take to become healthy when it must be checked")
 	cmd.Flags().StringVar(&req.Expect, "expect", "", "refuse unless this pool is active when the rollback switches (default: the pool status shows active now)")
 	at.register(cmd)
+	et.register(cmd)
 	return cmd
 }

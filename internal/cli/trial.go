@@ -113,6 +113,7 @@ func printGuardError(out io.Writer, err error) {
 func newTrialCmd(s Streams, op string) *cobra.Command {
 	var (
 		at  adminTarget
+		et  etcdTarget
 		req = admin.TrialRequest{Timeout: admin.Duration(admin.DefaultTimeout)}
 	)
 	short, long := "Make a service's canary or preview pool its stable pool (the full switch, with its drain)",
@@ -130,21 +131,17 @@ func newTrialCmd(s Streams, op string) *cobra.Command {
 		Long:  long,
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := at.client()
+			c, done, err := et.operator(cmd, at)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			run := c.Abort
 			if op == admin.OpPromote {
 				run = c.Promote
 			}
 			res, err := run(cmd.Context(), req, printEvent(s.Out))
-			if err != nil {
-				return apiError(err)
-			}
-			printResult(s.Out, res)
-			return nil
+			return printOutcome(s.Out, res, err)
 		},
 	}
 	cmd.Flags().StringVarP(&req.Service, "service", "s", "", "service (may be omitted when there is one)")
@@ -152,6 +149,7 @@ func newTrialCmd(s Streams, op string) *cobra.Command {
 		cmd.Flags().DurationVar((*time.Duration)(&req.Timeout), "timeout", admin.DefaultTimeout, "how long the pool may take to become healthy")
 	}
 	at.register(cmd)
+	et.register(cmd)
 	return cmd
 }
 

@@ -36,6 +36,25 @@ func (c *Config) Validate() error {
 	return &Errors{Problems: ps}
 }
 
+// Validate checks a store.etcd block built in code (the CLI's --etcd) by
+// the rules Parse applies to a file.
+func (e *Etcd) Validate() error {
+	c := &Config{Instance: "cli", Store: &Store{Etcd: e}}
+	var ps []Problem
+	ch := checker{
+		c:       c,
+		present: func(string) bool { return false },
+		report: func(key string, _ bool, msg string) {
+			ps = append(ps, Problem{Key: key, Msg: msg})
+		},
+	}
+	ch.store()
+	if len(ps) == 0 {
+		return nil
+	}
+	return &Errors{Problems: ps}
+}
+
 // ValidName reports whether s can name a service or pool: lowercase letters,
 // digits, '-' and '_', starting with a letter or digit, at most 63 bytes.
 // Names appear in admin URLs and file names, hence the strict form.

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/cutover/cutover/internal/admin"
-	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane/rules"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
@@ -45,11 +44,8 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 	if progress == nil {
 		progress = func(admin.Event) {}
 	}
-	if req.Pool == "" {
-		return nil, errorf(admin.KindInvalid, "no pool given — name the pool to deploy, e.g. cutover deploy green")
-	}
-	if !config.ValidName(req.Pool) {
-		return nil, errorf(admin.KindInvalid, "pool name %q is not valid — use lowercase letters, digits, '-' and '_' (at most 63), e.g. green", req.Pool)
+	if err := rules.PoolName(req.Pool); err != nil {
+		return nil, err
 	}
 	specs := specsOf(req.Targets)
 	if err := checkSpecs(specs); err != nil {

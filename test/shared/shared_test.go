@@ -138,7 +138,9 @@ type cluster struct {
 	relays []*etcdtest.Relay
 }
 
-func start(t *testing.T, n int) *cluster {
+// start runs n instances sharing one etcd cluster; each tweak (may be
+// none) adjusts instance i's configuration before it starts.
+func start(t *testing.T, n int, tweaks ...func(i int, cfg *config.Config)) *cluster {
 	t.Helper()
 	c := &cluster{etcd: etcdtest.Start(t, 3), log: &applyLog{changed: make(chan struct{})}}
 	blue, green := backend(t, "blue"), backend(t, "green")
@@ -171,6 +173,9 @@ func start(t *testing.T, n int) *cluster {
 		svc.Pools = []config.Pool{{Name: "blue", Targets: []string{blue}}, {Name: "green", Targets: []string{green}}}
 		svc.Active = "blue"
 		cfg.Services = []config.Service{svc}
+		for _, tw := range tweaks {
+			tw(i, cfg)
+		}
 		idx := i
 		in, err := serve.Start(context.Background(), serve.Options{
 			Config: cfg, Stdout: io.Discard, Stderr: io.Discard,
@@ -279,24 +284,7 @@ func TestThreeInstancesShareOneState(t *testing.T) {
 	}
 	c := start(t, 3)
 	switches := switchCount(t)
-	loadCtx, stopLoad := context.WithCancel(context.Background())
-	defer stopLoad()
-	results := make([]*loadclient.Result, len(c.ins))
-	var loadWG sync.WaitGroup
-	for i, in := range c.ins {
-		loadWG.Add(1)
-		go func() {
-			defer loadWG.Done()
-			res, err := loadclient.Run(loadCtx, loadclient.Options{
-				Addr: in.HTTPAddr().String(), Connections: 6, Duration: 5 * time.Minute,
-				Host: "app.example", BackendHeader: "X-Backend", Timeout: 10 * time.Second,
-			})
-			if err != nil {
-				t.Error(err)
-			}
-			results[i] = res
-		}()
-	}
+	stopLoad := c.load(t)
 
 	var skews []time.Duration
 	record := func(rev int64, instances []int) {
@@ -407,19 +395,7 @@ func TestThreeInstancesShareOneState(t *testing.T) {
 		record(st[0].Revision, c.all())
 	}
 
-	stopLoad()
-	loadWG.Wait()
-	total, failed := 0, 0
-	for i, res := range results {
-		sum := res.Summarize()
-		total += sum.Requests
-		failed += sum.Failed
-		t.Logf("instance %d: %d requests, %d failed, by pool %v", i+1, sum.Requests, sum.Failed, sum.ByBackend)
-		if sum.Failed > 0 {
-			t.Errorf("instance %d: %d of %d requests failed (%v)", i+1, sum.Failed, sum.Requests, sum.ErrorKinds)
-		}
-		checkNoOldPool(t, i, res, c.log.of(i))
-	}
+	total, failed := stopLoad()
 	sorted := slices.Clone(skews)
 	sort.Slice(sorted, func(a, b int) bool { return sorted[a] < sorted[b] })
 	if len(sorted) == 0 {
@@ -428,6 +404,57 @@ func TestThreeInstancesShareOneState(t *testing.T) {
 	t.Logf("%d switches applied by all three instances; first-to-last apply: median %s, p90 %s, max %s; reconnected instance applied the current state %s after its etcd traffic resumed; %d requests, %d failed",
 		len(sorted), sorted[len(sorted)/2].Round(time.Microsecond), sorted[len(sorted)*9/10].Round(time.Microsecond),
 		sorted[len(sorted)-1].Round(time.Microsecond), catchUp.Round(time.Millisecond), total, failed)
+}
+
+// load runs a strict keep-alive load client through each instance. stop
+// ends them and checks what they got: no request failed, and none reached
+// the old pool through an instance after it applied a switch.
+func (c *cluster) load(t *testing.T) (stop func() (total, failed int)) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	results := make([]*loadclient.Result, len(c.ins))
+	var wg sync.WaitGroup
+	for i, in := range c.ins {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := loadclient.Run(ctx, loadclient.Options{
+				Addr: in.HTTPAddr().String(), Connections: 6, Duration: 5 * time.Minute,
+				Host: "app.example", BackendHeader: "X-Backend", Timeout: 10 * time.Second,
+			})
+			if err != nil {
+				t.Error(err)
+			}
+			results[i] = res
+		}()
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			cancel()
+			wg.Wait()
+		}
+	})
+	return func() (total, failed int) {
+		stopped = true
+		cancel()
+		wg.Wait()
+		for i, res := range results {
+			if res == nil {
+				t.Errorf("instance %d: the load client did not run", i+1)
+				continue
+			}
+			sum := res.Summarize()
+			total += sum.Requests
+			failed += sum.Failed
+			t.Logf("instance %d: %d requests, %d failed, by pool %v", i+1, sum.Requests, sum.Failed, sum.ByBackend)
+			if sum.Failed > 0 {
+				t.Errorf("instance %d: %d of %d requests failed (%v)", i+1, sum.Failed, sum.Requests, sum.ErrorKinds)
+			}
+			checkNoOldPool(t, i, res, c.log.of(i))
+		}
+		return total, failed
+	}
 }
 
 // checkNoOldPool: a request sent after the instance applied a switch is

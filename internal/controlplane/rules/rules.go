@@ -47,6 +47,17 @@ func Expected(kind, service, to, expect, active string) error {
 		kind, service, to, expect, OrNone(active))
 }
 
+// PoolName refuses a missing or malformed pool name of a deploy.
+func PoolName(pool string) error {
+	if pool == "" {
+		return errorf(admin.KindInvalid, "no pool given — name the pool to deploy, e.g. cutover deploy green")
+	}
+	if !config.ValidName(pool) {
+		return errorf(admin.KindInvalid, "pool name %q is not valid — use lowercase letters, digits, '-' and '_' (at most 63), e.g. green", pool)
+	}
+	return nil
+}
+
 // CheckTargets refuses run-time targets that are not HOST:PORT or are
 // given twice.
 func CheckTargets(specs []upstream.TargetSpec) error {

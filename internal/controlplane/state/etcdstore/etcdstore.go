@@ -879,3 +879,43 @@ func (s *Store) AppliedRevision() int64 {
 	defer s.mu.Unlock()
 	return s.rev
 }
+
+// AwaitApplied waits until every live instance has applied revision rev
+// (or a later one), as each publishes it in its registration; wait
+// receives the instances that have and those still behind as that
+// changes.
+func (s *Store) AwaitApplied(ctx context.Context, rev int64, wait func(applied, behind []string)) error {
+	last := "-"
+	for {
+		rctx, cancel := s.timeout(ctx)
+		resp, err := s.cli.Get(rctx, s.key(dirInstances), clientv3.WithPrefix())
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return s.unreachable(err)
+		}
+		var applied, behind []string
+		for _, kv := range resp.Kvs {
+			var r registration
+			json.Unmarshal(kv.Value, &r)
+			name := strings.TrimPrefix(string(kv.Key), s.key(dirInstances))
+			if r.Applied >= rev {
+				applied = append(applied, name)
+			} else {
+				behind = append(behind, name)
+			}
+		}
+		if desc := fmt.Sprint(applied, behind); desc != last {
+			last = desc
+			wait(applied, behind)
+		}
+		if len(behind) == 0 {
+			return nil
+		}
+		if err := s.awaitChange(ctx, resp.Header.Revision, s.key(dirInstances)); err != nil {
+			return err
+		}
+	}
+}
