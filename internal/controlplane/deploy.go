@@ -251,12 +251,7 @@ func (m *Manager) rollback(ctx context.Context, req admin.RollbackRequest, progr
 }
 
 // opTimeout is a request's health-wait timeout, or the default.
-func opTimeout(d admin.Duration) time.Duration {
-	if d <= 0 {
-		return admin.DefaultTimeout
-	}
-	return time.Duration(d)
-}
+func opTimeout(d admin.Duration) time.Duration { return rules.Timeout(d) }
 
 // freeServiceLocked finds the named service for a deploy or rollback (kind)
 // and checks that the control plane runs and that no other operation is in

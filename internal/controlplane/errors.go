@@ -1,11 +1,10 @@
 package controlplane
 
 import (
-	"fmt"
-
 	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/controlplane/rules"
 )
 
 func errorf(kind admin.ErrorKind, format string, args ...any) *admin.Error {
-	return &admin.Error{Kind: kind, Message: fmt.Sprintf(format, args...)}
+	return rules.Errorf(kind, format, args...)
 }

@@ -2,8 +2,6 @@ package controlplane
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -336,11 +334,7 @@ func waitingProgress(w state.Waiting) []admin.TargetProgress {
 	return out
 }
 
-func newID() string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return hex.EncodeToString(b)
-}
+func newID() string { return state.NewIntentID() }
 
 // StoreStatus is the shared store as this instance sees it, for status
 // (nil without a shared store).

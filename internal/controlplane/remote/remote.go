@@ -15,8 +15,6 @@ package remote
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -112,7 +110,7 @@ func (c *Client) Deploy(ctx context.Context, req admin.DeployRequest, progress f
 		}
 		return rules.NoOp(name, req.Pool), nil
 	}
-	ch := change{kind: admin.OpDeploy, service: name, pool: req.Pool, cur: cur, targets: specs, gate: true, timeout: timeout(req.Timeout)}
+	ch := change{kind: admin.OpDeploy, service: name, pool: req.Pool, cur: cur, targets: specs, gate: true, timeout: rules.Timeout(req.Timeout)}
 	ch.next = func(cur state.Service) (state.Service, error) {
 		if req.Preview {
 			return rules.Preview(cur, req.Pool, specs), nil
@@ -135,7 +133,7 @@ func (c *Client) Rollback(ctx context.Context, req admin.RollbackRequest, progre
 		return nil, err
 	}
 	sw := rules.Switch{Kind: admin.OpRollback, Service: name, Pool: pool, Expect: req.Expect}
-	return c.commit(ctx, change{kind: admin.OpRollback, service: name, pool: pool, cur: cur, gate: true, timeout: timeout(req.Timeout), next: sw.Next}, progress)
+	return c.commit(ctx, change{kind: admin.OpRollback, service: name, pool: pool, cur: cur, gate: true, timeout: rules.Timeout(req.Timeout), next: sw.Next}, progress)
 }
 
 // Promote makes a service's held canary or preview pool its stable pool:
@@ -193,9 +191,9 @@ func (c *Client) current(ctx context.Context, name, kind, pool string) (string, 
 		case 1:
 			name = names[0]
 		case 0:
-			return "", state.Service{}, errorf(admin.KindNotFound, "%s refused: %s holds no service — check --etcd-prefix, or give the instances' configuration with -c FILE", kind, st.Where())
+			return "", state.Service{}, rules.Errorf(admin.KindNotFound, "%s refused: %s holds no service — check --etcd-prefix, or give the instances' configuration with -c FILE", kind, st.Where())
 		default:
-			return "", state.Service{}, errorf(admin.KindInvalid, "%s holds %d services (%s): name one with -s SERVICE", st.Where(), len(names), strings.Join(names, ", "))
+			return "", state.Service{}, rules.Errorf(admin.KindInvalid, "%s holds %d services (%s): name one with -s SERVICE", st.Where(), len(names), strings.Join(names, ", "))
 		}
 	}
 	if cur, ok := stored[name]; ok {
@@ -208,7 +206,7 @@ func (c *Client) current(ctx context.Context, name, kind, pool string) (string, 
 			return name, state.Service{Active: sc.Active}, nil
 		}
 	}
-	return "", state.Service{}, errorf(admin.KindNotFound, "no service %q in %s (the services there: %s) — check -s and --etcd-prefix; a service that no deploy has switched yet is only in the instances' configuration: give it with -c FILE",
+	return "", state.Service{}, rules.Errorf(admin.KindNotFound, "no service %q in %s (the services there: %s) — check -s and --etcd-prefix; a service that no deploy has switched yet is only in the instances' configuration: give it with -c FILE",
 		name, st.Where(), orList(names))
 }
 
@@ -222,7 +220,7 @@ func (c *Client) commit(ctx context.Context, ch change, progress func(admin.Even
 	st := c.o.Store
 	live := ch.cur.Active
 	refused := func(kind admin.ErrorKind, why string) *admin.Error {
-		return errorf(kind, "%s of service %q to pool %q refused: %s — live traffic stays on %q", ch.kind, ch.service, ch.pool, why, rules.OrNone(live))
+		return rules.Errorf(kind, "%s of service %q to pool %q refused: %s — live traffic stays on %q", ch.kind, ch.service, ch.pool, why, rules.OrNone(live))
 	}
 	ss := st.Status(ctx)
 	if ss.Problem != "" {
@@ -235,7 +233,7 @@ func (c *Client) commit(ctx context.Context, ch change, progress func(admin.Even
 	for _, is := range ss.Instances {
 		names = append(names, is.Name)
 	}
-	i := state.Intent{ID: newID(), Kind: ch.kind, Service: ch.service, Pool: ch.pool, Instance: c.o.Name, Started: time.Now()}
+	i := state.Intent{ID: state.NewIntentID(), Kind: ch.kind, Service: ch.service, Pool: ch.pool, Instance: c.o.Name, Started: time.Now()}
 	for _, t := range ch.targets {
 		i.Targets = append(i.Targets, state.Target{Addr: t.Addr, Label: t.Label})
 	}
@@ -243,7 +241,7 @@ func (c *Client) commit(ctx context.Context, ch change, progress func(admin.Even
 	if err != nil {
 		var le *state.LockedError
 		if errors.As(err, &le) {
-			return nil, errorf(admin.KindBusy, "%s of service %q to pool %q refused: %v", ch.kind, ch.service, ch.pool, err)
+			return nil, rules.Errorf(admin.KindBusy, "%s of service %q to pool %q refused: %v", ch.kind, ch.service, ch.pool, err)
 		}
 		return nil, unreachable(ch.kind, ch.service, ch.pool, err.Error())
 	}
@@ -340,7 +338,7 @@ func (c *Client) awaitReady(ctx context.Context, ch change, i state.Intent, dead
 	case problem != "":
 		return refused(admin.KindNotFound, problem)
 	case ctx.Err() != nil:
-		return errorf(admin.KindCanceled, "%s of service %q to pool %q canceled before the switch — live traffic untouched", ch.kind, ch.service, ch.pool)
+		return rules.Errorf(admin.KindCanceled, "%s of service %q to pool %q canceled before the switch — live traffic untouched", ch.kind, ch.service, ch.pool)
 	case errors.As(err, &nr):
 		e := refused(admin.KindUnhealthy, fmt.Sprintf("%v (--timeout %s)", err, human.Duration(ch.timeout)))
 		for _, w := range nr.Waiting {
@@ -400,18 +398,11 @@ func unreachable(kind, service, pool, why string) *admin.Error {
 	if pool != "" {
 		what += fmt.Sprintf(" to pool %q", pool)
 	}
-	return errorf(admin.KindState, "%s refused: %s — nothing changed; check --etcd (the members' client URLs), the TLS and user settings of -c FILE's store.etcd, and that the etcd cluster has a quorum", what, why)
+	return rules.Errorf(admin.KindState, "%s refused: %s — nothing changed; check --etcd (the members' client URLs), the TLS and user settings of -c FILE's store.etcd, and that the etcd cluster has a quorum", what, why)
 }
 
 func event(ch change, phase, msg string) admin.Event {
 	return admin.Event{Time: time.Now(), Service: ch.service, Pool: ch.pool, Phase: phase, Message: msg}
-}
-
-func timeout(d admin.Duration) time.Duration {
-	if d <= 0 {
-		return admin.DefaultTimeout
-	}
-	return time.Duration(d)
 }
 
 func orList(names []string) string {
@@ -419,14 +410,4 @@ func orList(names []string) string {
 		return "none"
 	}
 	return strings.Join(names, ", ")
-}
-
-func errorf(kind admin.ErrorKind, format string, args ...any) *admin.Error {
-	return &admin.Error{Kind: kind, Message: fmt.Sprintf(format, args...)}
-}
-
-func newID() string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }

@@ -18,8 +18,21 @@ import (
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
 
-func errorf(kind admin.ErrorKind, format string, args ...any) *admin.Error {
+// Errorf is an admin API error of kind.
+func Errorf(kind admin.ErrorKind, format string, args ...any) *admin.Error {
 	return &admin.Error{Kind: kind, Message: fmt.Sprintf(format, args...)}
+}
+
+func errorf(kind admin.ErrorKind, format string, args ...any) *admin.Error {
+	return Errorf(kind, format, args...)
+}
+
+// Timeout is an operation's health-wait timeout, or the default.
+func Timeout(d admin.Duration) time.Duration {
+	if d <= 0 {
+		return admin.DefaultTimeout
+	}
+	return time.Duration(d)
 }
 
 // OrNone names a pool in a message ("none" for no pool).

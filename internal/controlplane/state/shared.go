@@ -2,6 +2,8 @@ package state
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"time"
@@ -66,6 +68,13 @@ type Intent struct {
 	Instance string    `json:"instance"`
 	Targets  []Target  `json:"targets,omitempty"`
 	Started  time.Time `json:"started"`
+}
+
+// NewIntentID returns a fresh Intent.ID.
+func NewIntentID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 // Readiness is one instance's view of the pool an intent switches to.
