@@ -17,6 +17,7 @@ import (
 func newStatusCmd(s Streams) *cobra.Command {
 	var (
 		at      adminTarget
+		et      etcdTarget
 		service string
 		asJSON  bool
 	)
@@ -28,6 +29,22 @@ func newStatusCmd(s Streams) *cobra.Command {
 			"API's status document (stable field names; see package admin).",
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if et.endpoints != "" {
+				r, err := et.open(cmd, at)
+				if err != nil {
+					return err
+				}
+				defer r.Close()
+				st, err := r.Status(cmd.Context(), service)
+				if err != nil {
+					return apiError(err)
+				}
+				if asJSON {
+					return printJSON(s.Out, st)
+				}
+				printShared(s.Out, st)
+				return nil
+			}
 			c, err := at.client()
 			if err != nil {
 				return err
@@ -47,7 +64,27 @@ func newStatusCmd(s Streams) *cobra.Command {
 	cmd.Flags().StringVarP(&service, "service", "s", "", "show only this service")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON for scripts")
 	at.register(cmd)
+	et.register(cmd)
 	return cmd
+}
+
+// printShared prints the desired state read from etcd itself (status
+// --etcd): each service's pools and revision, then the instances.
+func printShared(out io.Writer, st *admin.StatusResponse) {
+	for _, svc := range st.Services {
+		rev := fmt.Sprintf("revision %d", svc.Revision)
+		if svc.Revision == 0 {
+			rev = "not switched yet: the configuration's active pool"
+		}
+		fmt.Fprintf(out, "%s: active %s, previous %s (%s)\n", svc.Name, svc.Active, orNone(svc.Previous), rev)
+		if svc.Canary != "" {
+			fmt.Fprintf(out, "  canary: %s takes %g%% of the clients (cutover promote / cutover abort)\n", svc.Canary, svc.CanaryPercent)
+		}
+		if svc.Preview != "" {
+			fmt.Fprintf(out, "  preview: %s (cutover promote / cutover abort)\n", svc.Preview)
+		}
+	}
+	printStore(out, st.Store)
 }
 
 func printStatus(out io.Writer, st *admin.StatusResponse, now time.Time) {
@@ -119,7 +156,11 @@ func printStore(out io.Writer, st *admin.StoreStatus) {
 	if st == nil {
 		return
 	}
-	fmt.Fprintf(out, "\nshared state: %s; this instance: %s, applied revision %d", st.Where, st.Instance, st.Applied)
+	if st.Instance == "" {
+		fmt.Fprintf(out, "\nshared state: %s, read by this command", st.Where)
+	} else {
+		fmt.Fprintf(out, "\nshared state: %s; this instance: %s, applied revision %d", st.Where, st.Instance, st.Applied)
+	}
 	if st.Latest > 0 {
 		fmt.Fprintf(out, ", newest %d", st.Latest)
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -121,6 +122,59 @@ func TestCLIDeploysThroughEtcd(t *testing.T) {
 	}
 	total, failed := stopLoad()
 	t.Logf("%d switches through etcd by the CLI; %d requests, %d failed", switches, total, failed)
+
+	out, err := cutover(t, "status", "--etcd", c.etcdFlag())
+	pools, revs := c.active(t)
+	if err != nil || !strings.Contains(out, fmt.Sprintf("web: active %s, previous", pools[0])) || !strings.Contains(out, fmt.Sprintf("(revision %d)", revs[0])) {
+		t.Fatalf("cutover status --etcd: %v, want web on %s at revision %d:\n%s", err, pools[0], revs[0], out)
+	}
+	for i := range c.ins {
+		if !regexp.MustCompile(fmt.Sprintf(`edge-%d +%d +up to date`, i+1, revs[i])).MatchString(out) {
+			t.Errorf("cutover status --etcd does not show edge-%d at revision %d:\n%s", i+1, revs[i], out)
+		}
+	}
+	t.Logf("cutover status --etcd:\n%s", out)
+}
+
+// TestCLIPreviewPromoteAbort: a preview deployed with --etcd reaches every
+// instance's preview hosts; abort --etcd drops it everywhere, promote
+// --etcd makes it the stable pool everywhere, under strict load.
+func TestCLIPreviewPromoteAbort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("load test: skipped with -short")
+	}
+	c := start(t, 3, func(_ int, cfg *config.Config) { cfg.Services[0].PreviewHosts = []string{"preview.example"} })
+	file := c.cliFile(t)
+	stopLoad := c.load(t)
+	etcd := []string{"--etcd", c.etcdFlag(), "-c", file}
+	each := func(what string, ok func(st admin.ServiceStatus) bool) {
+		t.Helper()
+		for i, in := range c.ins {
+			st, err := in.Manager().Status("web")
+			if err != nil || !ok(st[0]) {
+				t.Fatalf("%s: instance %d has %+v (%v)", what, i+1, st, err)
+			}
+		}
+	}
+	for _, end := range []string{"abort", "promote"} {
+		if out, err := cutover(t, append([]string{"deploy", "green", "--preview", "--timeout", "20s"}, etcd...)...); err != nil {
+			t.Fatalf("deploy green --preview --etcd: %v\n%s", err, out)
+		}
+		each("after the preview", func(st admin.ServiceStatus) bool { return st.Preview == "green" && st.Active == "blue" })
+		out, err := cutover(t, append([]string{end}, etcd...)...)
+		if err != nil {
+			t.Fatalf("%s --etcd: %v\n%s", end, err, out)
+		}
+		t.Logf("cutover %s --etcd:\n%s", end, out)
+		if end == "abort" {
+			each("after the abort", func(st admin.ServiceStatus) bool { return st.Preview == "" && st.Active == "blue" })
+		}
+	}
+	each("after the promotion", func(st admin.ServiceStatus) bool { return st.Preview == "" && st.Active == "green" && st.Previous == "blue" })
+	if out, err := cutover(t, append([]string{"abort"}, etcd...)...); err == nil || !strings.Contains(err.Error(), "has no canary or preview pool") {
+		t.Fatalf("abort --etcd with nothing held: %v, want refused\n%s", err, out)
+	}
+	stopLoad()
 }
 
 // TestCLIDeployRefusals: a CLI deploy is refused, changing nothing, while

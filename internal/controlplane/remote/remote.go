@@ -411,3 +411,48 @@ func orList(names []string) string {
 	}
 	return strings.Join(names, ", ")
 }
+
+// Status is every service's desired state in the store (or the named
+// one's), with the configuration's services not switched yet, and the
+// live instances with the revision each applied. Pools and their health
+// are each instance's own: ask an instance for those.
+func (c *Client) Status(ctx context.Context, service string) (*admin.StatusResponse, error) {
+	st := c.o.Store
+	stored, err := st.Load(ctx)
+	if p := st.Problem(); err != nil || p != "" {
+		if p == "" {
+			p = err.Error()
+		}
+		return nil, rules.Errorf(admin.KindState, "%s — check --etcd (the members' client URLs), the TLS and user settings of -c FILE's store.etcd, and that the etcd cluster has a quorum", p)
+	}
+	all := map[string]state.Service{}
+	maps.Copy(all, stored)
+	if c.o.Config != nil {
+		for _, sc := range c.o.Config.Services {
+			if _, ok := all[sc.Name]; !ok {
+				all[sc.Name] = state.Service{Active: sc.Active}
+			}
+		}
+	}
+	if _, ok := all[service]; service != "" && !ok {
+		return nil, rules.Errorf(admin.KindNotFound, "no service %q in %s (the services there: %s)", service, st.Where(), orList(slices.Sorted(maps.Keys(all))))
+	}
+	out := &admin.StatusResponse{Services: []admin.ServiceStatus{}}
+	for _, name := range slices.Sorted(maps.Keys(all)) {
+		if service != "" && name != service {
+			continue
+		}
+		d := all[name]
+		ss := admin.ServiceStatus{Name: name, Active: d.Active, Previous: d.Previous, Preview: d.Preview, Revision: d.Revision, Pools: []admin.PoolStatus{}}
+		if d.Canary != "" {
+			ss.Canary, ss.CanaryPercent = d.Canary, rules.Percent(d.Weight)
+		}
+		out.Services = append(out.Services, ss)
+	}
+	sh := st.Status(ctx)
+	out.Store = &admin.StoreStatus{Kind: admin.StoreEtcd, Where: sh.Where, Problem: sh.Problem, Stale: sh.Problem != "", Latest: sh.Latest}
+	for _, is := range sh.Instances {
+		out.Store.Instances = append(out.Store.Instances, admin.InstanceStatus{Name: is.Name, Applied: is.Applied, Behind: is.Behind})
+	}
+	return out, nil
+}
