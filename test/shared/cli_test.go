@@ -170,7 +170,9 @@ func TestCLIPreviewPromoteAbort(t *testing.T) {
 			each("after the abort", func(st admin.ServiceStatus) bool { return st.Preview == "" && st.Active == "blue" })
 		}
 	}
-	each("after the promotion", func(st admin.ServiceStatus) bool { return st.Preview == "" && st.Active == "green" && st.Previous == "blue" })
+	each("after the promotion", func(st admin.ServiceStatus) bool {
+		return st.Preview == "" && st.Active == "green" && st.Previous == "blue"
+	})
 	if out, err := cutover(t, append([]string{"abort"}, etcd...)...); err == nil || !strings.Contains(err.Error(), "has no canary or preview pool") {
 		t.Fatalf("abort --etcd with nothing held: %v, want refused\n%s", err, out)
 	}
