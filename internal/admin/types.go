@@ -410,9 +410,17 @@ func (f TargetProgress) Describe() string {
 	if f.Label != "" && f.Label != f.Addr {
 		name = fmt.Sprintf("%s (%s)", f.Label, f.Addr)
 	}
+	if f.Instance != "" {
+		// Seen by another instance sharing the store.
+		name = fmt.Sprintf("instance %s: %s", f.Instance, name)
+	}
 	reason := f.Error
 	if reason == "" {
 		reason = "no failed probe, but not enough passes yet"
 	}
-	return fmt.Sprintf("%s: %s [%d of %s passed, state %s]", name, reason, f.Passes, human.Count(f.Needed, "check"), f.State)
+	state := ""
+	if f.State != "" {
+		state = ", state " + f.State
+	}
+	return fmt.Sprintf("%s: %s [%d of %s passed%s]", name, reason, f.Passes, human.Count(f.Needed, "check"), state)
 }

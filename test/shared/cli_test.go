@@ -244,6 +244,9 @@ func TestCLIDeployRefusals(t *testing.T) {
 	if err == nil || !errors.As(err, &ae) || ae.Kind != admin.KindUnhealthy || !strings.Contains(err.Error(), "instance edge-2 waits on "+dead) {
 		t.Fatalf("CLI deploy of a pool instance 2 finds unhealthy: %v, want refused naming edge-2 and %s\n%s", err, dead, out)
 	}
+	if !strings.Contains(err.Error(), "\n  instance edge-2: "+dead+": ") {
+		t.Errorf("the refusal's list of failing targets does not name the instance that sees each:\n%v", err)
+	}
 	if !strings.Contains(out, "instance edge-2 waits on "+dead) {
 		t.Errorf("the CLI did not show which instance waits for which target:\n%s", out)
 	}
