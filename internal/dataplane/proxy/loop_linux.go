@@ -145,6 +145,28 @@ func (e *Loops) Add(nc net.Conn) error {
 	return nil
 }
 
+// Held is the request state the loops' client connections hold now: read
+// buffers, and lworks (a request's head, exchange and response writer).
+// An idle connection holds neither; tests and diagnostics use it to see
+// that memory follows the requests under way, not the connections open.
+func (e *Loops) Held() (readBufs, works int) {
+	for _, l := range e.loops {
+		done := make(chan [2]int, 1)
+		l.mu.Lock()
+		l.calls = append(l.calls, func() { done <- [2]int{l.readBufs.Lent(), l.lentWork} })
+		l.mu.Unlock()
+		l.wakeup()
+		select {
+		case n := <-done:
+			readBufs += n[0]
+			works += n[1]
+		case <-time.After(5 * time.Second):
+			// A stopped loop runs nothing; its connections are closed.
+		}
+	}
+	return readBufs, works
+}
+
 // Shutdown closes idle client connections at once and the others after
 // their response, until ctx ends; then it closes what is left and stops the
 // loops. Later calls return the first one's result.
@@ -237,6 +259,13 @@ type evloop struct {
 	now     time.Time
 	swept   time.Time
 	events  [128]syscall.EpollEvent
+	// readBufs and spareWork are lent to client connections while they
+	// have a request to hold (lclient.getWork, wire.Reader.Release).
+	readBufs  wire.FreeList
+	spareWork []*lwork
+	lentWork  int
+	// calls are functions to run on the loop's goroutine (Loops.Held).
+	calls []func()
 }
 
 func newEvloop(e *Loops) (*evloop, error) {
@@ -255,6 +284,7 @@ func newEvloop(e *Loops) (*evloop, error) {
 		ups:     make(map[*lup]struct{}),
 		idle:    make(map[*upstream.Target][]*lup),
 	}
+	l.readBufs = wire.FreeList{Size: clientReadBuf, Max: maxSpareWork}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(l.wake)}
 	if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, l.wake, &ev); err != nil {
 		syscall.Close(ep)
@@ -342,9 +372,12 @@ func (l *evloop) drainWake() {
 	var b [8]byte
 	syscall.RawSyscall(syscall.SYS_READ, uintptr(l.wake), uintptr(unsafe.Pointer(&b[0])), 8)
 	l.mu.Lock()
-	in, byes := l.inbox, l.byes
-	l.inbox, l.byes = nil, nil
+	in, byes, calls := l.inbox, l.byes, l.calls
+	l.inbox, l.byes, l.calls = nil, nil, nil
 	l.mu.Unlock()
+	for _, f := range calls {
+		f()
+	}
 	for _, nc := range in {
 		l.addClient(nc)
 	}

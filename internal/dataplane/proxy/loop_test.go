@@ -7,9 +7,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -246,5 +249,117 @@ func TestLoopsShutdownClosesIdleAndFinishesBusy(t *testing.T) {
 	}
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown: %v", err)
+	}
+}
+
+// TestLoopsIdleConnectionsHoldNoBuffers checks that a loop's client
+// connection holds a read buffer and request state only while it has bytes
+// of a request (nginx-style), so idle keep-alive connections cost little:
+// concurrent keep-alive clients, a pipelined pair, a head cut in two, a
+// handed-off POST and closed connections all end with nothing held.
+func TestLoopsIdleConnectionsHoldNoBuffers(t *testing.T) {
+	loopsOnly(t)
+	b := newBackend(t, "b", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok "+r.URL.Path)
+	})
+	ps := startProxy(t, proxy.Options{Router: tableWith(newService("web", upstream.RoundRobin, poolSpec{"blue", []*backend{b}}))}, proxy.ConnInfo{})
+	held := func() string {
+		r, w := ps.loops.Held()
+		return fmt.Sprintf("%d read buffers, %d request states", r, w)
+	}
+	const conns, rounds = 40, 5
+	clients := make([]net.Conn, conns)
+	for i := range clients {
+		c, err := net.Dial("tcp", ps.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(20 * time.Second))
+		clients[i] = c
+	}
+	// Every connection carries requests at once, round after round; each
+	// client checks every response, and none may fail.
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for i, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			br := bufio.NewReader(c)
+			for n := range rounds {
+				path := fmt.Sprintf("/c%d/r%d", i, n)
+				raw := "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n"
+				if n == rounds-1 && i%2 == 0 {
+					// Pipelined: two heads in one write.
+					raw += raw
+				}
+				if _, err := io.WriteString(c, raw); err != nil {
+					errs <- err
+					return
+				}
+				for range strings.Count(raw, "GET ") {
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						errs <- fmt.Errorf("%s: %w", path, err)
+						return
+					}
+					body, _ := io.ReadAll(resp.Body)
+					if resp.StatusCode != 200 || string(body) != "ok "+path {
+						errs <- fmt.Errorf("%s: %d %q", path, resp.StatusCode, body)
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := ps.loops.Clients(); got != conns {
+		t.Fatalf("loops serve %d connections, want %d", got, conns)
+	}
+	// Held runs on each loop after the events it is handling, so the
+	// connections that answered are idle by then.
+	if r, w := ps.loops.Held(); r != 0 || w != 0 {
+		t.Errorf("%d idle keep-alive connections hold %s; want none", conns, held())
+	}
+
+	// A head that arrived in part holds one read buffer until it is whole.
+	c := clients[0]
+	io.WriteString(c, "GET /part HTTP/1.1\r\nHo")
+	waitFor(t, func() bool { r, _ := ps.loops.Held(); return r == 1 })
+	if r, w := ps.loops.Held(); r != 1 || w != 0 {
+		t.Errorf("with half a head buffered: %s; want 1 read buffer, 0 request states", held())
+	}
+	io.WriteString(c, "st: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, _ := io.ReadAll(resp.Body); string(body) != "ok /part" {
+		t.Errorf("the head cut in two: %q", body)
+	}
+	if r, w := ps.loops.Held(); r != 0 || w != 0 {
+		t.Errorf("after the head cut in two was answered: %s; want none", held())
+	}
+
+	// A POST is handed to the goroutine engine with its read buffer, which
+	// the loop no longer counts; closed connections give theirs back.
+	post := clients[1]
+	io.WriteString(post, "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+	if resp, err := http.ReadResponse(bufio.NewReader(post), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("POST: %v %v", resp, err)
+	}
+	io.WriteString(clients[2], "GET /gone HTTP/1.1\r\nHo")
+	waitFor(t, func() bool { r, _ := ps.loops.Held(); return r == 1 })
+	for _, c := range clients[2:] {
+		c.Close()
+	}
+	waitFor(t, func() bool { return ps.loops.Clients() == 1 })
+	if r, w := ps.loops.Held(); r != 0 || w != 0 {
+		t.Errorf("after a hand-off and closing the rest: %s; want none", held())
 	}
 }

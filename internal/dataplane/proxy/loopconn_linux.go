@@ -27,17 +27,19 @@ const (
 	cFinishing               // the whole response is written but not yet sent
 )
 
-// lclient is a client connection served by a loop.
+// lclient is a client connection served by a loop. What only a request
+// needs (its lwork, the read buffer) is held only while one is under way
+// or bytes of one are buffered, so an idle keep-alive connection costs a
+// few hundred bytes, not kilobytes.
 type lclient struct {
 	l      *evloop
 	fd     int
 	src    fdSource
 	r      *wire.Reader
 	out    outBuf
-	w      *bufio.Writer
 	client forward.Client
-	req    wire.Request
-	x      exchange
+	// lwork is nil while the connection is idle.
+	*lwork
 	st     cstate
 	closed bool
 
@@ -72,6 +74,53 @@ type lclient struct {
 	moveOK       bool
 }
 
+// lwork is the state of a loop client's request in progress: its parsed
+// head, its exchange and the writer of its response. A loop lends one per
+// request from its free list (evloop.getWork) and takes it back when the
+// connection goes idle.
+type lwork struct {
+	w   *bufio.Writer
+	req wire.Request
+	x   exchange
+}
+
+// maxSpareWork is how many lworks (and read buffers) a loop keeps for
+// reuse; more busy connections than that allocate, and what they return
+// beyond it is left to the garbage collector.
+const maxSpareWork = 128
+
+// getWork lends c the state of a request.
+func (c *lclient) getWork() {
+	if c.lwork != nil {
+		return
+	}
+	l := c.l
+	if n := len(l.spareWork); n > 0 {
+		c.lwork = l.spareWork[n-1]
+		l.spareWork[n-1] = nil
+		l.spareWork = l.spareWork[:n-1]
+		l.lentWork++
+		c.w.Reset(&c.out)
+		return
+	}
+	c.lwork = &lwork{w: bufio.NewWriterSize(&c.out, clientWriteBuf)}
+	l.lentWork++
+}
+
+// putWork takes back the state of c's request; the request has ended.
+func (c *lclient) putWork() {
+	wk := c.lwork
+	if wk == nil {
+		return
+	}
+	c.lwork = nil
+	l := c.l
+	l.lentWork--
+	if len(l.spareWork) < maxSpareWork {
+		l.spareWork = append(l.spareWork, wk)
+	}
+}
+
 func (l *evloop) addClient(nc newConn) {
 	// A connection accepted as a graceful Drain began is served: its
 	// client is sending a request.
@@ -83,8 +132,7 @@ func (l *evloop) addClient(nc newConn) {
 	c := &lclient{l: l, fd: nc.fd, client: nc.client}
 	c.src.fd = nc.fd
 	c.out.fd = nc.fd
-	c.r = wire.NewReader(&c.src, clientReadBuf, l.p.o.MaxHeaderBytes)
-	c.w = bufio.NewWriterSize(&c.out, clientWriteBuf)
+	c.r = wire.NewPooledReader(&c.src, &l.readBufs, clientReadBuf, l.p.o.MaxHeaderBytes)
 	if err := l.watch(nc.fd, c); err != nil {
 		l.p.o.Logger.Warn("event loop: cannot watch a client connection", "err", err)
 		syscall.Close(nc.fd)
@@ -95,8 +143,13 @@ func (l *evloop) addClient(nc newConn) {
 	c.idle()
 }
 
-// idle waits for the next request head under the idle timeout.
+// idle waits for the next request head under the idle timeout, holding
+// no request state.
 func (c *lclient) idle() {
+	c.putWork()
+	if len(c.out.pending) == 0 && c.out.pending != nil {
+		c.out.pending = nil
+	}
 	c.st = cIdle
 	c.idleAt = c.l.now
 	c.headerTimer = false
@@ -132,7 +185,11 @@ func (c *lclient) serveHeads() {
 	for !c.closed && c.st == cIdle {
 		head, err := c.r.ReadHead(nil)
 		if err == wire.ErrWouldBlock {
-			if c.r.Buffered() > 0 && !c.headerTimer {
+			if c.r.Buffered() == 0 {
+				// Nothing of a next request yet: the buffer goes back
+				// until the socket is readable again.
+				c.r.Release()
+			} else if !c.headerTimer {
 				c.headerTimer = true
 				c.deadline = c.l.now.Add(c.l.p.o.ReadHeaderTimeout)
 			}
@@ -161,6 +218,7 @@ func (c *lclient) serveHeads() {
 // connection to the goroutine engine.
 func (c *lclient) startRequest(head []byte, start time.Time) {
 	p := c.l.p
+	c.getWork()
 	req := &c.req
 	if err := wire.ParseRequest(head, req); err != nil ||
 		req.HasBody() || req.Upgrade || req.ExpectContinue {
@@ -488,6 +546,7 @@ func (c *lclient) timeout() {
 		}
 		// A head that did not arrive in time: 408, as the goroutine engine
 		// answers it.
+		c.getWork()
 		c.req.Method, c.req.URI, c.req.Host = nil, nil, nil
 		writeLocalError(c.w, &c.x, &c.req, &c.client, c.l.now, 408, reasonHeadTimeout)
 		c.w.Flush()
@@ -508,8 +567,10 @@ func (c *lclient) timeout() {
 // moveIfDown sends a request waiting for its response head to another
 // target when its target went down or was ejected and it may move.
 func (c *lclient) moveIfDown() {
-	x := &c.x
-	if c.st == cUpstream && c.moveOK && !x.cur.Healthy() && x.pool.HasOther(x.tried[:x.ntried], x.cur) {
+	if c.st != cUpstream || !c.moveOK {
+		return
+	}
+	if x := &c.x; !x.cur.Healthy() && x.pool.HasOther(x.tried[:x.ntried], x.cur) {
 		c.upstreamFailed(errMoved)
 	}
 }
@@ -543,6 +604,8 @@ func (c *lclient) close() {
 	syscall.Close(c.fd)
 	delete(c.l.clients, c)
 	c.l.e.clientGone()
+	c.putWork()
+	c.r.Free()
 }
 
 // handoff gives the connection to the goroutine engine: with the request
@@ -553,6 +616,13 @@ func (c *lclient) handoff(head []byte, start time.Time) {
 	l.forget(c.fd)
 	delete(l.clients, c)
 	l.e.clientGone()
+	// The goroutine engine reads its own head and has its own writer; the
+	// read buffer, with what was read, goes with the connection and back
+	// to the engine's pool.
+	c.putWork()
+	if c.r.SetPool(l.p.clientBufs) {
+		l.readBufs.Disown()
+	}
 	f := os.NewFile(uintptr(c.fd), "client")
 	nc, err := net.FileConn(f)
 	f.Close()

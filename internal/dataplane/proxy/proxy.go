@@ -90,12 +90,15 @@ type Proxy struct {
 	o      Options
 	ids    *forward.IDs
 	h2pool sync.Pool
+	// clientBufs lends the goroutine engine's client connections their
+	// read buffers while they have bytes to hold.
+	clientBufs *wire.SyncBuffers
 }
 
 // New returns a Proxy.
 func New(o Options) *Proxy {
 	o.defaults()
-	p := &Proxy{o: o, ids: forward.NewIDs()}
+	p := &Proxy{o: o, ids: forward.NewIDs(), clientBufs: wire.NewSyncBuffers(clientReadBuf)}
 	p.h2pool.New = func() any { return new(h2State) }
 	return p
 }

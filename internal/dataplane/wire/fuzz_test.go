@@ -249,7 +249,9 @@ func FuzzParseResponse(f *testing.F) {
 
 // readHeadResult is the outcome of reading heads from a stream until an
 // error: every head, then the error.
-func readHeads(rd *Reader, limit int) ([]string, error) {
+// With release, the reader gives its buffer back after each head when
+// nothing more is buffered, as an event loop's does while waiting.
+func readHeads(rd *Reader, limit int, release bool) ([]string, error) {
 	var heads []string
 	for i := 0; ; i++ {
 		if i > limit {
@@ -260,6 +262,9 @@ func readHeads(rd *Reader, limit int) ([]string, error) {
 			return heads, err
 		}
 		heads = append(heads, string(h))
+		if release {
+			rd.Release()
+		}
 	}
 }
 
@@ -319,9 +324,10 @@ func FuzzReadHead(f *testing.F) {
 			sizes[i] = int(c)%40 + 1
 		}
 		for _, cfg := range []struct {
-			size  int
-			split bool
-		}{{max, false}, {16, true}, {1, true}, {max * 4, true}} {
+			size   int
+			split  bool
+			pooled bool
+		}{{max, false, false}, {16, true, false}, {1, true, false}, {max * 4, true, false}, {16, true, true}} {
 			// A buffer larger than max raises the limit to its size.
 			lim := cfg.size
 			if lim < max {
@@ -332,10 +338,18 @@ func FuzzReadHead(f *testing.F) {
 			if cfg.split {
 				src.sizes = sizes
 			}
-			heads, err := readHeads(NewReader(src, cfg.size, max), len(data)+1)
+			rd := NewReader(src, cfg.size, max)
+			pool := &FreeList{Size: cfg.size, Max: 1}
+			if cfg.pooled {
+				rd = NewPooledReader(src, pool, cfg.size, max)
+			}
+			heads, err := readHeads(rd, len(data)+1, cfg.pooled)
 			if err != wantErr || fmt.Sprint(heads) != fmt.Sprint(wantHeads) {
-				t.Fatalf("%q in reads of %v, buffer %d, limit %d:\n got %q, %v\nwant %q, %v",
-					data, sizes, cfg.size, lim, heads, err, wantHeads, wantErr)
+				t.Fatalf("%q in reads of %v, buffer %d, limit %d, pooled %v:\n got %q, %v\nwant %q, %v",
+					data, sizes, cfg.size, lim, cfg.pooled, heads, err, wantHeads, wantErr)
+			}
+			if rd.Free(); pool.Lent() != 0 {
+				t.Fatalf("%q: the pooled reader kept %d buffers after Free", data, pool.Lent())
 			}
 		}
 	})

@@ -330,3 +330,62 @@ func TestReaderTimeoutIsNotKept(t *testing.T) {
 		t.Fatalf("EOF is kept: second read %v", err)
 	}
 }
+
+// TestPooledReaderHoldsABufferOnlyWithBytes: a pooled reader takes a buffer
+// when it reads and gives it back at Release once nothing is buffered; a
+// buffer grown for a large head is dropped, not pooled; the pool counts
+// exactly what is out.
+func TestPooledReaderHoldsABufferOnlyWithBytes(t *testing.T) {
+	pool := &FreeList{Size: 64, Max: 4}
+	big := "GET / HTTP/1.1\r\nX: " + strings.Repeat("a", 100) + "\r\n\r\n"
+	src := &piecesReader{data: []byte("GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n" + big + "body")}
+	rd := NewPooledReader(src, pool, 64, 256)
+	if rd.Holding() || pool.Lent() != 0 {
+		t.Fatalf("a new pooled reader holds a buffer (lent %d)", pool.Lent())
+	}
+	h, err := rd.ReadHead(nil)
+	if err != nil || string(h) != "GET /1 HTTP/1.1\r\n\r\n" || pool.Lent() != 1 {
+		t.Fatalf("first head %q, %v, lent %d", h, err, pool.Lent())
+	}
+	// The second head is buffered: the buffer stays.
+	if rd.Release() || !rd.Holding() || pool.Lent() != 1 {
+		t.Fatalf("Release with %d bytes buffered gave the buffer back (lent %d)", rd.Buffered(), pool.Lent())
+	}
+	if h, err := rd.ReadHead(nil); err != nil || string(h) != "GET /2 HTTP/1.1\r\n\r\n" {
+		t.Fatalf("second head %q, %v", h, err)
+	}
+	// The large head grows the buffer past the pool's size: the pooled one
+	// goes back at once, the grown one is not the pool's.
+	if h, err := rd.ReadHead(nil); err != nil || string(h) != big {
+		t.Fatalf("large head %q, %v", h, err)
+	}
+	if pool.Lent() != 0 || !rd.Holding() {
+		t.Fatalf("after growing: lent %d, holding %v; want 0, true", pool.Lent(), rd.Holding())
+	}
+	rd.Shrink() // "body" is buffered: nothing changes
+	b := make([]byte, 10)
+	if n, err := rd.Read(b); err != nil || string(b[:n]) != "body" {
+		t.Fatalf("Read: %q, %v", b[:n], err)
+	}
+	if !rd.Release() || rd.Holding() || pool.Lent() != 0 || pool.Spare() != 1 {
+		t.Fatalf("after Release: holding %v, lent %d, spare %d; want false, 0, 1", rd.Holding(), pool.Lent(), pool.Spare())
+	}
+	// At the end of the stream a released reader reads again with a buffer
+	// from the pool.
+	if _, err := rd.ReadHead(nil); err != ErrEmptyHead || pool.Lent() != 1 || pool.Spare() != 0 {
+		t.Fatalf("ReadHead at EOF: %v, lent %d, spare %d", err, pool.Lent(), pool.Spare())
+	}
+	// A reader moved to another pool reports the buffer it takes along.
+	other := NewSyncBuffers(64)
+	if !rd.SetPool(other) {
+		t.Error("SetPool did not report the buffer that moved")
+	}
+	pool.Disown()
+	rd.Free()
+	if pool.Lent() != 0 || rd.Holding() {
+		t.Errorf("after the move and Free: lent %d, holding %v", pool.Lent(), rd.Holding())
+	}
+	if got := len(other.Get()); got != 64 {
+		t.Errorf("the other pool lends %d-byte buffers, want 64", got)
+	}
+}
