@@ -58,23 +58,75 @@ type clientConn struct {
 	nc     net.Conn
 	info   ConnInfo
 	r      *wire.Reader
-	w      *bufio.Writer
 	client forward.Client
-	req    wire.Request
-	body   wire.Body
-	x      exchange
+	// h1work is the request's state, nil between requests.
+	*h1work
 	// headerDeadline is c.setHeaderDeadline as a value made once, so
 	// passing it per request does not allocate.
 	headerDeadline func()
 	// rdl and wdl are the client connection's deadlines, moved lazily.
 	rdl, wdl upstream.Deadline
+	// lazy: the connection waits for a request holding no read buffer,
+	// reading its first bytes into first (see waitIdle).
+	lazy  bool
+	first [16]byte
+}
+
+// h1work is what a goroutine engine's client connection needs only while
+// it serves a request: the parsed head, the request body's framing, the
+// exchange and the response writer. It is pooled (Proxy.h1work), so an
+// idle keep-alive connection does not hold it.
+type h1work struct {
+	w    *bufio.Writer
+	req  wire.Request
+	body wire.Body
+	x    exchange
+}
+
+// getWork lends c the state of a request.
+func (c *clientConn) getWork() {
+	if c.h1work != nil {
+		return
+	}
+	c.h1work = c.p.h1work.Get().(*h1work)
+	c.p.h1lent.Add(1)
+	if c.w == nil {
+		c.w = bufio.NewWriterSize(c.nc, clientWriteBuf)
+	} else {
+		c.w.Reset(c.nc)
+	}
+}
+
+// putWork returns the state of c's request, which has ended.
+func (c *clientConn) putWork() {
+	if wk := c.h1work; wk != nil {
+		c.h1work = nil
+		// What the writer and the body read from are this connection's.
+		wk.w.Reset(nil)
+		wk.body.Reset(nil, wire.FrameNone, 0)
+		c.p.h1work.Put(wk)
+		c.p.h1lent.Add(-1)
+	}
 }
 
 // ServeConn serves HTTP/1.1 requests on nc until the client closes it, an
 // error makes it unusable, or the server shuts down. nc is closed on return.
+//
+// Over TLS the connection holds no read buffer or request state while it
+// waits for a request: only crypto/tls's own buffers and the goroutine.
+// (The read that waits is a small one into the connection's struct; what
+// else the record carried stays decrypted in crypto/tls for the next read,
+// so it costs no system call. A plain socket would pay one.)
 func (p *Proxy) ServeConn(nc net.Conn, info ConnInfo) {
-	c := p.newClientConn(nc, info, wire.NewReader(nc, clientReadBuf, p.o.MaxHeaderBytes))
-	defer nc.Close()
+	var r *wire.Reader
+	if info.TLS {
+		r = wire.NewPooledReader(nc, p.clientBufs, clientReadBuf, p.o.MaxHeaderBytes)
+	} else {
+		r = wire.NewReader(nc, clientReadBuf, p.o.MaxHeaderBytes)
+	}
+	c := p.newClientConn(nc, info, r)
+	c.lazy = info.TLS
+	defer c.done()
 	for c.serveOne() {
 	}
 }
@@ -85,11 +137,33 @@ func (p *Proxy) newClientConn(nc net.Conn, info ConnInfo, r *wire.Reader) *clien
 		nc:     nc,
 		info:   info,
 		r:      r,
-		w:      bufio.NewWriterSize(nc, clientWriteBuf),
 		client: forward.NewClient(nc.RemoteAddr(), info.TLS, p.o.Trusted),
 	}
 	c.headerDeadline = c.setHeaderDeadline
 	return c
+}
+
+// done closes the connection and returns what it borrowed.
+func (c *clientConn) done() {
+	c.nc.Close()
+	c.putWork()
+	c.r.Free()
+}
+
+// waitIdle waits, holding no buffer, for the first bytes of the next
+// request, and puts them in the reader; false: none came (the client
+// closed the connection, the idle timeout passed, or the server closed it).
+func (c *clientConn) waitIdle() bool {
+	c.r.Release()
+	n, _ := c.nc.Read(c.first[:])
+	if n == 0 {
+		// A read error with no byte is the end of the connection, as it is
+		// for ReadHead with nothing buffered; one that came with bytes is
+		// returned again by the next read.
+		return false
+	}
+	c.r.Preload(c.first[:n])
+	return true
 }
 
 // Handoff is a connection an event loop gives to the goroutine engine, with
@@ -112,7 +186,7 @@ func (h *Handoff) Begun() bool { return h.head != nil }
 func (p *Proxy) ServeHandoff(nc net.Conn, h *Handoff, info ConnInfo) {
 	h.r.SetSource(nc)
 	c := p.newClientConn(nc, info, h.r)
-	defer nc.Close()
+	defer c.done()
 	if h.head != nil {
 		keep := c.serveRequest(h.head, h.start)
 		if info.Track != nil && !info.Track.End() {
@@ -136,7 +210,12 @@ func (c *clientConn) serveOne() bool {
 	p := c.p
 	c.rdl.Extend(time.Now(), p.o.IdleTimeout, c.nc.SetReadDeadline)
 	c.r.Shrink()
+	if c.lazy && c.r.Buffered() == 0 && !c.waitIdle() {
+		return false
+	}
 	head, err := c.r.ReadHead(c.headerDeadline)
+	c.getWork()
+	defer c.putWork()
 	if err != nil {
 		if err == wire.ErrEmptyHead || errors.Is(err, net.ErrClosed) || isTimeout(err) && c.r.Buffered() == 0 {
 			return false
@@ -166,6 +245,7 @@ func (c *clientConn) serveOne() bool {
 }
 
 func (c *clientConn) serveRequest(head []byte, start time.Time) (keep bool) {
+	c.getWork()
 	if err := wire.ParseRequest(head, &c.req); err != nil {
 		c.localError(start, wire.StatusFor(err), headErrorReason(err))
 		return false

@@ -622,6 +622,7 @@ func (c *lclient) handoff(head []byte, start time.Time) {
 	c.putWork()
 	if c.r.SetPool(l.p.clientBufs) {
 		l.readBufs.Disown()
+		l.p.clientBufs.Adopt()
 	}
 	f := os.NewFile(uintptr(c.fd), "client")
 	nc, err := net.FileConn(f)

@@ -30,6 +30,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cutover/cutover/internal/dataplane/accesslog"
@@ -93,6 +94,17 @@ type Proxy struct {
 	// clientBufs lends the goroutine engine's client connections their
 	// read buffers while they have bytes to hold.
 	clientBufs *wire.SyncBuffers
+	h1work     sync.Pool
+	h1lent     atomic.Int64
+}
+
+// Held is what the goroutine engine's client connections hold now: read
+// buffers from the pool, and request states (a head, its exchange and the
+// response writer). A TLS connection waiting for its next request holds
+// neither; tests and diagnostics use it to see that memory follows the
+// requests under way, not the connections open.
+func (p *Proxy) Held() (readBufs, works int64) {
+	return p.clientBufs.Lent(), p.h1lent.Load()
 }
 
 // New returns a Proxy.
@@ -100,6 +112,7 @@ func New(o Options) *Proxy {
 	o.defaults()
 	p := &Proxy{o: o, ids: forward.NewIDs(), clientBufs: wire.NewSyncBuffers(clientReadBuf)}
 	p.h2pool.New = func() any { return new(h2State) }
+	p.h1work.New = func() any { return new(h1work) }
 	return p
 }
 

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -51,6 +52,7 @@ func (f *FreeList) Lent() int { return f.lent }
 type SyncBuffers struct {
 	size int
 	pool sync.Pool
+	lent atomic.Int64
 }
 
 // NewSyncBuffers returns a pool of buffers of size bytes.
@@ -60,6 +62,7 @@ func NewSyncBuffers(size int) *SyncBuffers {
 
 // Get returns a pooled buffer or a new one.
 func (s *SyncBuffers) Get() []byte {
+	s.lent.Add(1)
 	if p, ok := s.pool.Get().(*byte); ok {
 		return unsafe.Slice(p, s.size)
 	}
@@ -68,6 +71,7 @@ func (s *SyncBuffers) Get() []byte {
 
 // Put returns buf to the pool.
 func (s *SyncBuffers) Put(buf []byte) {
+	s.lent.Add(-1)
 	if cap(buf) < s.size {
 		return
 	}
@@ -75,3 +79,10 @@ func (s *SyncBuffers) Put(buf []byte) {
 	// the pool's interface without allocating, as a slice would not.
 	s.pool.Put(unsafe.SliceData(buf))
 }
+
+// Adopt counts as lent a buffer that came from another pool (see
+// Reader.SetPool) and will be put here.
+func (s *SyncBuffers) Adopt() { s.lent.Add(1) }
+
+// Lent is the number of buffers out: handed out or adopted, not yet put.
+func (s *SyncBuffers) Lent() int64 { return s.lent.Load() }

@@ -119,6 +119,19 @@ func (b *Reader) Free() {
 	b.Release()
 }
 
+// Preload adds p, bytes the caller read from the source itself, to what
+// is buffered. p must fit in the reader's free space (a pooled reader
+// that released its buffer has all of it).
+func (b *Reader) Preload(p []byte) {
+	b.ensure()
+	if b.r > 0 && len(b.buf)-b.w < len(p) {
+		copy(b.buf, b.buf[b.r:b.w])
+		b.w -= b.r
+		b.r = 0
+	}
+	b.w += copy(b.buf[b.w:], p)
+}
+
 // Holding reports whether the reader holds a buffer now.
 func (b *Reader) Holding() bool { return b.buf != nil }
 
