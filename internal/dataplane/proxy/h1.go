@@ -59,7 +59,7 @@ type clientConn struct {
 	info   ConnInfo
 	r      *wire.Reader
 	client forward.Client
-	// h1work is the request's state, nil between requests.
+	// h1work is the request's state; nil between requests over TLS.
 	*h1work
 	// headerDeadline is c.setHeaderDeadline as a value made once, so
 	// passing it per request does not allocate.
@@ -74,8 +74,8 @@ type clientConn struct {
 
 // h1work is what a goroutine engine's client connection needs only while
 // it serves a request: the parsed head, the request body's framing, the
-// exchange and the response writer. It is pooled (Proxy.h1work), so an
-// idle keep-alive connection does not hold it.
+// exchange and the response writer. A TLS connection borrows it from a
+// pool (Proxy.h1work) per request, so an idle one does not hold it.
 type h1work struct {
 	w    *bufio.Writer
 	req  wire.Request
@@ -215,7 +215,11 @@ func (c *clientConn) serveOne() bool {
 	}
 	head, err := c.r.ReadHead(c.headerDeadline)
 	c.getWork()
-	defer c.putWork()
+	if c.lazy {
+		// Plain connections keep theirs: they hold their read buffer
+		// anyway, and a pool's Get and Put per request are not free.
+		defer c.putWork()
+	}
 	if err != nil {
 		if err == wire.ErrEmptyHead || errors.Is(err, net.ErrClosed) || isTimeout(err) && c.r.Buffered() == 0 {
 			return false
