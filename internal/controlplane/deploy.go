@@ -137,11 +137,19 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 	m.log.Info("deploy started", "service", s.name, "pool", req.Pool, "timeout", timeout)
 
 	start := time.Now()
-	intent, release, err := m.lockShared(ctx, admin.OpDeploy, s, req.Pool, specs, progress)
+	li := state.Intent{Kind: admin.OpDeploy, Pool: req.Pool}
+	if plan != nil {
+		li.Trial = plan.String()
+	}
+	intent, release, err := m.lockShared(ctx, s, li, specs, progress)
 	if err != nil {
 		return nil, err
 	}
-	defer release()
+	defer func() {
+		if !trialStarted {
+			release()
+		}
+	}()
 	if err := m.waitHealthy(ctx, s, p, admin.OpDeploy, timeout, progress); err != nil {
 		m.log.Warn("deploy refused", "service", s.name, "pool", req.Pool, "error", err.Error())
 		return nil, err
@@ -157,7 +165,7 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 		// The trial installs a candidate at its first step, before it
 		// lets this call return; the deferred discard then leaves it.
 		trialStarted = true
-		return m.runTrial(ctx, s, p, plan, len(specs) > 0, req.Expect, time.Since(start), progress)
+		return m.runTrial(ctx, s, p, plan, heldLock{id: intent.ID, release: release}, len(specs) > 0, req.Expect, time.Since(start), progress)
 	}
 	return m.switchTo(ctx, s, p, switchOptions{kind: admin.OpDeploy, candidate: cand != nil, expect: req.Expect, took: time.Since(start), stopOld: req.StopOld}, progress)
 }
@@ -227,7 +235,7 @@ func (m *Manager) rollback(ctx context.Context, req admin.RollbackRequest, progr
 	m.mu.Unlock()
 
 	m.log.Info("rollback started", "service", s.name, "pool", prev)
-	intent, release, err := m.lockShared(ctx, admin.OpRollback, s, prev, nil, progress)
+	intent, release, err := m.lockShared(ctx, s, state.Intent{Kind: admin.OpRollback, Pool: prev}, nil, progress)
 	if err != nil {
 		return nil, err
 	}

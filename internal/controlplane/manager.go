@@ -115,6 +115,8 @@ type Manager struct {
 	// by other instances, by service; guarded by mu.
 	prepared map[string]*preparing
 	stopper  PoolStopper
+	// applied is broadcast after each desired state applied.
+	applied signal
 
 	// stateMu serialises changes (commit the next desired state, then
 	// apply it); it is taken before mu.
@@ -417,6 +419,7 @@ func (m *Manager) applyLocked(s *service, d state.Service) []*upstream.Pool {
 		m.onApply(s.name, d)
 	}
 	m.publishAppliedLocked()
+	m.applied.Broadcast()
 	return lost
 }
 

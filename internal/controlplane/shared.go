@@ -138,8 +138,8 @@ func (m *Manager) publishAppliedLocked() {
 // Announced starts (on) or stops checking the pool of a deploy or
 // rollback another instance announced (state.Follower).
 func (m *Manager) Announced(i state.Intent, on bool) {
-	if i.Instance == m.shared.Instance() {
-		return // the deployer checks the pool in its own deploy
+	if i.Instance == m.shared.Instance() || i.Kind == admin.OpAbort {
+		return // the deployer checks the pool in its own deploy; an abort goes back to the live pool
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -251,12 +251,13 @@ func (m *Manager) publishReady(ctx context.Context, r state.Readiness) bool {
 
 // lockShared takes the shared store's deploy lock for an operation (a
 // no-op without a shared store): the lock also announces the operation,
-// so the other instances start checking the pool.
-func (m *Manager) lockShared(ctx context.Context, kind string, s *service, pool string, specs []upstream.TargetSpec, progress func(admin.Event)) (state.Intent, func(), error) {
+// so the other instances start checking the pool. i gives the kind, pool
+// and trial; the rest is filled in here.
+func (m *Manager) lockShared(ctx context.Context, s *service, i state.Intent, specs []upstream.TargetSpec, progress func(admin.Event)) (state.Intent, func(), error) {
 	if m.shared == nil {
 		return state.Intent{}, func() {}, nil
 	}
-	i := state.Intent{ID: newID(), Kind: kind, Service: s.name, Pool: pool, Instance: m.shared.Instance(), Started: time.Now()}
+	i.ID, i.Service, i.Instance, i.Started = newID(), s.name, m.shared.Instance(), time.Now()
 	for _, t := range specs {
 		i.Targets = append(i.Targets, state.Target{Addr: t.Addr, Label: t.Label})
 	}
@@ -267,12 +268,95 @@ func (m *Manager) lockShared(ctx context.Context, kind string, s *service, pool 
 		m.mu.Unlock()
 		var le *state.LockedError
 		if errors.As(err, &le) {
-			return i, nil, errorf(admin.KindBusy, "%s of service %q to pool %q refused: %v", kind, s.name, pool, err)
+			return i, nil, errorf(admin.KindBusy, "%s of service %q to pool %q refused: %v", i.Kind, s.name, i.Pool, err)
 		}
-		return i, nil, stateRefusal(kind, s.name, pool, live, err)
+		return i, nil, stateRefusal(i.Kind, s.name, i.Pool, live, err)
 	}
-	progress(m.event(s.name, pool, admin.PhaseHealth, fmt.Sprintf("took the deploy lock of service %q in %s; every live instance checks %q", s.name, m.store.Where(), pool)))
+	progress(m.event(s.name, i.Pool, admin.PhaseHealth, fmt.Sprintf("took the deploy lock of service %q in %s; every live instance checks %q", s.name, m.store.Where(), i.Pool)))
 	return i, release, nil
+}
+
+// TrialEndAsked ends this instance's trial when another instance asked
+// for it (state.Follower).
+func (m *Manager) TrialEndAsked(e state.TrialEnd) {
+	m.mu.Lock()
+	var t *trial
+	for _, s := range m.services {
+		if s.name == e.Service {
+			t = s.trial
+		}
+	}
+	m.mu.Unlock()
+	if t == nil || t.lockID != e.ID {
+		return
+	}
+	ch := t.abort
+	if e.Action == admin.OpPromote {
+		ch = t.promote
+	}
+	if t.end(ch) {
+		m.log.Info("ending the trial as another instance asked", "service", e.Service, "pool", t.pool, "action", e.Action, "by", e.By)
+	}
+}
+
+// endRemoteTrial asks the instance whose trial holds the service's lock
+// to promote or abort it, and waits until this instance applied what it
+// did. done is false when there is nothing to ask (no trial holds the
+// lock, or its holder went away without acting): the caller then ends a
+// held canary itself.
+func (m *Manager) endRemoteTrial(ctx context.Context, s *service, verb string, timeout time.Duration) (res *admin.DeployResult, done bool, err error) {
+	m.mu.Lock()
+	before := s.desired
+	m.mu.Unlock()
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	holder, rev, err := m.shared.EndTrial(actx, s.name, verb)
+	var le *state.LockedError
+	switch {
+	case errors.Is(err, state.ErrNoTrial):
+		return nil, false, nil
+	case errors.As(err, &le):
+		return nil, true, errorf(admin.KindBusy, "%s of service %q refused: %v", verb, s.name, err)
+	case err != nil && actx.Err() != nil:
+		return nil, true, errorf(admin.KindCanceled, "%s of service %q: %v — cutover status shows where it is; retry to ask again", verb, s.name, err)
+	case err != nil:
+		return nil, true, stateRefusal(verb, s.name, trialPool(before), before.Active, err)
+	}
+	if err := m.awaitApplied(actx, s, rev); err != nil {
+		return nil, true, errorf(admin.KindCanceled, "%s of service %q: instance %s acted (revision %d) but this instance has not applied it yet — cutover status shows where it is", verb, s.name, holder.Instance, rev)
+	}
+	m.mu.Lock()
+	d := s.desired
+	m.mu.Unlock()
+	if d.Active == before.Active && d.Canary == before.Canary && (d.Canary != "" || verb == admin.OpAbort) {
+		m.log.Warn("the trial holding the deploy lock ended without acting (its instance went away); ending what it left here", "service", s.name, "holder", holder.Instance, "action", verb)
+		return nil, false, nil
+	}
+	what := fmt.Sprintf("%q takes every client of service %q", d.Active, s.name)
+	if d.Canary != "" {
+		what = fmt.Sprintf("the canary %q still takes %s of service %q", d.Canary, pctOf(d.Weight), s.name)
+	}
+	return &admin.DeployResult{Service: s.name, Operation: verb, Pool: d.Active, From: holder.Pool,
+		Message: fmt.Sprintf("%s of %q done by instance %s, which runs its %s: %s (its drain, and a guard's watch after a promotion, go on there)", verb, holder.Pool, holder.Instance, holder.Trial, what)}, true, nil
+}
+
+// awaitApplied waits until this instance applied revision rev (or a later
+// one) of the service.
+func (m *Manager) awaitApplied(ctx context.Context, s *service, rev int64) error {
+	for {
+		wake := m.applied.Wait()
+		m.mu.Lock()
+		have := s.desired.Revision
+		m.mu.Unlock()
+		if have >= rev {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-wake:
+		}
+	}
 }
 
 // awaitInstances waits, until deadline, for every other live instance to

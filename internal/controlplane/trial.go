@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,10 @@ import (
 // trial is the running trial of a service; Manager.mu guards the pointer.
 type trial struct {
 	pool string
+	// lockID is the deploy lock's intent the trial holds in a shared
+	// store ("" without one): a promote or abort through another
+	// instance names it.
+	lockID string
 	// promote and abort are closed (once) by Promote and Abort; acted is
 	// closed once the trial has changed the routing for good (the full
 	// switch, or every client back on the old pool).
@@ -64,6 +69,35 @@ type trialPlan struct {
 	step    time.Duration
 	guard   *guard.Settings
 	detach  bool
+}
+
+// String describes the trial for the deploy lock, e.g. "canary 10%, 50%
+// (steps of 1m0s) then guard 5m0s".
+func (pl *trialPlan) String() string {
+	var parts []string
+	if len(pl.weights) > 0 {
+		ps := make([]string, len(pl.weights))
+		for i, w := range pl.weights {
+			ps[i] = pctOf(w)
+		}
+		c := "canary " + strings.Join(ps, ", ")
+		if pl.step > 0 {
+			c += fmt.Sprintf(" (steps of %s)", pl.step)
+		} else {
+			c += " (held until promote or abort)"
+		}
+		parts = append(parts, c)
+	}
+	if pl.guard != nil {
+		parts = append(parts, "guard "+pl.guard.Window.String())
+	}
+	return strings.Join(parts, " then ")
+}
+
+// heldLock is the shared deploy lock a trial holds until it is over.
+type heldLock struct {
+	id      string
+	release func()
 }
 
 // planTrial validates the canary and guard parts of a deploy request.
@@ -147,10 +181,16 @@ type trialOutcome struct {
 // over; runTrial returns when it is over, or earlier when the caller is
 // done waiting: a detached deploy once the pool takes traffic, a canary
 // without --step once it holds.
-func (m *Manager) runTrial(ctx context.Context, s *service, p *pool, pl *trialPlan, candidate bool, expect string, took time.Duration, progress func(admin.Event)) (*admin.DeployResult, error) {
+//
+// The trial holds the deploy's shared lock (lock) until it is over, its
+// lease kept alive all along: a deploy through another instance meanwhile
+// is refused naming the trial, promote and abort through any instance
+// reach it (TrialEndAsked), and when this process dies the lock expires
+// with its lease.
+func (m *Manager) runTrial(ctx context.Context, s *service, p *pool, pl *trialPlan, lock heldLock, candidate bool, expect string, took time.Duration, progress func(admin.Event)) (*admin.DeployResult, error) {
 	m.mu.Lock()
 	old := s.desired.Active
-	t := &trial{pool: p.up.Name(), promote: make(chan struct{}), abort: make(chan struct{}), acted: make(chan struct{})}
+	t := &trial{pool: p.up.Name(), lockID: lock.id, promote: make(chan struct{}), abort: make(chan struct{}), acted: make(chan struct{})}
 	s.trial = t
 	m.mu.Unlock()
 	r := &trialRun{m: m, s: s, p: p, name: p.up.Name(), old: old, plan: pl, candidate: candidate, expect: expect, took: took, t: t,
@@ -158,6 +198,7 @@ func (m *Manager) runTrial(ctx context.Context, s *service, p *pool, pl *trialPl
 	early := make(chan trialOutcome, 1) // the caller may stop waiting
 	final := make(chan trialOutcome, 1)
 	go func() {
+		defer lock.release()
 		defer m.endOp(s.name)
 		defer t.act()
 		defer func() {
@@ -499,7 +540,7 @@ func msOf(d time.Duration) float64 { return float64(d) / float64(time.Millisecon
 // Promote ends a service's canary with the full switch now, or its preview
 // by making the preview pool stable (see deploy's switch and drain).
 func (m *Manager) Promote(ctx context.Context, req admin.TrialRequest, progress func(admin.Event)) (*admin.DeployResult, error) {
-	return m.recorded(history.KindPromote, req.Service, func(s *service) string { return trialPool(s) }, progress, func(p func(admin.Event)) (*admin.DeployResult, error) {
+	return m.recorded(history.KindPromote, req.Service, func(s *service) string { return trialPool(s.desired) }, progress, func(p func(admin.Event)) (*admin.DeployResult, error) {
 		return m.endTrial(ctx, req, true, p)
 	})
 }
@@ -512,11 +553,11 @@ func (m *Manager) Abort(ctx context.Context, req admin.TrialRequest, progress fu
 	})
 }
 
-func trialPool(s *service) string {
-	if s.desired.Canary != "" {
-		return s.desired.Canary
+func trialPool(d state.Service) string {
+	if d.Canary != "" {
+		return d.Canary
 	}
-	return s.desired.Preview
+	return d.Preview
 }
 
 func (m *Manager) endTrial(ctx context.Context, req admin.TrialRequest, promote bool, progress func(admin.Event)) (*admin.DeployResult, error) {
@@ -560,6 +601,16 @@ func (m *Manager) endTrial(ctx context.Context, req admin.TrialRequest, promote 
 	}
 	held, err := rules.Held(s.desired, s.name, verb)
 	m.mu.Unlock()
+	if m.shared != nil {
+		// The trial may run in another instance: it holds the lock.
+		res, done, rerr := m.endRemoteTrial(ctx, s, verb, opTimeout(req.Timeout))
+		if done {
+			return res, rerr
+		}
+		m.mu.Lock()
+		held, err = rules.Held(s.desired, s.name, verb)
+		m.mu.Unlock()
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -585,6 +636,11 @@ func (m *Manager) dropHeld(ctx context.Context, s *service, pool string, progres
 	m.ops[s.name] = &admin.Operation{Kind: admin.OpAbort, Service: s.name, Pool: pool, Started: time.Now()}
 	m.mu.Unlock()
 	defer m.endOp(s.name)
+	_, release, err := m.lockShared(ctx, s, state.Intent{Kind: admin.OpAbort, Pool: pool}, nil, progress)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	prev, lost, err := m.change(ctx, s, func(cur state.Service) (state.Service, error) {
 		return rules.Drop(cur, pool), nil
 	}, nil)

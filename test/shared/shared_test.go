@@ -153,12 +153,6 @@ func start(t *testing.T, n int, tweaks ...func(i int, cfg *config.Config)) *clus
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { os.RemoveAll(dir) })
-		cfg := config.Default()
-		cfg.Listen.HTTP = "127.0.0.1:0"
-		cfg.StateDir = dir
-		cfg.Admin.Socket = filepath.Join(dir, config.AdminSocketName)
-		cfg.Log.Access = config.AccessOff
-		cfg.Instance = fmt.Sprintf("edge-%d", i+1)
 		eps := c.etcd.Endpoints()
 		if i == n-1 {
 			eps = nil
@@ -166,13 +160,7 @@ func start(t *testing.T, n int, tweaks ...func(i int, cfg *config.Config)) *clus
 				eps = append(eps, r.URL())
 			}
 		}
-		cfg.Store = &config.Store{Etcd: &config.Etcd{Endpoints: eps, Prefix: config.DefaultEtcdPrefix}}
-		svc := config.DefaultService("web")
-		svc.Health.Interval, svc.Health.Timeout = 20*time.Millisecond, time.Second
-		svc.DrainTimeout = 5 * time.Second
-		svc.Pools = []config.Pool{{Name: "blue", Targets: []string{blue}}, {Name: "green", Targets: []string{green}}}
-		svc.Active = "blue"
-		cfg.Services = []config.Service{svc}
+		cfg := instanceConfig(fmt.Sprintf("edge-%d", i+1), dir, eps, blue, green)
 		for _, tw := range tweaks {
 			tw(i, cfg)
 		}
@@ -182,10 +170,7 @@ func start(t *testing.T, n int, tweaks ...func(i int, cfg *config.Config)) *clus
 			OnApply: func(service string, d state.Service) {
 				c.log.add(applied{instance: idx, rev: d.Revision, active: d.Active, at: time.Now()})
 			},
-			Etcd: func(o *etcdstore.Options) {
-				o.InstanceTTL, o.LockTTL = 2*time.Second, 2*time.Second
-				o.RequestTimeout = time.Second
-			},
+			Etcd: shortLeases,
 		})
 		if err != nil {
 			t.Fatalf("start instance %d: %v", i+1, err)
@@ -205,6 +190,31 @@ func start(t *testing.T, n int, tweaks ...func(i int, cfg *config.Config)) *clus
 		return st != nil && len(st.Instances) == n
 	})
 	return c
+}
+
+// instanceConfig is the configuration of instance name: service web with
+// pools blue and green (blue stable), its desired state in etcd at eps.
+func instanceConfig(name, dir string, eps []string, blue, green string) *config.Config {
+	cfg := config.Default()
+	cfg.Listen.HTTP = "127.0.0.1:0"
+	cfg.StateDir = dir
+	cfg.Admin.Socket = filepath.Join(dir, config.AdminSocketName)
+	cfg.Log.Access = config.AccessOff
+	cfg.Instance = name
+	cfg.Store = &config.Store{Etcd: &config.Etcd{Endpoints: eps, Prefix: config.DefaultEtcdPrefix}}
+	svc := config.DefaultService("web")
+	svc.Health.Interval, svc.Health.Timeout = 20*time.Millisecond, time.Second
+	svc.DrainTimeout = 5 * time.Second
+	svc.Pools = []config.Pool{{Name: "blue", Targets: []string{blue}}, {Name: "green", Targets: []string{green}}}
+	svc.Active = "blue"
+	cfg.Services = []config.Service{svc}
+	return cfg
+}
+
+// shortLeases makes a dead instance's registration and lock go after 2 s.
+func shortLeases(o *etcdstore.Options) {
+	o.InstanceTTL, o.LockTTL = 2*time.Second, 2*time.Second
+	o.RequestTimeout = time.Second
 }
 
 func waitFor(t *testing.T, what string, limit time.Duration, ok func() bool) {
@@ -411,15 +421,35 @@ func TestThreeInstancesShareOneState(t *testing.T) {
 // the old pool through an instance after it applied a switch.
 func (c *cluster) load(t *testing.T) (stop func() (total, failed int)) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	results := make([]*loadclient.Result, len(c.ins))
+	finish := load(t, c.ins, 6, 5*time.Minute)
+	return func() (total, failed int) {
+		for i, res := range finish() {
+			if res == nil {
+				continue
+			}
+			sum := res.Summarize()
+			total += sum.Requests
+			failed += sum.Failed
+			checkNoOldPool(t, i, res, c.log.of(i))
+		}
+		return total, failed
+	}
+}
+
+// load runs a strict keep-alive client with conns connections through
+// each instance, for at most limit, until finish is called: finish fails
+// the test when any request failed and returns each instance's results.
+func load(t *testing.T, ins []*serve.Instance, conns int, limit time.Duration) (finish func() []*loadclient.Result) {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	results := make([]*loadclient.Result, len(ins))
 	var wg sync.WaitGroup
-	for i, in := range c.ins {
+	for i, in := range ins {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			res, err := loadclient.Run(ctx, loadclient.Options{
-				Addr: in.HTTPAddr().String(), Connections: 6, Duration: 5 * time.Minute,
+				Addr: in.HTTPAddr().String(), Connections: conns, Duration: limit,
 				Host: "app.example", BackendHeader: "X-Backend", Timeout: 10 * time.Second,
 			})
 			if err != nil {
@@ -428,33 +458,27 @@ func (c *cluster) load(t *testing.T) (stop func() (total, failed int)) {
 			results[i] = res
 		}()
 	}
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			cancel()
+	var once sync.Once
+	finish = func() []*loadclient.Result {
+		once.Do(func() {
+			stop()
 			wg.Wait()
-		}
-	})
-	return func() (total, failed int) {
-		stopped = true
-		cancel()
-		wg.Wait()
-		for i, res := range results {
-			if res == nil {
-				t.Errorf("instance %d: the load client did not run", i+1)
-				continue
+			for i, res := range results {
+				if res == nil {
+					t.Errorf("instance %d: the load client did not run", i+1)
+					continue
+				}
+				sum := res.Summarize()
+				t.Logf("instance %d: %d requests, %d failed, by pool %v", i+1, sum.Requests, sum.Failed, sum.ByBackend)
+				if sum.Requests == 0 || sum.Failed > 0 {
+					t.Errorf("instance %d: %d of %d requests failed (%v)", i+1, sum.Failed, sum.Requests, sum.ErrorKinds)
+				}
 			}
-			sum := res.Summarize()
-			total += sum.Requests
-			failed += sum.Failed
-			t.Logf("instance %d: %d requests, %d failed, by pool %v", i+1, sum.Requests, sum.Failed, sum.ByBackend)
-			if sum.Failed > 0 {
-				t.Errorf("instance %d: %d of %d requests failed (%v)", i+1, sum.Failed, sum.Requests, sum.ErrorKinds)
-			}
-			checkNoOldPool(t, i, res, c.log.of(i))
-		}
-		return total, failed
+		})
+		return results
 	}
+	t.Cleanup(func() { finish() })
+	return finish
 }
 
 // checkNoOldPool: a request sent after the instance applied a switch is

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -25,8 +26,18 @@ type Shared interface {
 	// Lock takes the deploy lock of i.Service for i, held by a lease
 	// that ends with this process; it is refused at once (*LockedError)
 	// when another deploy holds it. The lock announces i to the other
-	// instances, which start checking i.Pool.
+	// instances, which start checking i.Pool. A deploy with a canary or
+	// guard (i.Trial) holds it until its trial is over, however long.
 	Lock(ctx context.Context, i Intent) (release func(), err error)
+	// EndTrial asks the instance whose trial (canary, guard) holds the
+	// deploy lock of service to end it (action: promote or abort) and
+	// waits until that trial has acted: the service's stable or canary
+	// pool changed, or the lock was let go (also when its holder died
+	// and the lease expired). It returns the holder and the service's revision then, for
+	// the caller to await. ErrNoTrial: no trial holds the lock (the
+	// caller ends a held canary itself); *LockedError: a deploy without
+	// a trial holds it.
+	EndTrial(ctx context.Context, service, action string) (holder Intent, rev int64, err error)
 	// AwaitReady waits until every other live instance reports i.Pool
 	// ready for i; wait receives who is still waiting on what as it
 	// changes. It fails with *NotReadyError when ctx ends first.
@@ -56,7 +67,25 @@ type Follower interface {
 	// instance (on) or finished (off): the follower checks i.Pool itself
 	// and publishes its readiness.
 	Announced(i Intent, on bool)
+	// TrialEndAsked tells that an instance asked the trial holding the
+	// deploy lock to end (see Shared.EndTrial): the follower running
+	// that trial ends it.
+	TrialEndAsked(e TrialEnd)
 }
+
+// TrialEnd is a request to end the trial that holds a deploy lock.
+type TrialEnd struct {
+	Service string `json:"service"`
+	// ID is the holding intent's.
+	ID string `json:"id"`
+	// Action is admin.OpPromote or admin.OpAbort.
+	Action string `json:"action"`
+	// By is the instance that asked.
+	By string `json:"by"`
+}
+
+// ErrNoTrial is an EndTrial with no trial holding the service's lock.
+var ErrNoTrial = errors.New("no canary or guard holds the deploy lock")
 
 // Intent is a deploy or rollback announced through the deploy lock.
 type Intent struct {
@@ -68,6 +97,10 @@ type Intent struct {
 	Instance string    `json:"instance"`
 	Targets  []Target  `json:"targets,omitempty"`
 	Started  time.Time `json:"started"`
+	// Trial describes the deploy's canary and guard ("" without one),
+	// e.g. "canary 10%, 50%": such a deploy holds the lock until its
+	// trial is over.
+	Trial string `json:"trial,omitempty"`
 }
 
 // NewIntentID returns a fresh Intent.ID.
@@ -150,6 +183,10 @@ type LockedError struct {
 }
 
 func (e *LockedError) Error() string {
+	if h := e.Holder; h.Trial != "" {
+		return fmt.Sprintf("the %s of service %q to pool %q run by instance %s (started %s) holds the deploy lock in %s — end it first with cutover promote (the full switch to %q) or cutover abort (every client back on the stable pool), through any instance",
+			h.Trial, h.Service, h.Pool, h.Instance, h.Started.Format(time.RFC3339), e.Where, h.Pool)
+	}
 	return fmt.Sprintf("a %s of service %q to pool %q through instance %s (started %s) holds the deploy lock in %s — wait for it to finish, then retry",
 		e.Holder.Kind, e.Holder.Service, e.Holder.Pool, e.Holder.Instance, e.Holder.Started.Format(time.RFC3339), e.Where)
 }

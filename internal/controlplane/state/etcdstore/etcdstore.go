@@ -7,7 +7,9 @@
 // bound to the deployer's lease), the live instances (<prefix>instances/,
 // each bound to its instance's lease, with the revision it applied) and
 // each instance's readiness for a pool being switched to
-// (<prefix>ready/<service>/<pool>/<instance>).
+// (<prefix>ready/<service>/<pool>/<instance>), and the requests to end the
+// canary or guard that holds a lock (<prefix>end/<service>, bound to the
+// lock's lease), so promote and abort work through any instance.
 //
 // The etcd client library does the connection handling, retries, leases
 // and watches; what is here is the layout of keys and how a cutover keeps
@@ -50,6 +52,9 @@ const (
 	dirLocks     = "locks/"
 	dirInstances = "instances/"
 	dirReady     = "ready/"
+	// dirEnd holds the requests to end the trial holding a lock
+	// (end/<service>), bound to the lock's lease.
+	dirEnd = "end/"
 )
 
 // Defaults of Options.
@@ -453,6 +458,7 @@ func (s *Store) snapshot(ctx context.Context, f state.Follower, announced map[st
 	resp, err := s.cli.Txn(rctx).Then(
 		clientv3.OpGet(s.key(dirServices), clientv3.WithPrefix()),
 		clientv3.OpGet(s.key(dirLocks), clientv3.WithPrefix()),
+		clientv3.OpGet(s.key(dirEnd), clientv3.WithPrefix()),
 	).Commit()
 	cancel()
 	if err != nil {
@@ -488,6 +494,13 @@ func (s *Store) snapshot(ctx context.Context, f state.Follower, announced map[st
 			f.Announced(i, false)
 		}
 	}
+	// A request to end a trial made while the watch was down.
+	for _, kv := range resp.Responses[2].GetResponseRange().GetKvs() {
+		var e state.TrialEnd
+		if json.Unmarshal(kv.Value, &e) == nil {
+			f.TrialEndAsked(e)
+		}
+	}
 	return resp.Header.Revision, nil
 }
 
@@ -495,7 +508,7 @@ func (s *Store) watch(ctx context.Context, f state.Follower, announced map[strin
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
 	wch := s.cli.Watch(wctx, s.o.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
-	svcPrefix, lockPrefix := s.key(dirServices), s.key(dirLocks)
+	svcPrefix, lockPrefix, endPrefix := s.key(dirServices), s.key(dirLocks), s.key(dirEnd)
 	for {
 		var wr clientv3.WatchResponse
 		var ok bool
@@ -546,6 +559,11 @@ func (s *Store) watch(ctx context.Context, f state.Follower, announced map[strin
 				if json.Unmarshal(ev.Kv.Value, &i) == nil {
 					announced[svc] = i
 					f.Announced(i, true)
+				}
+			case strings.HasPrefix(k, endPrefix) && ev.Type == clientv3.EventTypePut:
+				var e state.TrialEnd
+				if json.Unmarshal(ev.Kv.Value, &e) == nil {
+					f.TrialEndAsked(e)
 				}
 			}
 		}
@@ -709,6 +727,103 @@ func (s *Store) Lock(ctx context.Context, i state.Intent) (func(), error) {
 			}
 		})
 	}, nil
+}
+
+// EndTrial asks the trial holding service's lock to end: the request is a
+// key bound to the lock's own lease (it goes with the lock), which the
+// holder's watch hands to its trial; then it waits for the trial to act.
+func (s *Store) EndTrial(ctx context.Context, service, action string) (state.Intent, int64, error) {
+	if p := s.Problem(); p != "" {
+		return state.Intent{}, 0, errors.New(p)
+	}
+	lk, sk := s.key(dirLocks, service), s.key(dirServices, service)
+	// A lock that changes hands (or whose lease just expired) between
+	// the read and the write is read again.
+	for range 3 {
+		rctx, cancel := s.timeout(ctx)
+		resp, err := s.cli.Txn(rctx).Then(clientv3.OpGet(lk), clientv3.OpGet(sk)).Commit()
+		cancel()
+		if err != nil {
+			return state.Intent{}, 0, s.unreachable(err)
+		}
+		locks := resp.Responses[0].GetResponseRange().GetKvs()
+		if len(locks) == 0 {
+			return state.Intent{}, 0, state.ErrNoTrial
+		}
+		var holder state.Intent
+		if err := json.Unmarshal(locks[0].Value, &holder); err != nil {
+			return state.Intent{}, 0, fmt.Errorf("%s: the deploy lock %s is not a cutover deploy (%v) — delete the key", s.Where(), lk, err)
+		}
+		if holder.Trial == "" {
+			return holder, 0, &state.LockedError{Holder: holder, Where: s.Where()}
+		}
+		var cur state.Service
+		var curRev int64
+		if kvs := resp.Responses[1].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			_, cur, _ = s.decodeService(kvs[0].Key, kvs[0].Value, kvs[0].ModRevision)
+			curRev = kvs[0].ModRevision
+		}
+		data, _ := json.Marshal(state.TrialEnd{Service: service, ID: holder.ID, Action: action, By: s.o.Instance})
+		rctx, cancel = s.timeout(ctx)
+		put, err := s.cli.Txn(rctx).
+			If(clientv3.Compare(clientv3.CreateRevision(lk), "=", locks[0].CreateRevision)).
+			Then(clientv3.OpPut(s.key(dirEnd, service), string(data), clientv3.WithLease(clientv3.LeaseID(locks[0].Lease)))).
+			Commit()
+		cancel()
+		if ctx.Err() != nil {
+			return holder, 0, ctx.Err()
+		}
+		if err != nil || !put.Succeeded {
+			continue
+		}
+		rev, err := s.awaitTrialEnd(ctx, service, put.Header.Revision, cur, curRev)
+		if err != nil {
+			return holder, 0, fmt.Errorf("instance %s was asked to %s the %s of service %q but has not acted yet: %w", holder.Instance, action, holder.Trial, service, err)
+		}
+		return holder, rev, nil
+	}
+	return state.Intent{}, 0, fmt.Errorf("%s: the deploy lock of service %q kept changing hands — retry", s.Where(), service)
+}
+
+// awaitTrialEnd waits, from revision rev on, until service's stable or
+// canary pool differs from cur's or its lock is let go, and returns the
+// service's revision then.
+func (s *Store) awaitTrialEnd(ctx context.Context, service string, rev int64, cur state.Service, curRev int64) (int64, error) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	lk, sk := s.key(dirLocks, service), s.key(dirServices, service)
+	wch := s.cli.Watch(wctx, s.o.Prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	for {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case wr, ok := <-wch:
+			if !ok || wr.Err() != nil {
+				if ctx.Err() != nil {
+					return 0, ctx.Err()
+				}
+				return 0, s.unreachable(fmt.Errorf("watch ended: %v", wr.Err()))
+			}
+			for _, ev := range wr.Events {
+				switch string(ev.Kv.Key) {
+				case sk:
+					if ev.Type != clientv3.EventTypePut {
+						continue
+					}
+					_, v, err := s.decodeService(ev.Kv.Key, ev.Kv.Value, ev.Kv.ModRevision)
+					if err != nil {
+						continue
+					}
+					curRev = ev.Kv.ModRevision
+					if v.Active != cur.Active || v.Canary != cur.Canary {
+						return curRev, nil
+					}
+				case lk:
+					return curRev, nil // let go (or expired and taken again)
+				}
+			}
+		}
+	}
 }
 
 // PublishReady writes this instance's readiness for r's pool under its

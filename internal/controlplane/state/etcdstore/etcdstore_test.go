@@ -43,6 +43,7 @@ type follower struct {
 	mu       sync.Mutex
 	services map[string]state.Service
 	intents  map[string]bool
+	ends     []state.TrialEnd
 }
 
 func newFollower() *follower {
@@ -61,6 +62,18 @@ func (f *follower) Announced(i state.Intent, on bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.intents[i.ID] = on
+}
+
+func (f *follower) TrialEndAsked(e state.TrialEnd) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ends = append(f.ends, e)
+}
+
+func (f *follower) asked() []state.TrialEnd {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]state.TrialEnd(nil), f.ends...)
 }
 
 func (f *follower) get(name string) state.Service {
@@ -146,6 +159,74 @@ func TestLockIsExclusiveAndAnnounced(t *testing.T) {
 		t.Fatalf("lock after release: %v", err)
 	}
 	release2()
+}
+
+// TestEndTrialReachesTheHolder: a promote or abort asked through another
+// store reaches the trial holding the lock and returns once the trial
+// acted; without a trial there is nothing to ask, and a plain deploy's
+// lock refuses it.
+func TestEndTrialReachesTheHolder(t *testing.T) {
+	a, b, fb := twoStores(t)
+	ctx := context.Background()
+	if _, _, err := a.EndTrial(ctx, "web", "abort"); !errors.Is(err, state.ErrNoTrial) {
+		t.Fatalf("EndTrial without a lock: %v, want ErrNoTrial", err)
+	}
+	plain, err := b.Lock(ctx, state.Intent{ID: "d1", Kind: "deploy", Service: "web", Pool: "green", Instance: "b", Started: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var le *state.LockedError
+	if _, _, err := a.EndTrial(ctx, "web", "abort"); !errors.As(err, &le) || le.Holder.ID != "d1" {
+		t.Fatalf("EndTrial of a plain deploy's lock: %v, want a LockedError naming it", err)
+	}
+	plain()
+
+	rev, err := b.Commit(ctx, []state.Change{{Service: "web", Value: &state.Service{Active: "blue", Canary: "green", Weight: 1000}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	trial := state.Intent{ID: "t1", Kind: "deploy", Service: "web", Pool: "green", Instance: "b", Started: time.Now(), Trial: "canary 10%"}
+	release, err := b.Lock(ctx, trial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	if _, err := a.Lock(ctx, state.Intent{ID: "x", Kind: "deploy", Service: "web", Pool: "green", Instance: "a"}); err == nil ||
+		!strings.Contains(err.Error(), "canary 10%") || !strings.Contains(err.Error(), "cutover abort") {
+		t.Fatalf("deploy lock during a trial: %v, want refused naming the trial and how to end it", err)
+	}
+	type result struct {
+		holder state.Intent
+		rev    int64
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		h, r, err := a.EndTrial(ctx, "web", "abort")
+		done <- result{h, r, err}
+	}()
+	waitFor(t, "the holder is asked to end its trial", func() bool { return len(fb.asked()) > 0 })
+	if e := fb.asked()[0]; e.ID != "t1" || e.Action != "abort" || e.By != "a" {
+		t.Fatalf("the holder was asked %+v, want abort of t1 by a", e)
+	}
+	// A canary step (only the weight moves) is not the trial acting.
+	step, err := b.Commit(ctx, []state.Change{{Service: "web", Value: &state.Service{Active: "blue", Canary: "green", Weight: 5000}, Revision: rev}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("EndTrial returned %+v after a weight step, before the trial acted", r)
+	case <-time.After(200 * time.Millisecond):
+	}
+	dropped, err := b.Commit(ctx, []state.Change{{Service: "web", Value: &state.Service{Active: "blue"}, Revision: step}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := <-done
+	if r.err != nil || r.rev != dropped || r.holder.ID != "t1" {
+		t.Fatalf("EndTrial = %+v, want the holder t1 and revision %d", r, dropped)
+	}
 }
 
 // TestHelperLockHolder is the process TestKilledDeployerLockExpires kills.
