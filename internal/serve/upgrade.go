@@ -49,6 +49,7 @@ import (
 	"time"
 
 	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/controlplane/state/etcdstore"
 	"github.com/cutover/cutover/internal/dataplane/listen"
 )
 
@@ -267,6 +268,11 @@ func (in *Instance) handOver(binary string, timeout time.Duration) (*admin.Upgra
 	fail := func(why string) error {
 		cmd.Process.Kill()
 		<-exited
+		if in.store != nil {
+			// The new process may have registered the instance in etcd
+			// over this one: this one is the instance again.
+			in.store.Claim()
+		}
 		if leaseGone {
 			// The child is dead, so its lease is free: take it back.
 			l, err := acquireLease(in.cfg.StateDir, 5*time.Second)
@@ -545,6 +551,17 @@ func (c *child) takeOver(in *Instance) error {
 			break
 		}
 		<-tick.C
+	}
+	if in.store != nil {
+		// Registered before the old process can leave, so the other
+		// instances (status, the readiness gate of their deploys) see
+		// this instance all along; a store that does not answer does
+		// not hold the upgrade up longer than an instance lease.
+		select {
+		case <-in.store.Registered():
+		case <-time.After(min(time.Until(deadline), etcdstore.DefaultInstanceTTL)):
+			in.log.Warn("upgrade: not registered in the etcd store yet; taking over anyway (it registers once etcd answers)", "store", in.store.Where())
+		}
 	}
 	if _, err := io.WriteString(c.status, fmt.Sprintf("%s %d\n", msgReady, os.Getpid())); err != nil {
 		select {

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 
 	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
@@ -211,11 +210,7 @@ func TestKilledTrialHolderLockExpires(t *testing.T) {
 		t.Fatal("the helper did not start its canary within 60s")
 	}
 	waitFor(t, "edge-1 applies the helper's canary", 10*time.Second, func() bool { return webStatus(t, b).Canary == "green" })
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.etcd.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
+	cli := c.etcd.Client(t)
 	lockKey := config.DefaultEtcdPrefix + "locks/web"
 	got, err := cli.Get(context.Background(), lockKey)
 	if err != nil || len(got.Kvs) == 0 {

@@ -154,6 +154,20 @@ type Store struct {
 	resync chan struct{}
 	// lease is the instance lease (0 while there is none).
 	lease atomic.Int64
+	// claim: the next registration takes the instance's name whoever
+	// holds it (set at Open and by Claim). Other registrations only
+	// renew this process's own, so the process an upgrade replaced can
+	// no longer overwrite its successor's.
+	claim atomic.Bool
+	// registered is the lease the registration was last written with (0:
+	// none yet); superseded: another process of this instance holds the
+	// name now (the new process of an upgrade), so this one publishes
+	// nothing more.
+	registered atomic.Int64
+	superseded atomic.Bool
+	// registeredCh is closed at the first registration.
+	registeredCh   chan struct{}
+	registeredOnce sync.Once
 
 	mu      sync.Mutex
 	applied map[string]state.Service
@@ -236,8 +250,10 @@ func newStore(o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd store %s: %w", strings.Join(o.Endpoints, ", "), err)
 	}
-	s := &Store{o: o, cli: cli, log: o.Logger, resync: make(chan struct{}, 1), kick: make(chan struct{}, 1), applied: map[string]state.Service{}}
+	s := &Store{o: o, cli: cli, log: o.Logger, resync: make(chan struct{}, 1), kick: make(chan struct{}, 1), applied: map[string]state.Service{},
+		registeredCh: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.claim.Store(true)
 	// Until the first probe answers, the store counts as unreachable.
 	s.setProblem(errors.New("not connected yet"))
 	return s, nil
@@ -620,7 +636,7 @@ func (s *Store) publish() {
 			snap[k] = v
 		}
 		s.mu.Unlock()
-		if rev != cached && s.o.CacheDir != "" {
+		if rev != cached && s.o.CacheDir != "" && !s.superseded.Load() {
 			st := state.New()
 			st.Revision, st.Services = rev, snap
 			if err := state.Save(s.cachePath(), st); err != nil {
@@ -635,12 +651,77 @@ func (s *Store) publish() {
 		}
 		data, _ := json.Marshal(registration{Applied: rev, PID: os.Getpid(), Since: since})
 		ctx, cancel := s.timeout(s.ctx)
-		if _, err := s.cli.Put(ctx, s.key(dirInstances, s.o.Instance), string(data), clientv3.WithLease(clientv3.LeaseID(id))); err != nil && s.ctx.Err() == nil {
+		if err := s.putRegistration(ctx, clientv3.LeaseID(id), string(data)); err != nil && s.ctx.Err() == nil {
 			s.log.Warn("etcd store: publishing the applied revision failed", "err", err)
 		}
 		cancel()
 	}
 }
+
+// putRegistration writes instances/<name> under lease id: at a claim
+// whoever held the name, else only over this process's own registration
+// (or when nobody holds the name).
+func (s *Store) putRegistration(ctx context.Context, id clientv3.LeaseID, data string) error {
+	k := s.key(dirInstances, s.o.Instance)
+	put := clientv3.OpPut(k, data, clientv3.WithLease(id))
+	var cmp clientv3.Cmp
+	switch {
+	case s.claim.Load():
+		if _, err := s.cli.Put(ctx, k, data, clientv3.WithLease(id)); err != nil {
+			return err
+		}
+		s.claim.Store(false)
+		s.noteRegistered(id)
+		return nil
+	case s.registered.Load() == int64(id):
+		cmp = clientv3.Compare(clientv3.LeaseValue(k), "=", id)
+	default:
+		// A new lease (the old one expired): the name is free unless
+		// another process took it meanwhile.
+		cmp = clientv3.Compare(clientv3.CreateRevision(k), "=", 0)
+	}
+	resp, err := s.cli.Txn(ctx).If(cmp).Then(put).Else(clientv3.OpGet(k)).Commit()
+	if err != nil {
+		return err
+	}
+	if resp.Succeeded {
+		s.noteRegistered(id)
+		return nil
+	}
+	kvs := resp.Responses[0].GetResponseRange().GetKvs()
+	if len(kvs) == 0 {
+		// The name went free (its holder left): take it again.
+		resp, err = s.cli.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).Then(put).Commit()
+		if err == nil && resp.Succeeded {
+			s.noteRegistered(id)
+		}
+		return err
+	}
+	if kvs[0].Lease != int64(id) && !s.superseded.Swap(true) {
+		var r registration
+		json.Unmarshal(kvs[0].Value, &r)
+		s.log.Info("etcd store: another process of this instance registered (the new process of an upgrade); this one publishes nothing more",
+			"instance", s.o.Instance, "pid", r.PID)
+	}
+	return nil
+}
+
+func (s *Store) noteRegistered(id clientv3.LeaseID) {
+	s.registered.Store(int64(id))
+	s.superseded.Store(false)
+	s.registeredOnce.Do(func() { close(s.registeredCh) })
+}
+
+// Claim makes this process the instance's registration again, over any
+// other process of the same instance (the old process of an upgrade that
+// failed takes its name back from the new one it stopped).
+func (s *Store) Claim() {
+	s.claim.Store(true)
+	s.kickPublish()
+}
+
+// Registered is closed once this process has registered the instance.
+func (s *Store) Registered() <-chan struct{} { return s.registeredCh }
 
 // register keeps the instance lease: granted, kept alive, granted again
 // after it was lost (an instance cut off longer than its TTL).
@@ -833,14 +914,33 @@ func (s *Store) PublishReady(ctx context.Context, r state.Readiness) error {
 	if id == 0 {
 		return fmt.Errorf("%s: instance %s is not registered yet", s.Where(), s.o.Instance)
 	}
+	if s.superseded.Load() {
+		return nil // the process that replaced this one publishes its own
+	}
 	data, _ := json.Marshal(r)
 	ctx, cancel := s.timeout(ctx)
 	defer cancel()
-	_, err := s.cli.Put(ctx, s.key(dirReady, r.Service, r.Pool, r.Instance), string(data), clientv3.WithLease(clientv3.LeaseID(id)))
+	// Only under this process's own registration: the process an
+	// upgrade replaced must not write over its successor's readiness.
+	ik := s.key(dirInstances, s.o.Instance)
+	resp, err := s.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(ik), "=", id)).
+		Then(clientv3.OpPut(s.key(dirReady, r.Service, r.Pool, r.Instance), string(data), clientv3.WithLease(clientv3.LeaseID(id)))).
+		Else(clientv3.OpGet(ik, clientv3.WithKeysOnly())).
+		Commit()
 	if err != nil {
 		return s.unreachable(err)
 	}
-	return nil
+	if resp.Succeeded {
+		return nil
+	}
+	if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 && s.registered.Load() != 0 && !s.claim.Load() {
+		// Registered before, and another process holds the name now.
+		s.superseded.Store(true)
+		return nil
+	}
+	s.kickPublish()
+	return fmt.Errorf("%s: instance %s is not registered yet", s.Where(), s.o.Instance)
 }
 
 // AwaitReady waits until every other live instance published i.Pool

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/testutil/etcdtest"
 )
@@ -226,6 +229,61 @@ func TestEndTrialReachesTheHolder(t *testing.T) {
 	r := <-done
 	if r.err != nil || r.rev != dropped || r.holder.ID != "t1" {
 		t.Fatalf("EndTrial = %+v, want the holder t1 and revision %d", r, dropped)
+	}
+}
+
+// TestNewProcessKeepsTheRegistration: the process an upgrade starts (a
+// second store of the same instance) takes the registration at once; the
+// old one can no longer write over it, its leaving does not remove it, and
+// an old process whose upgrade failed takes it back with Claim.
+func TestNewProcessKeepsTheRegistration(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	cli := c.Client(t)
+	key := config.DefaultEtcdPrefix + dirInstances + "edge"
+	leaseOf := func() int64 {
+		resp, err := cli.Get(context.Background(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Kvs) == 0 {
+			return 0
+		}
+		return resp.Kvs[0].Lease
+	}
+	old := open(t, c.Endpoints(), "edge")
+	<-old.Registered()
+	waitFor(t, "the old process registered", func() bool { return leaseOf() == old.lease.Load() })
+
+	fresh := open(t, c.Endpoints(), "edge")
+	<-fresh.Registered()
+	if got := leaseOf(); got != fresh.lease.Load() {
+		t.Fatalf("after the new process registered the key has lease %x, want the new process's %x", got, fresh.lease.Load())
+	}
+	// The old process applies a change (it still serves while draining)
+	// and publishes readiness: neither writes over the new process.
+	old.Applied(map[string]state.Service{"web": {Active: "green", Revision: 7}})
+	if err := old.PublishReady(context.Background(), state.Readiness{ID: "x", Service: "web", Pool: "green", Instance: "edge", Ready: true}); err != nil {
+		t.Fatalf("readiness of the replaced process: %v, want dropped quietly", err)
+	}
+	waitFor(t, "the old process to see it is replaced", func() bool { return old.superseded.Load() })
+	if got := leaseOf(); got != fresh.lease.Load() {
+		t.Fatalf("the old process wrote over the new one's registration (lease %x, want %x)", got, fresh.lease.Load())
+	}
+	ready, err := cli.Get(context.Background(), config.DefaultEtcdPrefix+dirReady, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil || ready.Count != 0 {
+		t.Fatalf("the replaced process published readiness (%d keys, %v)", ready.Count, err)
+	}
+	// An upgrade that failed: the new process goes, the old claims back.
+	fresh.Close()
+	old.Claim()
+	waitFor(t, "the old process to take its registration back", func() bool { return leaseOf() == old.lease.Load() })
+
+	// And a successful one: the old process leaving keeps the new one's.
+	next := open(t, c.Endpoints(), "edge")
+	<-next.Registered()
+	old.Close()
+	if got := leaseOf(); got != next.lease.Load() {
+		t.Fatalf("after the old process left the registration has lease %x, want the new process's %x", got, next.lease.Load())
 	}
 }
 
