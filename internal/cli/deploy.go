@@ -80,7 +80,7 @@ func newDeployCmd(s Streams) *cobra.Command {
 			}
 			defer c.Close()
 			if len(containers) > 0 {
-				addrs, err := containerTargets(cmd.Context(), at, c, req, containers, network)
+				addrs, err := containerTargets(cmd.Context(), at, c, req, containers, network, cmd.ErrOrStderr())
 				if err != nil {
 					return err
 				}

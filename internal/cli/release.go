@@ -169,12 +169,13 @@ func waitDockerMembers(ctx context.Context, api *admin.Client, req admin.DeployR
 }
 
 // containerTargets resolves `deploy --container NAME[:PORT]` on the client
-// side, through the Docker Engine the CLI reaches: each container's
+// side, through the Docker Engines the CLI reaches (every one of
+// docker.hosts, the union): each container's
 // address on the network (--network, else docker.network of -c FILE, else
 // the container's only network). The addresses are sent as targets, so the
 // pool keeps them as given; pools that should follow their containers
 // across restarts are declared in the configuration instead.
-func containerTargets(ctx context.Context, at adminTarget, api *admin.Client, req admin.DeployRequest, refs []string, networkName string) ([]string, error) {
+func containerTargets(ctx context.Context, at adminTarget, api *admin.Client, req admin.DeployRequest, refs []string, networkName string, warn io.Writer) ([]string, error) {
 	st, err := api.Status(ctx, req.Service)
 	if err != nil {
 		return nil, apiError(err)
@@ -186,25 +187,19 @@ func containerTargets(ctx context.Context, at adminTarget, api *admin.Client, re
 			}
 		}
 	}
-	host := ""
+	hosts := []string{""}
 	if cfg := at.loadConfig(); cfg != nil {
-		host = cfg.Docker.Host
+		hosts = cfg.Docker.Engines()
 		if networkName == "" {
 			networkName = cfg.Docker.Network
 		}
 	}
-	eng, err := docker.Connect(ctx, host)
+	out, down, err := docker.ContainerTargets(ctx, hosts, refs, networkName)
 	if err != nil {
 		return nil, &exitError{code: 2, err: err}
 	}
-	defer eng.Close()
-	var out []string
-	for _, ref := range refs {
-		addr, _, err := eng.ContainerTarget(ctx, ref, networkName)
-		if err != nil {
-			return nil, &exitError{code: 2, err: fmt.Errorf("--container %s: %w", ref, err)}
-		}
-		out = append(out, addr)
+	for _, d := range down {
+		fmt.Fprintf(warn, "warning: %v — the containers named by --container on it are left out\n", d)
 	}
 	return out, nil
 }
