@@ -138,8 +138,14 @@ func (m *Manager) publishAppliedLocked() {
 // Announced starts (on) or stops checking the pool of a deploy or
 // rollback another instance announced (state.Follower).
 func (m *Manager) Announced(i state.Intent, on bool) {
-	if i.Instance == m.shared.Instance() || i.Kind == admin.OpAbort {
-		return // the deployer checks the pool in its own deploy; an abort goes back to the live pool
+	if i.Instance == m.shared.Instance() {
+		if !on {
+			m.lockGone(i)
+		}
+		return // the deployer checks the pool in its own deploy
+	}
+	if i.Kind == admin.OpAbort {
+		return // an abort goes back to the pool every instance serves
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -183,6 +189,20 @@ func (m *Manager) Announced(i state.Intent, on bool) {
 		defer m.wg.Done()
 		m.prepare(ctx, s, pr)
 	}()
+}
+
+// lockGone tells when the lock of a trial still running here went away
+// (its lease expired while etcd could not be reached): another instance
+// may take the lock and deploy now.
+func (m *Manager) lockGone(i state.Intent) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range m.services {
+		if t := s.trial; s.name == i.Service && t != nil && t.lockID == i.ID {
+			m.log.Error("the deploy lock of the canary or guard running here expired (etcd was out of reach longer than its lease): another instance may deploy meanwhile — end this trial with cutover promote or cutover abort",
+				"service", s.name, "pool", t.pool, "trial", i.Trial, "store", m.store.Where())
+		}
+	}
 }
 
 // readyRepublish is how often readiness that could not be published is
