@@ -767,25 +767,8 @@ func (s *Store) Lock(ctx context.Context, i state.Intent) (func(), error) {
 	}
 	rctx, cancel := s.timeout(ctx)
 	defer cancel()
-	k := s.key(dirLocks, i.Service)
-	data, _ := json.Marshal(i)
-	resp, err := s.cli.Txn(rctx).
-		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-		Then(clientv3.OpPut(k, string(data), clientv3.WithLease(g.ID))).
-		Else(clientv3.OpGet(k)).Commit()
-	if err != nil || !resp.Succeeded {
-		s.cli.Revoke(rctx, g.ID)
-	}
-	if err != nil {
-		return nil, s.unreachable(err)
-	}
-	if !resp.Succeeded {
-		var holder state.Intent
-		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
-			json.Unmarshal(kvs[0].Value, &holder)
-		}
-		return nil, &state.LockedError{Holder: holder, Where: s.Where()}
-	}
+	// Kept alive from the grant on: a slow transaction must not outlast
+	// the lease.
 	kctx, stop := context.WithCancel(context.Background())
 	ka, err := s.cli.KeepAlive(kctx, g.ID)
 	if err != nil {
@@ -797,6 +780,35 @@ func (s *Store) Lock(ctx context.Context, i state.Intent) (func(), error) {
 		for range ka {
 		}
 	}()
+	k := s.key(dirLocks, i.Service)
+	data, _ := json.Marshal(i)
+	var resp *clientv3.TxnResponse
+	// Tried again like a read (a member that just stopped can take the
+	// first try with it): a first try that took the lock shows as held
+	// by this very intent.
+	err = s.twice(ctx, func(ctx context.Context) (err error) {
+		resp, err = s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+			Then(clientv3.OpPut(k, string(data), clientv3.WithLease(g.ID))).
+			Else(clientv3.OpGet(k)).Commit()
+		return err
+	})
+	if err != nil {
+		stop()
+		s.cli.Revoke(rctx, g.ID)
+		return nil, s.unreachable(err)
+	}
+	if !resp.Succeeded {
+		var holder state.Intent
+		if kvs := resp.Responses[0].GetResponseRange().GetKvs(); len(kvs) > 0 {
+			json.Unmarshal(kvs[0].Value, &holder)
+		}
+		if holder.ID != i.ID {
+			stop()
+			s.cli.Revoke(rctx, g.ID)
+			return nil, &state.LockedError{Holder: holder, Where: s.Where()}
+		}
+	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {

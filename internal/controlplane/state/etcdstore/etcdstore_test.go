@@ -21,7 +21,10 @@ import (
 
 func open(t *testing.T, endpoints []string, name string) *Store {
 	t.Helper()
-	s, err := Open(Options{Endpoints: endpoints, Instance: name, CacheDir: t.TempDir(), InstanceTTL: 2 * time.Second, LockTTL: 2 * time.Second})
+	// The locks these stores take are let go by the tests; a lease as
+	// short as the instances' could expire on a busy machine between its
+	// grant and its first keep-alive.
+	s, err := Open(Options{Endpoints: endpoints, Instance: name, CacheDir: t.TempDir(), InstanceTTL: 2 * time.Second, LockTTL: DefaultLockTTL})
 	if err != nil {
 		t.Fatal(err)
 	}
