@@ -165,8 +165,15 @@ func TestHelperTrialHolder(t *testing.T) {
 
 // TestKilledTrialHolderLockExpires: the process running a canary is
 // killed with SIGKILL; until its lock's lease expires a deploy is refused
-// naming the canary, then the next deploy proceeds.
+// naming the canary, then the next deploy proceeds. An abort made right
+// after the kill waits for the lock to expire and then ends the canary
+// the dead process left.
 func TestKilledTrialHolderLockExpires(t *testing.T) {
+	t.Run("deploy once the lock expired", func(t *testing.T) { killTrialHolder(t, false) })
+	t.Run("abort at once", func(t *testing.T) { killTrialHolder(t, true) })
+}
+
+func killTrialHolder(t *testing.T, abort bool) {
 	c := start(t, 1)
 	b := c.ins[0]
 	finish := load(t, c.ins, 4, 2*time.Minute)
@@ -234,6 +241,16 @@ func TestKilledTrialHolderLockExpires(t *testing.T) {
 	refusedBusy(t, "deploy while the killed holder's lock lives", err, "canary 10%", "instance edge-doomed", "cutover abort")
 	if st := webStatus(t, b); st.Revision != before.Revision {
 		t.Fatalf("the refused deploy moved the revision from %d to %d", before.Revision, st.Revision)
+	}
+	if abort {
+		res, err := b.Manager().Abort(ctx, admin.TrialRequest{Service: "web", Timeout: admin.Duration(20 * time.Second)}, nil)
+		if err != nil {
+			t.Fatalf("abort through edge-1 of the killed holder's canary: %v", err)
+		}
+		t.Logf("abort through edge-1 %s after the canary's holder was killed: %s", time.Since(killed).Round(time.Millisecond), res.Message)
+		if st := webStatus(t, b); st.Active != "blue" || st.Canary != "" {
+			t.Fatalf("after the abort: active %s canary %q, want blue alone", st.Active, st.Canary)
+		}
 	}
 	expired := false
 	for wr := range gone {
