@@ -362,6 +362,50 @@ func TestReleaseOnDocker(t *testing.T) {
 			t.Fatalf("deploy --container of a missing container exited %d, want 2", code)
 		}
 	})
+
+	t.Run("deploy --container looks on every engine of docker.hosts", func(t *testing.T) {
+		// The real engine, and one that does not answer (a socket path
+		// nothing listens on).
+		dead := "unix://" + filepath.Join(t.TempDir(), "no-engine.sock")
+		cfgPath := filepath.Join(t.TempDir(), "cutover.yaml")
+		body := fmt.Sprintf("listen: {http: \"127.0.0.1:1\"}\ndocker:\n  network: %s\n  hosts: [%q, %q]\nservices:\n  web:\n    pools:\n      blue: [\"127.0.0.1:1\"]\n", net.Name, eng.Host(), dead)
+		if err := os.WriteFile(cfgPath, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		green, err := eng.ComposeContainers(ctx, name+"-green", nil)
+		if err != nil || len(green) != 2 {
+			t.Fatalf("green containers: %v %v", green, err)
+		}
+		out, code := runReleaseCLI(t, "deploy", "multi", "--socket", socket, "-c", cfgPath, "--container", green[1].Name+":8000", "--timeout", "30s")
+		t.Logf("deploy output:\n%s", out)
+		if code != 0 {
+			t.Fatalf("deploy multi --container with docker.hosts exited %d", code)
+		}
+		if !strings.Contains(out, "warning: cannot reach the Docker Engine at "+dead) {
+			t.Errorf("the output does not warn that %s was left out", dead)
+		}
+		addr, err := docker.Addr(green[1], net, 8000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := inst.Manager().Status("web")
+		if st[0].Active != "multi" {
+			t.Fatalf("active %q after deploy multi", st[0].Active)
+		}
+		for _, p := range st[0].Pools {
+			if p.Name == "multi" && (len(p.Targets) != 1 || p.Targets[0].Addr != addr) {
+				t.Fatalf("multi targets %+v, want %s", p.Targets, addr)
+			}
+		}
+		missing := "no-such-container-" + prefix
+		out, code = runReleaseCLI(t, "deploy", "canary", "--socket", socket, "-c", cfgPath, "--container", missing+":8000")
+		if code != 2 || !strings.Contains(out, "none on "+eng.Host()) || !strings.Contains(out, dead) || !strings.Contains(out, missing) {
+			t.Fatalf("deploy --container of a container no engine has: exit %d, want 2 naming it and both engines:\n%s", code, out)
+		}
+		if st, _ := inst.Manager().Status("web"); st[0].Active != "multi" {
+			t.Fatalf("the refused deploy switched to %q", st[0].Active)
+		}
+	})
 }
 
 // strictLoad is a few keep-alive clients sending GET / in a loop, each
