@@ -292,7 +292,11 @@ func (m *Manager) lockShared(ctx context.Context, s *service, i state.Intent, sp
 		}
 		return i, nil, stateRefusal(i.Kind, s.name, i.Pool, live, err)
 	}
-	progress(m.event(s.name, i.Pool, admin.PhaseHealth, fmt.Sprintf("took the deploy lock of service %q in %s; every live instance checks %q", s.name, m.store.Where(), i.Pool)))
+	msg := fmt.Sprintf("took the deploy lock of service %q in %s; every live instance checks %q", s.name, m.store.Where(), i.Pool)
+	if i.Kind == admin.OpAbort {
+		msg = fmt.Sprintf("took the deploy lock of service %q in %s", s.name, m.store.Where())
+	}
+	progress(m.event(s.name, i.Pool, admin.PhaseHealth, msg))
 	return i, release, nil
 }
 
