@@ -204,7 +204,10 @@ func killTrialHolder(t *testing.T, abort bool) {
 		for sc.Scan() {
 			if sc.Text() == "holding" {
 				holding <- true
+				continue
 			}
+			// Its test output: why it did not get to hold, if it did not.
+			t.Logf("helper: %s", sc.Text())
 		}
 		close(holding)
 	}()
