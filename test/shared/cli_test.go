@@ -282,3 +282,39 @@ func deadAddr(t *testing.T) string {
 	l.Close()
 	return addr
 }
+
+// TestCLIEndsARunningCanary: abort and promote with --etcd reach the
+// canary an instance runs (it holds the deploy lock): that instance acts,
+// and the CLI returns once every instance applied it; no request fails.
+func TestCLIEndsARunningCanary(t *testing.T) {
+	c := start(t, 3)
+	file := c.cliFile(t)
+	finish := load(t, c.ins, 4, 2*time.Minute)
+	timeout := admin.Duration(20 * time.Second)
+	for _, end := range []string{"abort", "promote"} {
+		res, err := c.ins[0].Manager().Deploy(context.Background(), admin.DeployRequest{Service: "web", Pool: "green", Canary: []float64{50}, Timeout: timeout}, nil)
+		if err != nil || res.Canary != 50 {
+			t.Fatalf("canary through edge-1: %+v, %v", res, err)
+		}
+		for i, in := range c.ins {
+			waitFor(t, fmt.Sprintf("instance %d applies the canary", i+1), 10*time.Second, func() bool { return webStatus(t, in).Canary == "green" })
+		}
+		out, err := cutover(t, end, "--etcd", c.etcdFlag(), "-c", file)
+		if err != nil || !strings.Contains(out, "done by instance edge-1") {
+			t.Fatalf("cutover %s --etcd of edge-1's running canary: %v\n%s", end, err, out)
+		}
+		t.Logf("cutover %s --etcd:\n%s", end, out)
+		want := "blue"
+		if end == "promote" {
+			want = "green"
+		}
+		// The CLI returned once every instance applied what the trial did.
+		for i, in := range c.ins {
+			if st := webStatus(t, in); st.Active != want || st.Canary != "" {
+				t.Fatalf("after cutover %s --etcd: instance %d serves %s with canary %q, want %s alone", end, i+1, st.Active, st.Canary, want)
+			}
+		}
+		waitFor(t, "edge-1's trial to end", 10*time.Second, func() bool { return webStatus(t, c.ins[0]).Operation == nil })
+	}
+	finish()
+}

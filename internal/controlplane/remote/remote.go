@@ -41,6 +41,7 @@ type Store interface {
 	AwaitReady(ctx context.Context, i state.Intent, wait func([]state.Waiting)) error
 	Status(ctx context.Context) state.SharedStatus
 	AwaitApplied(ctx context.Context, rev int64, wait func(applied, behind []string)) error
+	EndTrial(ctx context.Context, service, action string) (holder state.Intent, rev int64, err error)
 }
 
 // ApplyTimeout bounds the wait for every live instance to report that it
@@ -136,11 +137,18 @@ func (c *Client) Rollback(ctx context.Context, req admin.RollbackRequest, progre
 	return c.commit(ctx, change{kind: admin.OpRollback, service: name, pool: pool, cur: cur, gate: true, timeout: rules.Timeout(req.Timeout), next: sw.Next}, progress)
 }
 
-// Promote makes a service's held canary or preview pool its stable pool:
-// a deploy of that pool.
+// Promote ends the canary or guard an instance runs for the service with
+// the full switch (that instance does it), or makes a held canary or
+// preview pool the stable pool: a deploy of that pool.
 func (c *Client) Promote(ctx context.Context, req admin.TrialRequest, progress func(admin.Event)) (*admin.DeployResult, error) {
 	name, cur, err := c.current(ctx, req.Service, admin.OpPromote, "")
 	if err != nil {
+		return nil, err
+	}
+	if res, done, err := c.endTrial(ctx, name, admin.OpPromote, cur, rules.Timeout(req.Timeout), progress); done {
+		return res, err
+	}
+	if name, cur, err = c.current(ctx, name, admin.OpPromote, ""); err != nil {
 		return nil, err
 	}
 	pool, err := rules.Held(cur, name, admin.OpPromote)
@@ -150,11 +158,19 @@ func (c *Client) Promote(ctx context.Context, req admin.TrialRequest, progress f
 	return c.Deploy(ctx, admin.DeployRequest{Service: name, Pool: pool, Timeout: req.Timeout}, progress)
 }
 
-// Abort takes a service's held canary or preview pool out of its routing
-// (no health gate: every request goes to the stable pool, which serves).
+// Abort ends the canary or guard an instance runs for the service (that
+// instance sends every client back to the stable pool), or takes a held
+// canary or preview pool out of the routing (no health gate: every
+// request goes to the stable pool, which serves).
 func (c *Client) Abort(ctx context.Context, req admin.TrialRequest, progress func(admin.Event)) (*admin.DeployResult, error) {
 	name, cur, err := c.current(ctx, req.Service, admin.OpAbort, "")
 	if err != nil {
+		return nil, err
+	}
+	if res, done, err := c.endTrial(ctx, name, admin.OpAbort, cur, rules.Timeout(req.Timeout), progress); done {
+		return res, err
+	}
+	if name, cur, err = c.current(ctx, name, admin.OpAbort, ""); err != nil {
 		return nil, err
 	}
 	pool, err := rules.Held(cur, name, admin.OpAbort)
@@ -163,6 +179,73 @@ func (c *Client) Abort(ctx context.Context, req admin.TrialRequest, progress fun
 	}
 	next := func(cur state.Service) (state.Service, error) { return rules.Drop(cur, pool), nil }
 	return c.commit(ctx, change{kind: admin.OpAbort, service: name, pool: pool, cur: cur, next: next}, progress)
+}
+
+// endTrial hands a promote or abort (verb) to the instance whose canary or
+// guard holds the service's deploy lock, as a promote or abort through an
+// instance does, and waits until every live instance applied what the
+// trial did. done is false when no trial holds the lock, or its holder
+// went away without acting: the caller then ends a held canary or preview
+// itself.
+func (c *Client) endTrial(ctx context.Context, service, verb string, before state.Service, timeout time.Duration, progress func(admin.Event)) (res *admin.DeployResult, done bool, err error) {
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	holder, rev, err := c.o.Store.EndTrial(actx, service, verb)
+	var le *state.LockedError
+	switch {
+	case errors.Is(err, state.ErrNoTrial):
+		return nil, false, nil
+	case errors.As(err, &le):
+		return nil, true, rules.Errorf(admin.KindBusy, "%s of service %q refused: %v", verb, service, err)
+	case err != nil && actx.Err() != nil:
+		return nil, true, rules.Errorf(admin.KindCanceled, "%s of service %q: %v — cutover status --etcd shows where it is; retry to ask again", verb, service, err)
+	case err != nil:
+		return nil, true, unreachable(verb, service, "", err.Error())
+	}
+	stored, err := c.o.Store.Load(ctx)
+	if err != nil {
+		return nil, true, unreachable(verb, service, "", err.Error())
+	}
+	d := stored[service]
+	if d.Active == before.Active && d.Canary == before.Canary && (d.Canary != "" || verb == admin.OpAbort) {
+		return nil, false, nil // its holder went away without acting
+	}
+	ch := change{kind: verb, service: service, pool: holder.Pool}
+	progress(event(ch, admin.PhaseSwitch, fmt.Sprintf("instance %s, which runs the %s of %q, did the %s: revision %d", holder.Instance, holder.Trial, holder.Pool, verb, rev)))
+	res = &admin.DeployResult{Service: service, Operation: verb, Pool: d.Active, From: holder.Pool, Revision: rev}
+	what := fmt.Sprintf("%q takes every client of service %q", d.Active, service)
+	if d.Canary != "" {
+		what = fmt.Sprintf("the canary %q still takes %s of service %q", d.Canary, rules.PercentOf(d.Weight), service)
+	}
+	res.Message = fmt.Sprintf("%s of %q done by instance %s, which runs its %s: %s at revision %d", verb, holder.Pool, holder.Instance, holder.Trial, what, rev)
+	c.awaitApplied(ctx, ch, rev, res, progress)
+	return res, true, nil
+}
+
+// awaitApplied waits (up to ApplyTimeout) until every live instance
+// applied revision rev, and notes in res who did, or who is behind.
+func (c *Client) awaitApplied(ctx context.Context, ch change, rev int64, res *admin.DeployResult, progress func(admin.Event)) {
+	start := time.Now()
+	actx, cancel := context.WithTimeout(ctx, ApplyTimeout)
+	defer cancel()
+	var behind []string
+	seen := map[string]bool{}
+	err := c.o.Store.AwaitApplied(actx, rev, func(applied, b []string) {
+		behind = b
+		for _, n := range applied {
+			if !seen[n] {
+				seen[n] = true
+				res.AppliedBy = append(res.AppliedBy, n)
+				progress(event(ch, admin.PhaseSwitch, fmt.Sprintf("instance %s applied revision %d (%s after this command saw it committed)", n, rev, human.Duration(time.Since(start)))))
+			}
+		}
+	})
+	if err != nil {
+		res.Warnings = append(res.Warnings, fmt.Sprintf("not every instance reported applying revision %d within %s (still behind: %s): the change is committed, and each applies it once it reaches etcd — cutover status --etcd shows where each is",
+			rev, ApplyTimeout, strings.Join(behind, ", ")))
+		return
+	}
+	res.Message += fmt.Sprintf("; applied by %s, each draining what lost traffic on its own", strings.Join(res.AppliedBy, ", "))
 }
 
 // current finds the service (the only one when name is "") and its
@@ -279,30 +362,11 @@ func (c *Client) commit(ctx context.Context, ch change, progress func(admin.Even
 		what = fmt.Sprintf("aborted %q: service %q is served by %q alone", ch.pool, ch.service, nx.Active)
 	}
 	progress(event(ch, admin.PhaseSwitch, fmt.Sprintf("committed revision %d to %s: %s; every instance applies it through its watch", rev, st.Where(), what)))
-	actx, cancel := context.WithTimeout(ctx, ApplyTimeout)
-	defer cancel()
-	var behind []string
-	seen := map[string]bool{}
-	err = st.AwaitApplied(actx, rev, func(applied, b []string) {
-		behind = b
-		for _, n := range applied {
-			if !seen[n] {
-				seen[n] = true
-				res.AppliedBy = append(res.AppliedBy, n)
-				progress(event(ch, admin.PhaseSwitch, fmt.Sprintf("instance %s applied revision %d (%s after the commit)", n, rev, human.Duration(time.Since(switched)))))
-			}
-		}
-	})
 	res.Message = fmt.Sprintf("%s at revision %d", what, rev)
 	if took > 0 {
 		res.Message += fmt.Sprintf(" (every live instance saw %q healthy after %s)", ch.pool, human.Duration(took))
 	}
-	if err != nil {
-		res.Warnings = append(res.Warnings, fmt.Sprintf("not every instance reported applying revision %d within %s (still behind: %s): the change is committed, and each applies it once it reaches etcd — cutover status --etcd shows where each is",
-			rev, ApplyTimeout, strings.Join(behind, ", ")))
-	} else {
-		res.Message += fmt.Sprintf("; applied by %s, each draining what lost traffic on its own", strings.Join(res.AppliedBy, ", "))
-	}
+	c.awaitApplied(ctx, ch, rev, res, progress)
 	return res, nil
 }
 
