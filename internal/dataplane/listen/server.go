@@ -298,12 +298,7 @@ func (s *Server) accept(ln net.Listener, info proxy.ConnInfo) error {
 }
 
 func (s *Server) serve(c *conn, info proxy.ConnInfo) {
-	handedOver := false
-	defer func() {
-		if !handedOver {
-			s.untrack(c)
-		}
-	}()
+	defer s.untrack(c)
 	info.Track = c
 	// c.nc stays the plain connection, for Shutdown to close; the engines
 	// get it with raw-syscall reads and writes.
@@ -338,16 +333,7 @@ func (s *Server) serve(c *conn, info proxy.ConnInfo) {
 		tc.Close()
 		return
 	}
-	// HTTP/1.1 is served on a new goroutine: the handshake grew this one's
-	// stack to 8 KiB, which a connection that then sits idle would keep (Go
-	// shrinks a parked goroutine's stack only when a collection finds most
-	// of it unused), and this frame alone is over 1 KiB. The new one waits
-	// for requests in 4 KiB; ServeConn serves them on its workers.
-	handedOver = true
-	go func() {
-		defer s.untrack(c)
-		s.o.Proxy.ServeConn(tc, info)
-	}()
+	s.o.Proxy.ServeConn(tc, info)
 }
 
 // Connection states for graceful shutdown.

@@ -67,11 +67,9 @@ type clientConn struct {
 	// rdl and wdl are the client connection's deadlines, moved lazily.
 	rdl, wdl upstream.Deadline
 	// lazy: the connection waits for a request holding no read buffer,
-	// reading its first bytes into first (see waitIdle), and serves it on
-	// a worker (Proxy.workers) through job.
+	// reading its first bytes into first (see waitIdle).
 	lazy  bool
 	first [16]byte
-	job   workerJob
 }
 
 // h1work is what a goroutine engine's client connection needs only while
@@ -127,11 +125,8 @@ func (p *Proxy) ServeConn(nc net.Conn, info ConnInfo) {
 		r = wire.NewReader(nc, clientReadBuf, p.o.MaxHeaderBytes)
 	}
 	c := p.newClientConn(nc, info, r)
+	c.lazy = info.TLS
 	defer c.done()
-	if info.TLS {
-		c.lazy = true
-		c.job = workerJob{serve: c.serveHead, done: make(chan bool, 1)}
-	}
 	for c.serveOne() {
 	}
 }
@@ -215,18 +210,9 @@ func (c *clientConn) serveOne() bool {
 	p := c.p
 	c.rdl.Extend(time.Now(), p.o.IdleTimeout, c.nc.SetReadDeadline)
 	c.r.Shrink()
-	if !c.lazy {
-		return c.serveHead()
-	}
-	if c.r.Buffered() == 0 && !c.waitIdle() {
+	if c.lazy && c.r.Buffered() == 0 && !c.waitIdle() {
 		return false
 	}
-	return p.workers.run(&c.job)
-}
-
-// serveHead reads the request head whose first bytes are buffered or
-// arrive now, and serves the request.
-func (c *clientConn) serveHead() bool {
 	head, err := c.r.ReadHead(c.headerDeadline)
 	c.getWork()
 	if c.lazy {

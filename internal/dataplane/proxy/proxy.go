@@ -96,7 +96,6 @@ type Proxy struct {
 	clientBufs *wire.SyncBuffers
 	h1work     sync.Pool
 	h1lent     atomic.Int64
-	workers    *workers
 }
 
 // Held is what the goroutine engine's client connections hold now: read
@@ -111,7 +110,7 @@ func (p *Proxy) Held() (readBufs, works int64) {
 // New returns a Proxy.
 func New(o Options) *Proxy {
 	o.defaults()
-	p := &Proxy{o: o, ids: forward.NewIDs(), clientBufs: wire.NewSyncBuffers(clientReadBuf), workers: newWorkers()}
+	p := &Proxy{o: o, ids: forward.NewIDs(), clientBufs: wire.NewSyncBuffers(clientReadBuf)}
 	p.h2pool.New = func() any { return new(h2State) }
 	p.h1work.New = func() any { return new(h1work) }
 	return p
