@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/controlplane/rules"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 )
@@ -352,16 +353,12 @@ func (m *Manager) endRemoteTrial(ctx context.Context, s *service, verb string, t
 	m.mu.Lock()
 	d := s.desired
 	m.mu.Unlock()
-	if d.Active == before.Active && d.Canary == before.Canary && (d.Canary != "" || verb == admin.OpAbort) {
+	if rules.TrialDidNothing(verb, before, d) {
 		m.log.Warn("the trial holding the deploy lock ended without acting (its instance went away); ending what it left here", "service", s.name, "holder", holder.Instance, "action", verb)
 		return nil, false, nil
 	}
-	what := fmt.Sprintf("%q takes every client of service %q", d.Active, s.name)
-	if d.Canary != "" {
-		what = fmt.Sprintf("the canary %q still takes %s of service %q", d.Canary, pctOf(d.Weight), s.name)
-	}
 	return &admin.DeployResult{Service: s.name, Operation: verb, Pool: d.Active, From: holder.Pool,
-		Message: fmt.Sprintf("%s of %q done by instance %s, which runs its %s: %s (its drain, and a guard's watch after a promotion, go on there)", verb, holder.Pool, holder.Instance, holder.Trial, what)}, true, nil
+		Message: fmt.Sprintf("%s of %q done by instance %s, which runs its %s: %s (its drain, and a guard's watch after a promotion, go on there)", verb, holder.Pool, holder.Instance, holder.Trial, rules.TrialEnded(s.name, d))}, true, nil
 }
 
 // awaitApplied waits until this instance applied revision rev (or a later
@@ -399,7 +396,7 @@ func (m *Manager) awaitInstances(ctx context.Context, s *service, i state.Intent
 		for _, w := range ws {
 			ev := m.event(s.name, i.Pool, admin.PhaseHealth, w.String())
 			if len(w.Targets) > 0 {
-				tp := waitingProgress(w)[0]
+				tp := rules.WaitingProgress(w)[0]
 				ev.Target = &tp
 			}
 			progress(ev)
@@ -418,7 +415,7 @@ func (m *Manager) awaitInstances(ctx context.Context, s *service, i state.Intent
 	case errors.As(err, &nr):
 		var failing []admin.TargetProgress
 		for _, w := range nr.Waiting {
-			failing = append(failing, waitingProgress(w)...)
+			failing = append(failing, rules.WaitingProgress(w)...)
 		}
 		return &admin.Error{
 			Kind:    admin.KindUnhealthy,
@@ -427,19 +424,6 @@ func (m *Manager) awaitInstances(ctx context.Context, s *service, i state.Intent
 		}
 	}
 	return stateRefusal(i.Kind, s.name, i.Pool, live, err)
-}
-
-// waitingProgress is an instance's unready targets as the admin API shows
-// them (one entry without a target when it has not reported).
-func waitingProgress(w state.Waiting) []admin.TargetProgress {
-	if len(w.Targets) == 0 {
-		return []admin.TargetProgress{{Instance: w.Instance, Error: w.String()}}
-	}
-	out := make([]admin.TargetProgress, len(w.Targets))
-	for i, t := range w.Targets {
-		out[i] = admin.TargetProgress{Instance: w.Instance, Addr: t.Addr, Passes: t.Passes, Needed: t.Needed, Error: t.Error}
-	}
-	return out
 }
 
 func newID() string { return state.NewIntentID() }

@@ -207,17 +207,13 @@ func (c *Client) endTrial(ctx context.Context, service, verb string, before stat
 		return nil, true, unreachable(verb, service, "", err.Error())
 	}
 	d := stored[service]
-	if d.Active == before.Active && d.Canary == before.Canary && (d.Canary != "" || verb == admin.OpAbort) {
+	if rules.TrialDidNothing(verb, before, d) {
 		return nil, false, nil // its holder went away without acting
 	}
 	ch := change{kind: verb, service: service, pool: holder.Pool}
 	progress(event(ch, admin.PhaseSwitch, fmt.Sprintf("instance %s, which runs the %s of %q, did the %s: revision %d", holder.Instance, holder.Trial, holder.Pool, verb, rev)))
 	res = &admin.DeployResult{Service: service, Operation: verb, Pool: d.Active, From: holder.Pool, Revision: rev}
-	what := fmt.Sprintf("%q takes every client of service %q", d.Active, service)
-	if d.Canary != "" {
-		what = fmt.Sprintf("the canary %q still takes %s of service %q", d.Canary, rules.PercentOf(d.Weight), service)
-	}
-	res.Message = fmt.Sprintf("%s of %q done by instance %s, which runs its %s: %s at revision %d", verb, holder.Pool, holder.Instance, holder.Trial, what, rev)
+	res.Message = fmt.Sprintf("%s of %q done by instance %s, which runs its %s: %s at revision %d", verb, holder.Pool, holder.Instance, holder.Trial, rules.TrialEnded(service, d), rev)
 	c.awaitApplied(ctx, ch, rev, res, progress)
 	return res, true, nil
 }
@@ -385,8 +381,8 @@ func (c *Client) awaitReady(ctx context.Context, ch change, i state.Intent, dead
 		for _, w := range ws {
 			ev := event(ch, admin.PhaseHealth, w.String())
 			if len(w.Targets) > 0 {
-				t := w.Targets[0]
-				ev.Target = &admin.TargetProgress{Instance: w.Instance, Addr: t.Addr, Passes: t.Passes, Needed: t.Needed, Error: t.Error}
+				tp := rules.WaitingProgress(w)[0]
+				ev.Target = &tp
 			}
 			progress(ev)
 			if w.Problem != "" && problem == "" {
@@ -406,12 +402,7 @@ func (c *Client) awaitReady(ctx context.Context, ch change, i state.Intent, dead
 	case errors.As(err, &nr):
 		e := refused(admin.KindUnhealthy, fmt.Sprintf("%v (--timeout %s)", err, human.Duration(ch.timeout)))
 		for _, w := range nr.Waiting {
-			if len(w.Targets) == 0 {
-				e.Failing = append(e.Failing, admin.TargetProgress{Instance: w.Instance, Error: w.String()})
-			}
-			for _, t := range w.Targets {
-				e.Failing = append(e.Failing, admin.TargetProgress{Instance: w.Instance, Addr: t.Addr, Passes: t.Passes, Needed: t.Needed, Error: t.Error})
-			}
+			e.Failing = append(e.Failing, rules.WaitingProgress(w)...)
 		}
 		return e
 	}

@@ -218,3 +218,31 @@ func Drop(cur state.Service, pool string) state.Service {
 	}
 	return cur
 }
+
+// WaitingProgress is an instance's unready targets as the admin API shows
+// them (one entry without a target when it has not reported).
+func WaitingProgress(w state.Waiting) []admin.TargetProgress {
+	if len(w.Targets) == 0 {
+		return []admin.TargetProgress{{Instance: w.Instance, Error: w.String()}}
+	}
+	out := make([]admin.TargetProgress, len(w.Targets))
+	for i, t := range w.Targets {
+		out[i] = admin.TargetProgress{Instance: w.Instance, Addr: t.Addr, Passes: t.Passes, Needed: t.Needed, Error: t.Error}
+	}
+	return out
+}
+
+// TrialEnded says what a service serves once the trial of another
+// instance acted on it: d is its desired state after.
+func TrialEnded(service string, d state.Service) string {
+	if d.Canary != "" {
+		return fmt.Sprintf("the canary %q still takes %s of service %q", d.Canary, PercentOf(d.Weight), service)
+	}
+	return fmt.Sprintf("%q takes every client of service %q", d.Active, service)
+}
+
+// TrialDidNothing reports that a trial asked to end (verb) left the
+// desired state as it was before: its holder went away without acting.
+func TrialDidNothing(verb string, before, after state.Service) bool {
+	return after.Active == before.Active && after.Canary == before.Canary && (after.Canary != "" || verb == admin.OpAbort)
+}

@@ -87,3 +87,38 @@ func TestDeployCheck(t *testing.T) {
 		t.Fatalf("a target given twice: %v", err)
 	}
 }
+
+func TestTrialDidNothing(t *testing.T) {
+	canary := state.Service{Active: "blue", Canary: "green", Weight: 1 << 30}
+	promoted := state.Service{Active: "green"}
+	aborted := state.Service{Active: "blue"}
+	for _, c := range []struct {
+		verb          string
+		before, after state.Service
+		want          bool
+	}{
+		{admin.OpPromote, canary, promoted, false},
+		{admin.OpAbort, canary, aborted, false},
+		{admin.OpPromote, canary, canary, true},
+		{admin.OpAbort, canary, canary, true},
+		// A preview promoted elsewhere: no canary before or after, the
+		// active pool changed.
+		{admin.OpPromote, aborted, promoted, false},
+		{admin.OpAbort, aborted, aborted, true},
+	} {
+		if got := TrialDidNothing(c.verb, c.before, c.after); got != c.want {
+			t.Errorf("TrialDidNothing(%s, %+v, %+v) = %v, want %v", c.verb, c.before, c.after, got, c.want)
+		}
+	}
+}
+
+func TestWaitingProgress(t *testing.T) {
+	none := WaitingProgress(state.Waiting{Instance: "edge-2"})
+	if len(none) != 1 || none[0].Instance != "edge-2" || none[0].Addr != "" || none[0].Error == "" {
+		t.Errorf("an instance that has not reported: %+v, want one entry naming it with a reason", none)
+	}
+	two := WaitingProgress(state.Waiting{Instance: "edge-3", Targets: []state.TargetReadiness{{Addr: "a:1", Passes: 1, Needed: 2, Error: "refused"}, {Addr: "b:1"}}})
+	if len(two) != 2 || two[0].Addr != "a:1" || two[0].Passes != 1 || two[0].Needed != 2 || two[0].Error != "refused" || two[1].Addr != "b:1" || two[1].Instance != "edge-3" {
+		t.Errorf("an instance with two unready targets: %+v", two)
+	}
+}
