@@ -1,8 +1,8 @@
 // Package listen owns the public listeners: plain HTTP (which redirects to
 // HTTPS when HTTPS is on), HTTPS with HTTP/2 by ALPN, the certificates, and
 // graceful shutdown. Connections are handed to the proxy's engines: HTTP/1.1
-// (plain or TLS) to proxy.ServeConn, HTTP/2 to x/net/http2 with the proxy's
-// http.Handler.
+// (plain or TLS) to proxy.ServeConn, HTTP/2 to package h2 with the proxy's
+// stream handler.
 package listen
 
 import (
@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -20,6 +19,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/cutover/cutover/internal/dataplane/h2"
 	"github.com/cutover/cutover/internal/dataplane/proxy"
 	"github.com/cutover/cutover/internal/dataplane/sock"
 	"github.com/cutover/cutover/internal/human"
@@ -65,8 +65,7 @@ type Server struct {
 	o         Options
 	httpLn    net.Listener
 	httpsLn   net.Listener
-	h2        *http2.Server
-	h2base    *http.Server
+	h2        h2.Options
 	closing   atomic.Bool
 	wg        sync.WaitGroup
 	mu        sync.Mutex
@@ -169,18 +168,9 @@ func New(o Options) (*Server, error) {
 			}
 			return nil, fmt.Errorf("listen.https %s: %w", o.HTTPS, err)
 		}
-		lim := o.Proxy.HTTP2Limits()
-		s.h2 = &http2.Server{IdleTimeout: o.IdleTimeout, ReadIdleTimeout: lim.ReadIdleTimeout, PingTimeout: lim.PingTimeout}
-		s.h2base = &http.Server{
-			Handler:           o.Proxy,
-			ReadHeaderTimeout: o.HandshakeTimeout,
-			IdleTimeout:       o.IdleTimeout,
-			MaxHeaderBytes:    lim.MaxHeaderBytes,
-			ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
-		}
-		if err := http2.ConfigureServer(s.h2base, s.h2); err != nil {
-			return nil, fmt.Errorf("configuring HTTP/2: %w", err)
-		}
+		s.h2 = o.Proxy.HTTP2Options()
+		s.h2.IdleTimeout = o.IdleTimeout
+		s.h2.Logger = o.Logger
 	}
 	if s.httpLn != nil && s.httpsLn == nil && o.Engine == EngineLoops && proxy.LoopsSupported {
 		if s.loops, err = o.Proxy.NewLoops(proxy.LoopOptions{Handoff: s.adopt}); err != nil {
@@ -325,11 +315,17 @@ func (s *Server) serve(c *conn, info proxy.ConnInfo) {
 	case http2.NextProtoTLS:
 		c.h2.Store(true)
 		c.state.Store(connActive)
-		s.h2.ServeConn(newSettingsConn(tc), &http2.ServeConnOpts{
-			Context:    s.o.Proxy.H2ConnContext(context.Background(), c.nc.RemoteAddr()),
-			BaseConfig: s.h2base,
-			Handler:    s.o.Proxy,
-		})
+		hc := h2.NewConn(tc, s.h2, s.o.Proxy.HTTP2Handler(c.nc.RemoteAddr()))
+		// Drain says GOAWAY to the connections it finds; one that began
+		// after it looked is told here.
+		s.mu.Lock()
+		c.h2c = hc
+		closing := s.closing.Load()
+		s.mu.Unlock()
+		if closing {
+			hc.Shutdown()
+		}
+		hc.Serve()
 		tc.Close()
 		return
 	}
@@ -350,6 +346,9 @@ type conn struct {
 	state atomic.Int32
 	tls   bool
 	h2    atomic.Bool
+	// h2c is the HTTP/2 connection once one is served (guarded by the
+	// server's mu).
+	h2c *h2.Conn
 	// idleSince is when the connection last became idle (accepted or
 	// answered), in Unix nanoseconds; Drain closes it after a grace.
 	idleSince atomic.Int64
@@ -418,10 +417,15 @@ func (s *Server) Drain(ctx context.Context, idleGrace time.Duration) error {
 	// when draining gracefully (its client has sent or is sending a
 	// request); once the accept loops are done, all of them are tracked.
 	s.accepting.Wait()
-	if s.h2base != nil {
-		// Sends GOAWAY on HTTP/2 connections; they close after their streams.
-		s.h2base.Shutdown(ctx)
+	// HTTP/2 connections get a GOAWAY; they close after their streams.
+	// Each on its own goroutine: saying it may wait for a client's write.
+	s.mu.Lock()
+	for c := range s.conns {
+		if c.h2c != nil {
+			go c.h2c.Shutdown()
+		}
 	}
+	s.mu.Unlock()
 	// The loops hand connections to the goroutine engine until they stop
 	// (a request with a body, a target named by host name: in a container
 	// every first request), and each handed-over connection is tracked in

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"io"
 	"net"
-	"net/http"
-	"net/textproto"
 	"strconv"
 	"time"
 
+	"golang.org/x/net/http2/hpack"
+
 	"github.com/cutover/cutover/internal/dataplane/forward"
+	"github.com/cutover/cutover/internal/dataplane/h2"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 	"github.com/cutover/cutover/internal/dataplane/wire"
 )
@@ -21,58 +22,73 @@ type h2State struct {
 	build  wire.RequestBuilder
 	x      exchange
 	client forward.Client
-	body   readerBody
-	rw     h2Writer
+	body   streamBody
 	buf    []byte
 	// hdr gathers a response's field names and values, to make one string
-	// of them all (see h2Header).
-	hdr []byte
+	// of them all (see h2Fields); fields slices it.
+	hdr    []byte
+	fields []hpack.HeaderField
+	// cookies gathers a request's cookie fields, which HTTP/2 may split
+	// (RFC 9113 §8.2.3) and HTTP/1.1 has as one.
+	cookies []string
 }
 
-// ServeHTTP forwards a request that arrived over HTTP/2. It shares
+// h2Conn serves the streams of one HTTP/2 connection (see HTTP2Handler).
+type h2Conn struct {
+	p *Proxy
+	// client is the connection's peer, described once for all its
+	// streams as on HTTP/1.1.
+	client forward.Client
+}
+
+// HTTP2Handler returns the handler of an HTTP/2 connection from remote,
+// which came over TLS.
+func (p *Proxy) HTTP2Handler(remote net.Addr) h2.Handler {
+	return &h2Conn{p: p, client: forward.NewClient(remote, true, p.o.Trusted)}
+}
+
+// ServeStream forwards a request that arrived over HTTP/2. It shares
 // routing, balancing, pool accounting, retries, forwarding headers, the
 // upstream connections and the access log with the HTTP/1.1 engine; only
-// reading the request and writing the response go through net/http.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+// reading the request and writing the response are HTTP/2's.
+func (hc *h2Conn) ServeStream(s *h2.Stream) {
+	p := hc.p
 	start := time.Now()
 	st := p.h2pool.Get().(*h2State)
 	defer p.h2pool.Put(st)
 
 	req := &st.req
-	refused := p.h2Request(st, r)
-	st.client = p.h2Client(r)
+	refused := p.h2Request(st, s)
+	st.client = hc.client
 
 	x := &st.x
-	p.startExchange(x, req, &st.client, start, r.Proto)
-	// end runs on every way out, the handler's abort panic included.
+	p.startExchange(x, req, &st.client, start, "HTTP/2.0")
 	defer p.end(x)
 	if refused != nil {
 		status := wire.StatusFor(refused)
-		p.h2Local(w, x, status, localErrorBody(status, headErrorReason(refused)))
+		st.h2Local(s, x, status, localErrorBody(status, headErrorReason(refused)))
 		return
 	}
-	st.rw = h2Writer{w}
-	rc := &st.rw
 	switch {
 	case req.ContentLength > 0:
 		x.reqFraming, x.reqLength = wire.FrameLength, req.ContentLength
-	case req.ContentLength < 0 && r.ContentLength < 0:
+	case req.ContentLength < 0 && s.HasBody:
 		// The stream is open and no length was given: the body's end is
 		// the stream's.
 		x.reqFraming = wire.FrameChunked
 		req.Chunked = true
 	}
 	if x.reqFraming != wire.FrameNone {
-		st.body.reset(r.Body, rc, p.o.ReadTimeout)
+		st.body.reset(s, p.o.ReadTimeout)
 		x.body = &st.body
 	}
 
 	if status, body := p.begin(x); status != 0 {
-		p.h2Local(w, x, status, body)
+		st.h2Local(s, x, status, body)
 		return
 	}
-	if err := p.roundTrip(r.Context(), x); err != nil {
-		if r.Context().Err() != nil {
+	if err := p.roundTrip(s, x); err != nil {
+		if s.Err() != nil {
 			// The client reset the stream: nobody is left to answer.
 			x.clientGone()
 			return
@@ -81,11 +97,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var cbe *clientBodyError
 		if errors.As(err, &cbe) {
 			code, msg := clientBodyStatus(err)
-			p.h2Local(w, x, code, msg)
+			st.h2Local(s, x, code, msg)
 			return
 		}
 		code, msg := failureStatus(err)
-		p.h2Local(w, x, code, msg)
+		st.h2Local(s, x, code, msg)
 		return
 	}
 	uc := x.uc
@@ -103,13 +119,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if resp.Status == 101 {
 		x.finish(false)
 		x.fail(FailUpstream)
-		p.h2Local(w, x, 502, "502 Bad Gateway: protocol upgrades need HTTP/1.1\n")
+		st.h2Local(s, x, 502, "502 Bad Gateway: protocol upgrades need HTTP/1.1\n")
 		return
 	}
-	st.h2Header(w.Header(), x, req.IsHead())
-	w.WriteHeader(resp.Status)
-	x.answered(resp.Status)
-
 	in := wire.FrameNone
 	switch {
 	case !resp.BodyAllowed(req.IsHead()):
@@ -121,17 +133,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in = wire.FrameClose
 	}
 	x.rbody.Reset(uc.R, in, resp.ContentLength)
+	clientErr := s.WriteHead(resp.Status, st.h2Fields(x, req.IsHead()), x.rbody.Done())
+	x.answered(resp.Status)
 	// An event stream ends cleanly at a drain's goodbye with END_STREAM,
 	// unless the target announced its length (forwarded above).
 	x.holdEventStream(in == wire.FrameChunked || in == wire.FrameClose)
-	var clientErr error
-	for !x.rbody.Done() {
+	for clientErr == nil && !x.rbody.Done() {
 		if !x.rbody.Buffered() {
-			if clientErr = rc.Flush(); clientErr != nil {
+			if clientErr = s.Flush(); clientErr != nil {
 				break
 			}
 			if stop == nil {
-				stop = context.AfterFunc(r.Context(), func() { uc.Conn.Close() })
+				stop = context.AfterFunc(s, func() { uc.Conn.Close() })
 			}
 		}
 		b, end, err := p.nextBody(x)
@@ -140,7 +153,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil {
 			x.finish(false)
-			if r.Context().Err() != nil {
+			if s.Err() != nil {
 				// The client reset the stream, which closed the upstream
 				// connection under the read.
 				x.clientGone()
@@ -151,14 +164,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				x.failure = FailTimeout
 			}
 			// Abort the stream so the client sees the body is incomplete.
-			panic(http.ErrAbortHandler)
+			s.Abort()
+			return
 		}
-		n, werr := w.Write(b)
+		n, werr := s.Write(b)
 		x.bytesSent += int64(n)
-		if werr != nil {
-			clientErr = werr
-			break
-		}
+		clientErr = werr
 	}
 	if clientErr != nil {
 		x.clientGone()
@@ -166,19 +177,21 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x.finish(clientErr == nil && x.rbody.Done() && in != wire.FrameClose && !resp.Close)
 }
 
-func (p *Proxy) h2Local(w http.ResponseWriter, x *exchange, code int, body string) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-	w.WriteHeader(code)
-	io.WriteString(w, body)
+func (st *h2State) h2Local(s *h2.Stream, x *exchange, code int, body string) {
+	st.fields = append(st.fields[:0],
+		hpack.HeaderField{Name: "content-type", Value: "text/plain; charset=utf-8"},
+		hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(body))})
+	s.WriteHead(code, st.fields, len(body) == 0)
+	if len(body) > 0 {
+		s.Write(st.bytes(body))
+	}
 	x.answeredLocally(code, len(body))
 }
 
-// h2Header adds to h the fields of x's response that are forwarded. The
-// names and values are copied into one string, sliced per field, and the
-// value slices share one array: two allocations per response rather than
-// three per field (x/net copies the map again when the head is written).
-func (st *h2State) h2Header(h http.Header, x *exchange, head bool) {
+// h2Fields returns the fields of x's response that are forwarded, names
+// in lower case as HTTP/2 has them. The names and values are copied into
+// one string and sliced per field: one allocation per response.
+func (st *h2State) h2Fields(x *exchange, head bool) []hpack.HeaderField {
 	resp := &x.resp
 	keep := func(f *wire.Header) bool {
 		if f.Kind.HopByHop() || resp.Listed(f.Name) {
@@ -186,62 +199,43 @@ func (st *h2State) h2Header(h http.Header, x *exchange, head bool) {
 		}
 		return f.Kind != wire.KindContentLength || resp.BodyAllowed(head) || head
 	}
-	b, n := st.hdr[:0], 0
+	lower := func(b, name []byte) []byte {
+		for _, c := range name {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			b = append(b, c)
+		}
+		return b
+	}
+	const setCookie = "set-cookie"
+	b := st.hdr[:0]
 	for i := range resp.Headers {
 		if f := &resp.Headers[i]; keep(f) {
-			b = append(append(b, f.Name...), f.Value...)
-			n++
+			b = append(lower(b, f.Name), f.Value...)
 		}
 	}
-	const setCookie = "Set-Cookie"
 	if x.setCookie != nil {
-		b = append(b, x.setCookie...)
-		n++
+		b = append(append(b, setCookie...), x.setCookie...)
 	}
 	st.hdr = b
 	all := string(b)
-	vals := make([]string, n)
-	add := func(name, value string) {
-		k := textproto.CanonicalMIMEHeaderKey(name)
-		if old := h[k]; old != nil {
-			h[k] = append(old, value)
-			return
-		}
-		vals[0] = value
-		h[k] = vals[:1:1]
-		vals = vals[1:]
-	}
+	fields := st.fields[:0]
 	at := 0
+	field := func(n, v int) {
+		fields = append(fields, hpack.HeaderField{Name: all[at : at+n], Value: all[at+n : at+n+v]})
+		at += n + v
+	}
 	for i := range resp.Headers {
 		if f := &resp.Headers[i]; keep(f) {
-			name := all[at : at+len(f.Name)]
-			at += len(f.Name)
-			add(name, all[at:at+len(f.Value)])
-			at += len(f.Value)
+			field(len(f.Name), len(f.Value))
 		}
 	}
 	if x.setCookie != nil {
-		add(setCookie, all[at:])
+		field(len(setCookie), len(x.setCookie))
 	}
-}
-
-// h2Writer reaches the stream's flush and read deadline through the
-// methods x/net's ResponseWriter has, without the http.ResponseController
-// that would be allocated per request for them.
-type h2Writer struct{ w http.ResponseWriter }
-
-func (hw *h2Writer) Flush() error {
-	if f, ok := hw.w.(interface{ FlushError() error }); ok {
-		return f.FlushError()
-	}
-	return http.NewResponseController(hw.w).Flush()
-}
-
-func (hw *h2Writer) SetReadDeadline(t time.Time) error {
-	if d, ok := hw.w.(interface{ SetReadDeadline(time.Time) error }); ok {
-		return d.SetReadDeadline(t)
-	}
-	return http.NewResponseController(hw.w).SetReadDeadline(t)
+	st.fields = fields
+	return fields
 }
 
 // bytes copies s into the state's arena and returns the copy. The arena is
@@ -256,28 +250,18 @@ func (st *h2State) bytes(s string) []byte {
 	return st.buf[n:len(st.buf):len(st.buf)]
 }
 
-func remoteAddr(s string) net.Addr {
-	a, err := net.ResolveTCPAddr("tcp", s)
-	if err != nil {
-		return &net.TCPAddr{}
-	}
-	return a
-}
-
-// readerBody adapts a net/http request body to bodySource, with
-// timeouts.read between two reads: the stream's read deadline, which
-// x/net/http2 enforces by failing the read.
-type readerBody struct {
-	r       io.Reader
-	rc      *h2Writer
+// streamBody adapts a stream's request body to bodySource, with
+// timeouts.read between two reads.
+type streamBody struct {
+	s       *h2.Stream
 	timeout time.Duration
 	dl      upstream.Deadline
 	buf     []byte
 	done    bool
 }
 
-func (b *readerBody) reset(r io.Reader, rc *h2Writer, timeout time.Duration) {
-	b.r, b.rc, b.timeout = r, rc, timeout
+func (b *streamBody) reset(s *h2.Stream, timeout time.Duration) {
+	b.s, b.timeout = s, timeout
 	b.dl = upstream.Deadline{}
 	b.done = false
 	if b.buf == nil {
@@ -285,14 +269,14 @@ func (b *readerBody) reset(r io.Reader, rc *h2Writer, timeout time.Duration) {
 	}
 }
 
-func (b *readerBody) Done() bool { return b.done }
+func (b *streamBody) Done() bool { return b.done }
 
-func (b *readerBody) Next(max int) ([]byte, error) {
+func (b *streamBody) Next(max int) ([]byte, error) {
 	if b.done {
 		return nil, io.EOF
 	}
-	b.dl.Extend(time.Now(), b.timeout, b.rc.SetReadDeadline)
-	n, err := b.r.Read(b.buf[:min(max, len(b.buf))])
+	b.dl.Extend(time.Now(), b.timeout, b.s.SetReadDeadline)
+	n, err := b.s.Read(b.buf[:min(max, len(b.buf))])
 	if err == io.EOF {
 		b.done = true
 		if n > 0 {
