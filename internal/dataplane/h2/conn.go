@@ -85,6 +85,9 @@ func (o *Options) defaults() {
 	if o.ConnWindow <= 0 {
 		o.ConnWindow = 1 << 20
 	}
+	// A connection's window starts at 65,535 and only a WINDOW_UPDATE
+	// changes it, which cannot make it smaller.
+	o.ConnWindow = max(o.ConnWindow, initialWindow)
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -122,7 +125,9 @@ type Conn struct {
 	// lastRead is when the last frame arrived, in Unix nanoseconds; the
 	// timer reads it, so the read loop does not touch a timer per frame.
 	lastRead atomic.Int64
+	// timer runs tick at nextTick (guarded by mu).
 	timer    *time.Timer
+	nextTick time.Time
 
 	mu sync.Mutex
 	// cond is signalled when a write ends, a window opens, a stream's
@@ -210,11 +215,12 @@ func (c *Conn) Serve() {
 		c.wbuf = appendWindowUpdate(c.wbuf, 0, uint32(d))
 	}
 	c.unacked++
+	c.lastRead.Store(time.Now().UnixNano())
+	c.nextTick = time.Now().Add(min(c.o.ReadIdleTimeout, c.o.IdleTimeout))
+	c.timer = time.AfterFunc(time.Until(c.nextTick), c.tick)
 	c.flushLocked()
 	c.mu.Unlock()
 
-	c.lastRead.Store(time.Now().UnixNano())
-	c.timer = time.AfterFunc(c.o.ReadIdleTimeout, c.tick)
 	err := c.readLoop()
 	c.mu.Lock()
 	if errors.Is(err, io.EOF) {
@@ -610,6 +616,9 @@ func (c *Conn) finishStream(st *Stream) {
 		st.endLocked(errStreamDone)
 	}
 	c.handlers--
+	if c.handlers == 0 && len(c.streams) == 0 {
+		c.becameIdleLocked()
+	}
 	c.cond.Broadcast()
 	c.closeIfDoneLocked()
 }
@@ -681,7 +690,9 @@ func (c *Conn) closeLocked(err error) {
 	}
 	c.closed = true
 	c.closeErr = err
-	c.nc.Close()
+	// Not under c.mu: crypto/tls's Close sends close_notify, which may
+	// wait for a client that reads nothing.
+	go c.nc.Close()
 	for _, st := range c.streams {
 		st.endLocked(errConnClosed)
 	}
@@ -764,7 +775,20 @@ func (c *Conn) tick() {
 	} else {
 		next = minTime(next, last.Add(c.o.ReadIdleTimeout))
 	}
+	c.nextTick = next
 	c.timer.Reset(max(next.Sub(now), time.Millisecond))
+}
+
+// becameIdleLocked notes that the last stream ended, and has the timer
+// look at the connection when the idle timeout ends, if that is sooner
+// than it would.
+func (c *Conn) becameIdleLocked() {
+	now := time.Now()
+	c.idleSince = now
+	if end := now.Add(c.o.IdleTimeout); c.timer != nil && end.Before(c.nextTick) {
+		c.nextTick = end
+		c.timer.Reset(c.o.IdleTimeout)
+	}
 }
 
 func minTime(a, b time.Time) time.Time {

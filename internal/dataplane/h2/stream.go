@@ -79,6 +79,11 @@ func newStream(c *Conn, id uint32, f *http2.MetaHeadersFrame) (*Stream, error) {
 		Truncated:     f.Truncated,
 		inTable:       true,
 	}
+	if c.unacked > 0 {
+		// The client may not have applied the SETTINGS that make the
+		// window smaller than RFC 9113's initial one yet.
+		st.recvWindow = max(st.recvWindow, initialWindow)
+	}
 	for _, hf := range f.PseudoFields() {
 		switch hf.Name {
 		case ":method":
@@ -142,8 +147,8 @@ func (s *Stream) endLocked(err error) {
 		// What the client sent and nobody will read is given back.
 		c.consumedLocked(nil, int32(len(s.in)-s.inOff)+s.recvUnsent)
 		s.in, s.inOff, s.recvUnsent = nil, 0, 0
-		if len(c.streams) == 0 {
-			c.idleSince = time.Now()
+		if len(c.streams) == 0 && c.handlers == 0 {
+			c.becameIdleLocked()
 		}
 	}
 	s.wakeLocked()
