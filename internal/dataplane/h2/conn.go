@@ -612,8 +612,10 @@ func (c *Conn) finishStream(st *Stream) {
 			// of it is not wanted (RFC 9113 §8.1).
 			c.wbuf = appendRSTStream(c.wbuf, st.id, http2.ErrCodeNo)
 		}
-		c.flushLocked()
+		// Closed before the END_STREAM goes out: a client that answers it
+		// at once finds the stream closed (RFC 9113 §5.1).
 		st.endLocked(errStreamDone)
+		c.flushLocked()
 	}
 	c.handlers--
 	if c.handlers == 0 && len(c.streams) == 0 {
