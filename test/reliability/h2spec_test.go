@@ -17,9 +17,7 @@ import (
 
 // knownH2specFailures are the cases nginx passes and cutover does not yet,
 // each with why. A case leaves this list when it passes (the test says so).
-// None now: http2/6.5.3/1 (a SETTINGS frame that repeats a setting, which
-// x/net/http2 alone refuses) passes since the HTTPS listener edits such
-// frames into what RFC 9113 means (internal/dataplane/listen/h2settings.go).
+// None now.
 var knownH2specFailures = map[string]string{}
 
 // TestH2specAgainstHTTPS runs h2spec (every case, 2 s timeout each) against

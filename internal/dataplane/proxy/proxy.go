@@ -11,7 +11,7 @@
 //     connection, for TLS connections, hand-offs and listen.engine:
 //     goroutines: heads parsed in place by package wire, bodies relayed from
 //     buffer to buffer, no per-connection goroutines towards upstreams;
-//   - ServeHTTP, an http.Handler for HTTP/2 clients (served by x/net/http2).
+//   - HTTP2Handler, the stream handler of package h2's HTTP/2 engine.
 //
 // Why not httputil.ReverseProxy: on the benchmark workload (bench/run) it
 // reaches 0.54x nginx's requests per second and 0.41x its requests per CPU
