@@ -516,3 +516,29 @@ func TestPaddingAndTrailers(t *testing.T) {
 		}
 	}
 }
+
+// Continue sends an interim 100 before the final response.
+func TestContinueIsAnInterimResponse(t *testing.T) {
+	s := startServer(t, Options{}, handlerFunc(func(st *Stream) {
+		if err := st.Continue(); err != nil {
+			t.Errorf("Continue: %v", err)
+		}
+		echo(st)
+	}))
+	r := dialRaw(t, s)
+	r.headers(1, false, r.block("POST", "/", "expect", "100-continue"))
+	f := r.read()
+	for {
+		if _, ok := f.(*http2.MetaHeadersFrame); ok {
+			break
+		}
+		f = r.read()
+	}
+	if h := f.(*http2.MetaHeadersFrame); h.PseudoValue("status") != "100" || h.StreamEnded() {
+		t.Fatalf("first head: status %q, ended %v; want 100, not ended", h.PseudoValue("status"), h.StreamEnded())
+	}
+	r.fr.WriteData(1, true, []byte("body"))
+	if o := r.await(1); o.status != "200" || string(o.body) != "body" {
+		t.Fatalf("after 100: %+v, want 200 with the body", o)
+	}
+}

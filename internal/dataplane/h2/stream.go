@@ -321,6 +321,22 @@ func (s *Stream) WriteHead(status int, fields []hpack.HeaderField, end bool) err
 	return nil
 }
 
+// Continue sends an interim 100 (Continue) response, for a client that
+// waits for one before it sends its body.
+func (s *Stream) Continue() error {
+	c := s.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s.failed() || c.closed || s.headersSent {
+		return s.writeErrLocked()
+	}
+	c.hbuf.Reset()
+	c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: "100"})
+	c.wbuf = appendHeaderBlock(c.wbuf, s.id, c.hbuf.Bytes(), false, c.peerMaxFrame)
+	c.flushLocked()
+	return nil
+}
+
 func statusValue(code int) string {
 	switch code {
 	case 200:

@@ -87,6 +87,14 @@ func (hc *h2Conn) ServeStream(s *h2.Stream) {
 		st.h2Local(s, x, status, body)
 		return
 	}
+	if req.ExpectContinue && x.body != nil {
+		// Answered here, as over HTTP/1.1, so the body can be streamed to
+		// the target without waiting on it.
+		if s.Continue() != nil {
+			x.clientGone()
+			return
+		}
+	}
 	if err := p.roundTrip(s, x); err != nil {
 		if s.Err() != nil {
 			// The client reset the stream: nobody is left to answer.
