@@ -52,9 +52,16 @@ type Stream struct {
 	// err is why the stream ended: errStreamDone after the handler, else
 	// reset by the client or by the server, or the connection closed.
 	err        error
-	done       chan struct{}
-	afterFuncs map[int]func()
+	done chan struct{}
+	// afterFuncs are the functions AfterFunc registered and not stopped;
+	// a request has one or two at a time.
+	afterFuncs []afterFunc
 	nextAfter  int
+}
+
+type afterFunc struct {
+	key int
+	f   func()
 }
 
 // Errors a stream's reads and writes end with.
@@ -160,11 +167,11 @@ func (s *Stream) endLocked(err error) {
 		}
 	}
 	if err != errStreamDone {
-		for k, f := range s.afterFuncs {
-			delete(s.afterFuncs, k)
-			go f()
+		for _, a := range s.afterFuncs {
+			go a.f()
 		}
 	}
+	s.afterFuncs = nil
 	c.cond.Broadcast()
 }
 
@@ -222,18 +229,19 @@ func (s *Stream) AfterFunc(f func()) (stop func() bool) {
 		go f()
 		return func() bool { return false }
 	}
-	if s.afterFuncs == nil {
-		s.afterFuncs = make(map[int]func(), 1)
-	}
 	k := s.nextAfter
 	s.nextAfter++
-	s.afterFuncs[k] = f
+	s.afterFuncs = append(s.afterFuncs, afterFunc{k, f})
 	return func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		_, ok := s.afterFuncs[k]
-		delete(s.afterFuncs, k)
-		return ok
+		for i, a := range s.afterFuncs {
+			if a.key == k {
+				s.afterFuncs = append(s.afterFuncs[:i], s.afterFuncs[i+1:]...)
+				return true
+			}
+		}
+		return false
 	}
 }
 
