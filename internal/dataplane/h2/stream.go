@@ -51,7 +51,7 @@ type Stream struct {
 	inTable      bool
 	// err is why the stream ended: errStreamDone after the handler, else
 	// reset by the client or by the server, or the connection closed.
-	err        error
+	err  error
 	done chan struct{}
 	// afterFuncs are the functions AfterFunc registered and not stopped;
 	// a request has one or two at a time.

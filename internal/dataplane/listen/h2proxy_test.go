@@ -2,7 +2,6 @@ package listen
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -105,24 +104,9 @@ func TestHTTP2ThroughTheProxy(t *testing.T) {
 		t.Fatalf("event stream: %q", ev)
 	}
 
-	slow := make(chan string, 1)
-	go func() {
-		resp, err := c.Get(base + "/slow")
-		if err != nil {
-			slow <- "error: " + err.Error()
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		slow <- string(b)
-	}()
+	slow := getAsync(c, base+"/slow")
 	<-entered
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		shut <- s.Shutdown(ctx)
-	}()
+	shut := shutdownAsync(s)
 	// The shutdown waits for the stream in flight.
 	select {
 	case err := <-shut:

@@ -2,7 +2,9 @@ package listen
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -95,4 +97,32 @@ func serveOn(t *testing.T, ln net.Listener, serve func(c net.Conn, n int)) {
 		mu.Unlock()
 		wg.Wait()
 	})
+}
+
+// getAsync GETs url with c and sends the body, or "error: " and why.
+func getAsync(c *http.Client, url string) <-chan string {
+	got := make(chan string, 1)
+	go func() {
+		resp, err := c.Get(url)
+		if err != nil {
+			got <- "error: " + err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- string(b)
+	}()
+	return got
+}
+
+// shutdownAsync shuts s down, giving requests in flight 10s, and sends
+// what Shutdown returned.
+func shutdownAsync(s *Server) <-chan error {
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- s.Shutdown(ctx)
+	}()
+	return shut
 }

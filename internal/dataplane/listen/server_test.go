@@ -143,24 +143,9 @@ func TestShutdownLetsRequestsFinish(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	slow := make(chan string, 1)
-	go func() {
-		resp, err := http.Get(url + "/slow")
-		if err != nil {
-			slow <- "error: " + err.Error()
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		slow <- string(b)
-	}()
+	slow := getAsync(http.DefaultClient, url+"/slow")
 	<-entered
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		shut <- plain.Shutdown(ctx)
-	}()
+	shut := shutdownAsync(plain)
 	// The idle connection is closed by the shutdown.
 	idle.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := idle.Read(buf); err == nil {
