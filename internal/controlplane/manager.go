@@ -54,8 +54,10 @@ type Options struct {
 	// here too.
 	Store state.Store
 	// OnApply is told of every desired state the routing swapped to, made
-	// here or elsewhere, with m.mu held (nil: nobody).
-	OnApply func(service string, d state.Service)
+	// here or elsewhere, with m.mu held (nil: nobody), and when the swap
+	// began: requests sent between then and the call may see either
+	// routing.
+	OnApply func(service string, d state.Service, began time.Time)
 	// Stopper stops the containers of a pool when a scheduled stop comes
 	// (state.Service.StopAt); nil: deploys asking for one are refused.
 	Stopper PoolStopper
@@ -110,7 +112,7 @@ type Manager struct {
 	stats   *stats.Stats
 	// shared is store when several cutovers share it (nil otherwise).
 	shared  state.Shared
-	onApply func(service string, d state.Service)
+	onApply func(service string, d state.Service, began time.Time)
 	// prepared are the pools this instance checks for deploys announced
 	// by other instances, by service; guarded by mu.
 	prepared map[string]*preparing
@@ -414,9 +416,13 @@ func (m *Manager) applyLocked(s *service, d state.Service) []*upstream.Pool {
 	s.desired = d
 	m.armStopsLocked(s)
 	next := routesFor(s, d)
+	var began time.Time
+	if m.onApply != nil {
+		began = time.Now()
+	}
 	lost := s.rs.Apply(next).Lost(next)
 	if m.onApply != nil {
-		m.onApply(s.name, d)
+		m.onApply(s.name, d, began)
 	}
 	m.publishAppliedLocked()
 	m.applied.Broadcast()

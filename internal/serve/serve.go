@@ -53,7 +53,7 @@ type Options struct {
 	ACMERenewCheck time.Duration
 	// OnApply is told of every desired state the routing swapped to (see
 	// controlplane.Options.OnApply); tests measure with it.
-	OnApply func(service string, d state.Service)
+	OnApply func(service string, d state.Service, began time.Time)
 	// Etcd adjusts the etcd store's options (leases, probe interval)
 	// before it opens; tests shorten them.
 	Etcd func(*etcdstore.Options)
