@@ -74,7 +74,17 @@ func procGone(pid int) bool {
 	}
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] == 'Z' || s[i+2] == 'X'
+	if i < 0 || i+2 >= len(s) || s[i+2] == 'X' {
+		return true
+	}
+	if s[i+2] != 'Z' {
+		return false
+	}
+	// The main thread of a killed Go process can be a zombie while its
+	// other threads are still exiting and hold its files, the state lease
+	// among them: gone once it is the only thread left.
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	return err != nil || len(tasks) <= 1
 }
 
 // cutoverPIDs lists the live `cutover serve -c FILE` processes of the
