@@ -151,7 +151,10 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 		// changed) close once everything took what it needs.
 		defer inherited.Close()
 	} else if cfg.StateDir != "" {
-		if in.lease, err = acquireLease(cfg.StateDir, 0); errors.Is(err, errLeaseUnwritable) {
+		// A second waits for a holder that is letting go: a predecessor
+		// killed a moment ago (a supervisor's restart after kill -9) still
+		// holds the lease until its last thread has exited.
+		if in.lease, err = acquireLease(cfg.StateDir, time.Second); errors.Is(err, errLeaseUnwritable) {
 			log.Warn("serving without the state lease", "err", err)
 		} else if err != nil {
 			return nil, err
