@@ -19,6 +19,7 @@ import (
 
 	"github.com/cutover/cutover/bench/loadclient"
 	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/testutil/refused"
 )
 
 // The tests in this file run the real cutover binary: `cutover serve` as a
@@ -283,7 +284,7 @@ func TestBinaryDeployUnhealthyRefusedUnderLoad(t *testing.T) {
 	bs := newBinaryStack(t)
 	bs.serve(t)
 	bs.green.unhealthy.Store(true)
-	unreachable := freeAddr(t)
+	unreachable := refused.Addr(t)
 
 	loadDone := make(chan *loadclient.Result, 1)
 	go func() {

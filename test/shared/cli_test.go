@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -18,6 +17,7 @@ import (
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/controlplane/state/etcdstore"
+	"github.com/cutover/cutover/internal/testutil/refused"
 )
 
 // cliFile writes the instances' configuration as the CLI reads it with
@@ -186,7 +186,7 @@ func TestCLIPreviewPromoteAbort(t *testing.T) {
 func TestCLIDeployRefusals(t *testing.T) {
 	// Instance 2's "green" is an address nothing answers on: it never
 	// sees green ready, while the others do.
-	dead := deadAddr(t)
+	dead := refused.Addr(t)
 	c := start(t, 3, func(i int, cfg *config.Config) {
 		if i == 1 {
 			cfg.Services[0].Pools[1].Targets = []string{dead}
@@ -264,23 +264,11 @@ func TestCLIDeployRefusals(t *testing.T) {
 		t.Fatalf("CLI deploy of an unknown service: %v, want refused naming it\n%s", err, out)
 	}
 
-	out, err = cutover(t, "deploy", "green", "--etcd", "http://"+deadAddr(t), "-c", file)
+	out, err = cutover(t, "deploy", "green", "--etcd", "http://"+refused.Addr(t), "-c", file)
 	if err == nil || cli.ExitCode(err) != 2 || !strings.Contains(err.Error(), "cannot be reached") {
 		t.Fatalf("CLI deploy with etcd unreachable: %v (exit %d), want exit 2 naming the store\n%s", err, cli.ExitCode(err), out)
 	}
 	unchanged("deploy with etcd unreachable")
-}
-
-// deadAddr is a loopback address nothing listens on.
-func deadAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
 }
 
 // TestCLIEndsARunningCanary: abort and promote with --etcd reach the
