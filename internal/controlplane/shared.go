@@ -436,18 +436,5 @@ func (m *Manager) StoreStatus() *admin.StoreStatus {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	st := m.shared.Status(ctx)
-	out := &admin.StoreStatus{
-		Kind: admin.StoreEtcd, Where: st.Where, Instance: st.Instance, Problem: st.Problem, Stale: st.Problem != "",
-		Applied: st.Applied, Latest: st.Latest,
-	}
-	self := false
-	for _, is := range st.Instances {
-		out.Instances = append(out.Instances, admin.InstanceStatus{Name: is.Name, Applied: is.Applied, Behind: is.Behind, Self: is.Name == st.Instance})
-		self = self || is.Name == st.Instance
-	}
-	if !self {
-		out.Instances = append(out.Instances, admin.InstanceStatus{Name: st.Instance, Applied: st.Applied, Self: true, Stale: out.Stale})
-	}
-	return out
+	return rules.StoreStatus(m.shared.Status(ctx), true)
 }

@@ -504,10 +504,6 @@ func (c *Client) Status(ctx context.Context, service string) (*admin.StatusRespo
 		}
 		out.Services = append(out.Services, ss)
 	}
-	sh := st.Status(ctx)
-	out.Store = &admin.StoreStatus{Kind: admin.StoreEtcd, Where: sh.Where, Problem: sh.Problem, Stale: sh.Problem != "", Latest: sh.Latest}
-	for _, is := range sh.Instances {
-		out.Store.Instances = append(out.Store.Instances, admin.InstanceStatus{Name: is.Name, Applied: is.Applied, Behind: is.Behind})
-	}
+	out.Store = rules.StoreStatus(st.Status(ctx), false)
 	return out, nil
 }

@@ -246,3 +246,24 @@ func TrialEnded(service string, d state.Service) string {
 func TrialDidNothing(verb string, before, after state.Service) bool {
 	return after.Active == before.Active && after.Canary == before.Canary && (after.Canary != "" || verb == admin.OpAbort)
 }
+
+// StoreStatus is the admin API's view of the shared store from sh. An
+// instance's own (instance) marks it among the live ones and lists it even
+// when its registration is missing; the CLI's has no instance of its own
+// (sh.Instance names the CLI only in the deploy lock).
+func StoreStatus(sh state.SharedStatus, instance bool) *admin.StoreStatus {
+	out := &admin.StoreStatus{Kind: admin.StoreEtcd, Where: sh.Where, Problem: sh.Problem, Stale: sh.Problem != "", Latest: sh.Latest}
+	if instance {
+		out.Instance, out.Applied = sh.Instance, sh.Applied
+	}
+	self := false
+	for _, is := range sh.Instances {
+		me := instance && is.Name == sh.Instance
+		out.Instances = append(out.Instances, admin.InstanceStatus{Name: is.Name, Applied: is.Applied, Behind: is.Behind, Self: me})
+		self = self || me
+	}
+	if instance && !self {
+		out.Instances = append(out.Instances, admin.InstanceStatus{Name: sh.Instance, Applied: sh.Applied, Self: true, Stale: out.Stale})
+	}
+	return out
+}

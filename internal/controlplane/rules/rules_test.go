@@ -122,3 +122,30 @@ func TestWaitingProgress(t *testing.T) {
 		t.Errorf("an instance with two unready targets: %+v", two)
 	}
 }
+
+func TestStoreStatus(t *testing.T) {
+	sh := state.SharedStatus{Where: "etcd e1", Instance: "edge-1", Applied: 7, Latest: 9, Problem: "",
+		Instances: []state.InstanceStatus{{Name: "edge-2", Applied: 9}, {Name: "edge-3", Applied: 7, Behind: 1}}}
+	got := StoreStatus(sh, true)
+	if got.Instance != "edge-1" || got.Applied != 7 || got.Latest != 9 || got.Stale {
+		t.Fatalf("instance view: %+v", got)
+	}
+	// Its own registration missing: listed, marked.
+	if n := len(got.Instances); n != 3 || !got.Instances[2].Self || got.Instances[2].Name != "edge-1" || got.Instances[0].Self {
+		t.Fatalf("instance view lists %+v; want edge-2, edge-3 and itself marked", got.Instances)
+	}
+	sh.Instances = append(sh.Instances, state.InstanceStatus{Name: "edge-1", Applied: 7})
+	if got := StoreStatus(sh, true); len(got.Instances) != 3 || !got.Instances[2].Self {
+		t.Fatalf("registered instance: %+v, want it once, marked", got.Instances)
+	}
+	sh.Instance, sh.Problem = "cli@host/1", "etcd unreachable"
+	cli := StoreStatus(sh, false)
+	if cli.Instance != "" || cli.Applied != 0 || !cli.Stale || len(cli.Instances) != 3 {
+		t.Fatalf("CLI view: %+v", cli)
+	}
+	for _, is := range cli.Instances {
+		if is.Self {
+			t.Fatalf("CLI view marks %s as itself", is.Name)
+		}
+	}
+}
