@@ -288,7 +288,13 @@ func (s *Server) accept(ln net.Listener, info proxy.ConnInfo) error {
 }
 
 func (s *Server) serve(c *conn, info proxy.ConnInfo) {
-	defer s.untrack(c)
+	// untracked: Closed untracks a connection served with info.Park.
+	untracked := false
+	defer func() {
+		if !untracked {
+			s.untrack(c)
+		}
+	}()
 	info.Track = c
 	// c.nc stays the plain connection, for Shutdown to close; the engines
 	// get it with raw-syscall reads and writes.
@@ -329,6 +335,10 @@ func (s *Server) serve(c *conn, info proxy.ConnInfo) {
 		tc.Close()
 		return
 	}
+	// An idle HTTP/1.1 connection parks without a goroutine (proxy.Parker);
+	// ServeConn may return while it is open, and c.Closed untracks it.
+	info.Park = c
+	untracked = true
 	s.o.Proxy.ServeConn(tc, info)
 }
 
@@ -352,6 +362,24 @@ type conn struct {
 	// idleSince is when the connection last became idle (accepted or
 	// answered), in Unix nanoseconds; Drain closes it after a grace.
 	idleSince atomic.Int64
+	// wake wakes the connection if it is parked (proxy.Parker); nil until
+	// it first parks.
+	wake atomic.Pointer[func()]
+}
+
+// Parking implements proxy.Parker.
+func (c *conn) Parking(wake func()) { c.wake.Store(&wake) }
+
+// Closed implements proxy.Parker.
+func (c *conn) Closed() { c.srv.untrack(c) }
+
+// close closes the connection's socket; a parked connection is woken to
+// find it closed, as closing drops it from the epoll set it waits in.
+func (c *conn) close() {
+	c.nc.Close()
+	if w := c.wake.Load(); w != nil {
+		(*w)()
+	}
 }
 
 // Begin implements proxy.Tracker.
@@ -466,7 +494,7 @@ wait:
 	s.mu.Lock()
 	n := len(s.conns)
 	for c := range s.conns {
-		c.nc.Close()
+		c.close()
 	}
 	s.mu.Unlock()
 	<-done
@@ -483,7 +511,7 @@ func (s *Server) closeIdle(grace time.Duration) {
 	defer s.mu.Unlock()
 	for c := range s.conns {
 		if c.idleSince.Load() <= cut && c.state.CompareAndSwap(connIdle, connClosed) {
-			c.nc.Close()
+			c.close()
 		}
 	}
 }

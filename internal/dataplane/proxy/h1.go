@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/cutover/cutover/internal/dataplane/forward"
@@ -30,6 +31,10 @@ type ConnInfo struct {
 	Challenge func(host, target string) (body string, ok bool)
 	// Track is told when requests begin and end, for graceful shutdown.
 	Track Tracker
+	// Park, when set on a TLS connection, lets ServeConn park it while it
+	// is idle (see Parker): ServeConn may then return before the
+	// connection is closed, and Park.Closed says when it is.
+	Park Parker
 }
 
 // Tracker follows a connection's requests so that a shutting-down server
@@ -70,7 +75,24 @@ type clientConn struct {
 	// reading its first bytes into first (see waitIdle).
 	lazy  bool
 	first [16]byte
+	// idleAt is when the wait for the next request times out; zero while
+	// a request is served.
+	idleAt time.Time
+	// While parked (see Parker): parkKey is the connection's key in the
+	// parker (0 when not parked), rc its socket; wake is made once.
+	parkKey uint64
+	rc      syscall.RawConn
+	wake    func()
 }
+
+// step is what serveOne leaves the connection to do next.
+type step int8
+
+const (
+	stepNext   step = iota // serve the next request
+	stepClose              // close the connection
+	stepParked             // nothing: the connection is parked, and its goroutine must leave it
+)
 
 // h1work is what a goroutine engine's client connection needs only while
 // it serves a request: the parsed head, the request body's framing, the
@@ -110,13 +132,16 @@ func (c *clientConn) putWork() {
 }
 
 // ServeConn serves HTTP/1.1 requests on nc until the client closes it, an
-// error makes it unusable, or the server shuts down. nc is closed on return.
+// error makes it unusable, or the server shuts down. nc is closed on return,
+// unless info.Park is set: then an idle TLS connection may be parked (see
+// Parker) and served on by other goroutines, and info.Park.Closed says when
+// it is closed.
 //
 // Over TLS the connection holds no read buffer or request state while it
-// waits for a request: only crypto/tls's own buffers and the goroutine.
-// (The read that waits is a small one into the connection's struct; what
-// else the record carried stays decrypted in crypto/tls for the next read,
-// so it costs no system call. A plain socket would pay one.)
+// waits for a request: only crypto/tls's own state, and the goroutine until
+// it parks. (The read that waits is a small one into the connection's
+// struct; what else the record carried stays decrypted in crypto/tls for
+// the next read, so it costs no system call. A plain socket would pay one.)
 func (p *Proxy) ServeConn(nc net.Conn, info ConnInfo) {
 	var r *wire.Reader
 	if info.TLS {
@@ -126,9 +151,47 @@ func (p *Proxy) ServeConn(nc net.Conn, info ConnInfo) {
 	}
 	c := p.newClientConn(nc, info, r)
 	c.lazy = info.TLS
-	defer c.done()
-	for c.serveOne() {
+	c.serve()
+}
+
+// serve serves c's requests until it is closed or parked.
+func (c *clientConn) serve() {
+	for {
+		switch c.serveOne() {
+		case stepNext:
+			continue
+		case stepParked:
+			// Another goroutine may own c already.
+			return
+		}
+		break
 	}
+	c.done()
+	if c.info.Park != nil {
+		c.info.Park.Closed()
+	}
+}
+
+// resume serves c, which was parked, on a new goroutine: its socket was
+// readable, its idle timeout passed, or its closer woke it.
+func (c *clientConn) resume() {
+	now := time.Now()
+	// The deadline in force is the one that parked it.
+	c.rdl.Clear(c.nc.SetReadDeadline)
+	c.rdl.Extend(now, c.idleAt.Sub(now), c.nc.SetReadDeadline)
+	c.serve()
+}
+
+// canPark reports whether c may park while idle.
+func (c *clientConn) canPark() bool { return parkSupported && c.lazy && c.info.Park != nil }
+
+// park parks c; false when it could not be parked and waits no more.
+func (c *clientConn) park() bool {
+	if c.wake == nil {
+		c.wake = func() { c.p.parker.wake(c) }
+		c.info.Park.Parking(c.wake)
+	}
+	return c.p.parker.park(c)
 }
 
 func (p *Proxy) newClientConn(nc net.Conn, info ConnInfo, r *wire.Reader) *clientConn {
@@ -151,19 +214,35 @@ func (c *clientConn) done() {
 }
 
 // waitIdle waits, holding no buffer, for the first bytes of the next
-// request, and puts them in the reader; false: none came (the client
-// closed the connection, the idle timeout passed, or the server closed it).
-func (c *clientConn) waitIdle() bool {
+// request, and puts them in the reader. stepClose: none came (the client
+// closed the connection, the idle timeout passed, or the server closed
+// it); stepParked: none came within ParkAfter, and c is parked.
+func (c *clientConn) waitIdle() step {
 	c.r.Release()
-	n, _ := c.nc.Read(c.first[:])
-	if n == 0 {
-		// A read error with no byte is the end of the connection, as it is
-		// for ReadHead with nothing buffered; one that came with bytes is
-		// returned again by the next read.
-		return false
+	if c.idleAt.IsZero() {
+		now := time.Now()
+		c.idleAt = now.Add(c.p.o.IdleTimeout)
+		wait := c.p.o.IdleTimeout
+		if c.canPark() {
+			wait = min(wait, c.p.o.ParkAfter)
+		}
+		c.rdl.Extend(now, wait, c.nc.SetReadDeadline)
 	}
+	n, err := c.nc.Read(c.first[:])
+	if n == 0 {
+		// A timeout before the idle timeout's is the one to park at:
+		// crypto/tls takes a timeout for a temporary error and leaves the
+		// connection usable. Any other read error with no byte is the end
+		// of the connection, as it is for ReadHead with nothing buffered;
+		// one that came with bytes is returned again by the next read.
+		if isTimeout(err) && c.canPark() && time.Now().Before(c.idleAt) && c.park() {
+			return stepParked
+		}
+		return stepClose
+	}
+	c.idleAt = time.Time{}
 	c.r.Preload(c.first[:n])
-	return true
+	return stepNext
 }
 
 // Handoff is a connection an event loop gives to the goroutine engine, with
@@ -185,6 +264,7 @@ func (h *Handoff) Begun() bool { return h.head != nil }
 // ones. nc is closed on return.
 func (p *Proxy) ServeHandoff(nc net.Conn, h *Handoff, info ConnInfo) {
 	h.r.SetSource(nc)
+	info.Park = nil
 	c := p.newClientConn(nc, info, h.r)
 	defer c.done()
 	if h.head != nil {
@@ -196,7 +276,7 @@ func (p *Proxy) ServeHandoff(nc net.Conn, h *Handoff, info ConnInfo) {
 			return
 		}
 	}
-	for c.serveOne() {
+	for c.serveOne() == stepNext {
 	}
 }
 
@@ -204,15 +284,26 @@ func (c *clientConn) setHeaderDeadline() {
 	c.rdl.Extend(time.Now(), c.p.o.ReadHeaderTimeout, c.nc.SetReadDeadline)
 }
 
-// serveOne reads and answers one request; it reports whether the
-// connection stays open for another.
-func (c *clientConn) serveOne() bool {
-	p := c.p
-	c.rdl.Extend(time.Now(), p.o.IdleTimeout, c.nc.SetReadDeadline)
+// serveOne reads and answers one request, or parks the connection.
+func (c *clientConn) serveOne() step {
 	c.r.Shrink()
-	if c.lazy && c.r.Buffered() == 0 && !c.waitIdle() {
-		return false
+	if c.lazy && c.r.Buffered() == 0 {
+		if st := c.waitIdle(); st != stepNext {
+			return st
+		}
+	} else {
+		c.rdl.Extend(time.Now(), c.p.o.IdleTimeout, c.nc.SetReadDeadline)
 	}
+	if !c.serveHead() {
+		return stepClose
+	}
+	return stepNext
+}
+
+// serveHead reads the request head whose first bytes are buffered or
+// arrive now, and serves the request; it reports whether the connection
+// stays open for another.
+func (c *clientConn) serveHead() bool {
 	head, err := c.r.ReadHead(c.headerDeadline)
 	c.getWork()
 	if c.lazy {

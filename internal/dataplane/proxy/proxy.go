@@ -64,6 +64,10 @@ type Options struct {
 	// (see exchange.movable) waits for a response head on one target
 	// before it is sent to another healthy one; 0 waits ResponseTimeout.
 	TryTimeout time.Duration
+	// ParkAfter is how long an HTTP/1.1-over-TLS connection waits for its
+	// next request on its goroutine before it is parked (see Parker); it
+	// matters only below IdleTimeout and where parking is supported.
+	ParkAfter time.Duration
 }
 
 func (o *Options) defaults() {
@@ -78,6 +82,7 @@ func (o *Options) defaults() {
 	set(&o.WriteTimeout, 60*time.Second)
 	set(&o.ResponseTimeout, 60*time.Second)
 	set(&o.UpstreamReadTimeout, 60*time.Second)
+	set(&o.ParkAfter, defaultParkAfter)
 	if o.MaxHeaderBytes <= 0 {
 		o.MaxHeaderBytes = 32 << 10
 	}
@@ -96,6 +101,9 @@ type Proxy struct {
 	clientBufs *wire.SyncBuffers
 	h1work     sync.Pool
 	h1lent     atomic.Int64
+	// parker holds the idle TLS connections parked (see Parker).
+	parker    parker
+	parkStats parkStats
 }
 
 // Held is what the goroutine engine's client connections hold now: read
@@ -113,6 +121,7 @@ func New(o Options) *Proxy {
 	p := &Proxy{o: o, ids: forward.NewIDs(), clientBufs: wire.NewSyncBuffers(clientReadBuf)}
 	p.h2pool.New = func() any { return new(h2State) }
 	p.h1work.New = func() any { return new(h1work) }
+	p.parker.init()
 	return p
 }
 
