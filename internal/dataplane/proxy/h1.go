@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -190,6 +191,9 @@ func (c *clientConn) park() bool {
 	if c.wake == nil {
 		c.wake = func() { c.p.parker.wake(c) }
 		c.info.Park.Parking(c.wake)
+	}
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		c.p.tlsTrim.trim(tc)
 	}
 	return c.p.parker.park(c)
 }

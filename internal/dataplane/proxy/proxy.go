@@ -104,6 +104,7 @@ type Proxy struct {
 	// parker holds the idle TLS connections parked (see Parker).
 	parker    parker
 	parkStats parkStats
+	tlsTrim   tlsTrim
 }
 
 // Held is what the goroutine engine's client connections hold now: read
@@ -122,6 +123,7 @@ func New(o Options) *Proxy {
 	p.h2pool.New = func() any { return new(h2State) }
 	p.h1work.New = func() any { return new(h1work) }
 	p.parker.init()
+	p.tlsTrim = newTLSTrim()
 	return p
 }
 
