@@ -188,12 +188,7 @@ func TestIdleTLSConnectionsParkWithoutGoroutines(t *testing.T) {
 	if err := s.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown with %d parked connections: %v", n, err)
 	}
-	for _, pc := range clients {
-		pc.closedByServer(t, 5*time.Second)
-	}
-	if now, _ := px.Parked(); now != 0 || httpsConns(s) != 0 {
-		t.Fatalf("after Shutdown: %d parked, %d counted; want none", now, httpsConns(s))
-	}
+	allClosed(t, s, px, clients, "Shutdown")
 }
 
 // TestParkedTLSConnectionsCloseAtIdleTimeout: a parked connection is
@@ -269,12 +264,7 @@ func TestDrainClosesParkedTLSConnections(t *testing.T) {
 	if d := time.Since(start); d < grace*3/4 {
 		t.Fatalf("Drain closed parked connections after %v, before the grace of %v", d, grace)
 	}
-	for _, pc := range clients {
-		pc.closedByServer(t, 5*time.Second)
-	}
-	if now, _ := px.Parked(); now != 0 || httpsConns(s) != 0 {
-		t.Fatalf("after Drain: %d parked, %d counted; want none", now, httpsConns(s))
-	}
+	allClosed(t, s, px, clients, "Drain")
 }
 
 // TestTLSKeepAliveAcrossParkingLosesNoRequest: keep-alive clients that
@@ -323,5 +313,17 @@ func TestTLSKeepAliveAcrossParkingLosesNoRequest(t *testing.T) {
 	}
 	if _, total := px.Parked(); total < conns {
 		t.Fatalf("only %d parkings over %d connections × %d pauses: the test did not exercise parking", total, conns, rounds)
+	}
+}
+
+// allClosed checks that the server closed every client's connection and
+// that none is left parked or counted, after what closed them.
+func allClosed(t *testing.T, s *Server, px *proxy.Proxy, clients []*parkClient, after string) {
+	t.Helper()
+	for _, pc := range clients {
+		pc.closedByServer(t, 5*time.Second)
+	}
+	if now, _ := px.Parked(); now != 0 || httpsConns(s) != 0 {
+		t.Fatalf("after %s: %d parked, %d counted; want none", after, now, httpsConns(s))
 	}
 }
