@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cutover/cutover/internal/dataplane/proxy"
 )
 
 // TestIdleTLSConnectionsHoldNoBuffers: an HTTP/1.1 connection over TLS
@@ -18,21 +20,7 @@ import (
 // thousand idle TLS clients cost crypto/tls's state and a goroutine each,
 // not 8 KiB of buffers more.
 func TestIdleTLSConnectionsHoldNoBuffers(t *testing.T) {
-	body := strings.Repeat("x", 20000) // several reads and writes
-	px := newProxy(t, func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/big" {
-			io.WriteString(w, body)
-			return
-		}
-		io.WriteString(w, "ok "+r.URL.Path)
-	})
-	certs, err := NewCertSource(CertOptions{SelfSigned: true, Hosts: []string{"localhost"}, StateDir: t.TempDir(), Logger: quietLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := runServer(t, Options{HTTPS: "127.0.0.1:0", TLS: certs.TLSConfig(), Proxy: px, Logger: quietLogger()})
-	cfg := clientConfig(certs.Leaf())
-	cfg.NextProtos = []string{"http/1.1"}
+	s, px, cfg := tlsHTTP1Server(t, proxy.Options{})
 	held := func() (int64, int64, string) {
 		r, w := px.Held()
 		return r, w, fmt.Sprintf("%d read buffers, %d request states", r, w)
@@ -94,7 +82,7 @@ func TestIdleTLSConnectionsHoldNoBuffers(t *testing.T) {
 					got, _ := io.ReadAll(resp.Body)
 					want := "ok " + p
 					if p == "/big" {
-						want = body
+						want = strings.Repeat("x", bigBodyLen)
 					}
 					if resp.StatusCode != 200 || string(got) != want {
 						errs <- fmt.Errorf("%s: %d, %d bytes", p, resp.StatusCode, len(got))

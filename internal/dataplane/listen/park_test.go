@@ -21,27 +21,37 @@ import (
 	"github.com/cutover/cutover/internal/dataplane/proxy"
 )
 
-// parkServer runs an HTTPS server whose backend answers "ok PATH" (and a
-// 20,000-byte body for /big), with the proxy's ParkAfter and IdleTimeout
-// set; it returns the server, its proxy and a client configuration for
-// HTTP/1.1.
+// bigBodyLen is the length of what tlsHTTP1Server's backend answers /big
+// with, "x" repeated: several reads and writes.
+const bigBodyLen = 20000
+
+// parkServer is tlsHTTP1Server with the proxy's ParkAfter and IdleTimeout
+// set, where connections park.
 func parkServer(t *testing.T, parkAfter, idle time.Duration) (*Server, *proxy.Proxy, *tls.Config) {
 	t.Helper()
 	if !proxy.ParkSupported {
 		t.Skip("connections park only where epoll is (Linux)")
 	}
-	big := strings.Repeat("x", 20000)
+	return tlsHTTP1Server(t, proxy.Options{ParkAfter: parkAfter, IdleTimeout: idle})
+}
+
+// tlsHTTP1Server runs an HTTPS server with a proxy made with o (its router,
+// trust and logger filled in) in front of a backend that answers "ok PATH"
+// and bigBodyLen bytes for /big; it returns the server, its proxy and a
+// client configuration for HTTP/1.1.
+func tlsHTTP1Server(t *testing.T, o proxy.Options) (*Server, *proxy.Proxy, *tls.Config) {
+	t.Helper()
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/big" {
-			io.WriteString(w, big)
+			io.WriteString(w, strings.Repeat("x", bigBodyLen))
 			return
 		}
 		io.WriteString(w, "ok "+r.URL.Path)
 	}))
 	t.Cleanup(backend.Close)
-	router, _ := webService(strings.TrimPrefix(backend.URL, "http://"))
-	px := proxy.New(proxy.Options{Router: router, Trusted: forward.NewTrusted(nil), Logger: quietLogger(),
-		ParkAfter: parkAfter, IdleTimeout: idle})
+	o.Router, _ = webService(strings.TrimPrefix(backend.URL, "http://"))
+	o.Trusted, o.Logger = forward.NewTrusted(nil), quietLogger()
+	px := proxy.New(o)
 	certs, err := NewCertSource(CertOptions{SelfSigned: true, Hosts: []string{"localhost"}, StateDir: t.TempDir(), Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +93,7 @@ func (pc *parkClient) get(paths ...string) error {
 		got, err := io.ReadAll(resp.Body)
 		want := "ok " + p
 		if p == "/big" {
-			want = strings.Repeat("x", 20000)
+			want = strings.Repeat("x", bigBodyLen)
 		}
 		if err != nil || resp.StatusCode != 200 || string(got) != want {
 			return fmt.Errorf("%s: status %d, %d bytes (%v), want 200 and %q", p, resp.StatusCode, len(got), err, want[:min(len(want), 20)])
