@@ -255,13 +255,15 @@ func (t *Target) dial(ctx context.Context) (*Conn, error) {
 
 // Put returns a connection whose last response was read completely, for
 // reuse by the next request. It is kept only when nothing more has arrived
-// on it: bytes beyond the response (in the reader's buffer or still in the
-// socket) mean the target broke the framing, and the next request would
-// read them as its response. A connection that CloseAll closed while its
-// request ran is not kept either: the next request would get a dead
-// connection.
+// on it: bytes beyond the response mean the target broke the framing, and
+// the next request would read them as its response. Bytes the reader has
+// buffered are seen here; those still in the socket, and a close, are seen
+// by Get's peek before the connection is used again, which also sees what
+// arrives while it sits idle, so one peek per request serves both. A
+// connection that CloseAll closed while its request ran is not kept
+// either: the next request would get a dead connection.
 func (t *Target) Put(c *Conn) {
-	if c.R.Buffered() > 0 || !sock.Quiet(c.Conn) {
+	if c.R.Buffered() > 0 {
 		t.Discard(c)
 		return
 	}
