@@ -202,7 +202,7 @@ func (h *harness) doSwitch(ctx context.Context, rp *runningProxy, from, to strin
 			ev.Err = fmt.Sprintf("send SIGHUP to nginx master %d: %v", rp.proc.PID(), err)
 			return ev
 		}
-	case proxyCutover, proxyCutoverMetrics:
+	case proxyCutover, proxyCutoverMetrics, proxyCutoverGoroutines:
 		args := []string{"deploy", to, "-c", rp.configPath}
 		if to == rp.opts.Active {
 			args = []string{"rollback", "-c", rp.configPath}
