@@ -49,8 +49,10 @@ type Listen struct {
 	HTTP string
 	// HTTPS is the TLS address ("" disables it); HTTP/2 is offered by ALPN.
 	HTTPS string
-	// Engine serves plain HTTP/1.1: "loops" (default: event loops, one per
-	// processor, on Linux) or "goroutines" (one goroutine per connection).
+	// Engine serves HTTP/1.1, plain and over TLS: "loops" (default: event
+	// loops, one per processor, on Linux; over TLS a connection moves to
+	// one after its handshake and first request) or "goroutines" (one
+	// goroutine per connection).
 	Engine string
 }
 

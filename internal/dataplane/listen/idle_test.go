@@ -17,12 +17,28 @@ import (
 // TestIdleTLSConnectionsHoldNoBuffers: an HTTP/1.1 connection over TLS
 // holds a read buffer and request state only while it serves a request or
 // has bytes of one; waiting for the next request it holds neither, so ten
-// thousand idle TLS clients cost crypto/tls's state and a goroutine each,
-// not 8 KiB of buffers more.
+// thousand idle TLS clients cost crypto/tls's state each, not 8 KiB of
+// buffers more. Both engines: the event loops and, where the loops are
+// turned off, the goroutines.
 func TestIdleTLSConnectionsHoldNoBuffers(t *testing.T) {
-	s, px, cfg := tlsHTTP1Server(t, proxy.Options{})
+	for _, engine := range []string{EngineLoops, EngineGoroutines} {
+		t.Run(engine, func(t *testing.T) {
+			if engine == EngineLoops && !proxy.LoopsSupported {
+				t.Skip("the event loops need Linux's epoll")
+			}
+			idleTLSHoldsNoBuffers(t, engine)
+		})
+	}
+}
+
+func idleTLSHoldsNoBuffers(t *testing.T, engine string) {
+	s, px, cfg := tlsHTTP1Server(t, proxy.Options{}, engine)
 	held := func() (int64, int64, string) {
 		r, w := px.Held()
+		if engine == EngineLoops {
+			lr, lw := s.loops.Held()
+			r, w = int64(lr), int64(lw)
+		}
 		return r, w, fmt.Sprintf("%d read buffers, %d request states", r, w)
 	}
 	waitHeld := func(what string, wantR, wantW int64) {
@@ -98,6 +114,14 @@ func TestIdleTLSConnectionsHoldNoBuffers(t *testing.T) {
 		t.Error(err)
 	}
 	waitHeld(fmt.Sprintf("%d idle TLS connections", conns), 0, 0)
+	if got := httpsConns(s); got != conns {
+		t.Errorf("%d HTTP/1.1-over-TLS connections counted, want %d", got, conns)
+	}
+	if engine == EngineLoops {
+		if all, tls := s.loops.Clients(); all != conns || tls != conns {
+			t.Errorf("the loops serve %d connections, %d over TLS; want %d of %d", all, tls, conns, conns)
+		}
+	}
 
 	// Bytes of a head hold a read buffer until the request is served.
 	c := clients[0]

@@ -32,31 +32,46 @@ func parkServer(t *testing.T, parkAfter, idle time.Duration) (*Server, *proxy.Pr
 	if !proxy.ParkSupported {
 		t.Skip("connections park only where epoll is (Linux)")
 	}
-	return tlsHTTP1Server(t, proxy.Options{ParkAfter: parkAfter, IdleTimeout: idle})
+	return tlsHTTP1Server(t, proxy.Options{ParkAfter: parkAfter, IdleTimeout: idle}, EngineGoroutines)
 }
 
-// tlsHTTP1Server runs an HTTPS server with a proxy made with o (its router,
-// trust and logger filled in) in front of a backend that answers "ok PATH"
-// and bigBodyLen bytes for /big; it returns the server, its proxy and a
-// client configuration for HTTP/1.1.
-func tlsHTTP1Server(t *testing.T, o proxy.Options) (*Server, *proxy.Proxy, *tls.Config) {
+// tlsHTTP1Server runs an HTTPS server whose HTTP/1.1 engine is engine,
+// with a proxy made with o (its router, trust and logger filled in) in
+// front of a backend that answers "ok PATH", bigBodyLen bytes for /big and
+// a POST with its body, and says in X-Got-Proto what X-Forwarded-Proto it
+// got; it returns the server, its proxy and a client configuration for
+// HTTP/1.1.
+func tlsHTTP1Server(t *testing.T, o proxy.Options, engine string) (*Server, *proxy.Proxy, *tls.Config) {
 	t.Helper()
-	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/big" {
+	return tlsServerFor(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Got-Proto", r.Header.Get("X-Forwarded-Proto"))
+		switch {
+		case r.Method == "POST":
+			// All of it first: net/http ends a request body once its
+			// response has begun.
+			b, _ := io.ReadAll(r.Body)
+			w.Write(b)
+		case r.URL.Path == "/big":
 			io.WriteString(w, strings.Repeat("x", bigBodyLen))
-			return
+		default:
+			io.WriteString(w, "ok "+r.URL.Path)
 		}
-		io.WriteString(w, "ok "+r.URL.Path)
-	}))
-	t.Cleanup(backend.Close)
-	o.Router, _ = webService(strings.TrimPrefix(backend.URL, "http://"))
+	}), o, engine)
+}
+
+// tlsServerFor is tlsHTTP1Server in front of backend.
+func tlsServerFor(t *testing.T, backend http.Handler, o proxy.Options, engine string) (*Server, *proxy.Proxy, *tls.Config) {
+	t.Helper()
+	bs := httptest.NewServer(backend)
+	t.Cleanup(bs.Close)
+	o.Router, _ = webService(strings.TrimPrefix(bs.URL, "http://"))
 	o.Trusted, o.Logger = forward.NewTrusted(nil), quietLogger()
 	px := proxy.New(o)
 	certs, err := NewCertSource(CertOptions{SelfSigned: true, Hosts: []string{"localhost"}, StateDir: t.TempDir(), Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := runServer(t, Options{HTTPS: "127.0.0.1:0", TLS: certs.TLSConfig(), Proxy: px, Logger: quietLogger()})
+	s := runServer(t, Options{HTTPS: "127.0.0.1:0", TLS: certs.TLSConfig(), Proxy: px, Engine: engine, Logger: quietLogger()})
 	cfg := clientConfig(certs.Leaf())
 	cfg.NextProtos = []string{"http/1.1"}
 	return s, px, cfg
@@ -115,6 +130,20 @@ func (pc *parkClient) closedByServer(t *testing.T, limit time.Duration) {
 	var ne net.Error
 	if n > 0 || err == nil || errors.As(err, &ne) && ne.Timeout() {
 		t.Fatalf("the server did not close a parked connection within %v: read %d bytes, %v", limit, n, err)
+	}
+}
+
+// readClosing reads a response from br and fails the test, saying what it
+// was, unless it is a 200 with body want that says Connection: close.
+func readClosing(t *testing.T, br *bufio.Reader, what, want string) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(got) != want || !resp.Close {
+		t.Fatalf("%s: %d %q, Connection: close %v; want 200, %q and true", what, resp.StatusCode, got, resp.Close, want)
 	}
 }
 
@@ -260,14 +289,7 @@ func TestDrainClosesParkedTLSConnections(t *testing.T) {
 	pc := clients[0]
 	pc.c.SetDeadline(time.Now().Add(5 * time.Second))
 	io.WriteString(pc.c, "GET /late HTTP/1.1\r\nHost: localhost\r\n\r\n")
-	resp, err := http.ReadResponse(pc.br, nil)
-	if err != nil {
-		t.Fatalf("a request on a parked connection while draining: %v", err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || string(body) != "ok /late" || !resp.Close {
-		t.Fatalf("while draining: %d %q, Connection: close %v; want 200, ok /late, true", resp.StatusCode, body, resp.Close)
-	}
+	readClosing(t, pc.br, "a request on a parked connection while draining", "ok /late")
 	if err := <-drained; err != nil {
 		t.Fatalf("Drain with parked connections: %v", err)
 	}

@@ -43,9 +43,11 @@ type Options struct {
 	// listener ahead of its redirect to HTTPS (CertSource.HTTPChallenge);
 	// nil for none.
 	HTTPChallenge func(host, target string) (body string, ok bool)
-	// Engine serves plain HTTP/1.1: "loops" (the default; event loops on
-	// Linux, see proxy.Loops) or "goroutines" (a goroutine per connection,
-	// as TLS connections always are).
+	// Engine serves HTTP/1.1, plain and over TLS: "loops" (the default;
+	// event loops on Linux, see proxy.Loops; TLS handshakes and HTTP/2
+	// run on a goroutine per connection, and the plain listener that
+	// redirects to HTTPS is served by goroutines) or "goroutines" (a
+	// goroutine per connection, idle TLS ones parked: proxy.Parker).
 	Engine string
 	Logger *slog.Logger
 	// Inherited holds listening sockets handed over by the cutover this
@@ -112,7 +114,9 @@ func (s *Server) Counts() Counts {
 		c.Conns[ConnKind{ListenerHTTPS, ProtoH2}] += 0
 	}
 	if s.loops != nil {
-		c.Conns[ConnKind{ListenerHTTP, ProtoHTTP1}] += int(s.loops.Clients())
+		all, tls := s.loops.Clients()
+		c.Conns[ConnKind{ListenerHTTP, ProtoHTTP1}] += int(all - tls)
+		c.Conns[ConnKind{ListenerHTTPS, ProtoHTTP1}] += int(tls)
 	}
 	s.mu.Lock()
 	for cn := range s.conns {
@@ -172,9 +176,13 @@ func New(o Options) (*Server, error) {
 		s.h2.IdleTimeout = o.IdleTimeout
 		s.h2.Logger = o.Logger
 	}
-	if s.httpLn != nil && s.httpsLn == nil && o.Engine == EngineLoops && proxy.LoopsSupported {
+	if o.Engine == EngineLoops && proxy.LoopsSupported {
 		if s.loops, err = o.Proxy.NewLoops(proxy.LoopOptions{Handoff: s.adopt}); err != nil {
-			s.httpLn.Close()
+			for _, ln := range []net.Listener{s.httpLn, s.httpsLn} {
+				if ln != nil {
+					ln.Close()
+				}
+			}
 			return nil, fmt.Errorf("starting the event loops: %w", err)
 		}
 	}
@@ -194,6 +202,11 @@ func (s *Server) Loops() int {
 // handed over; it is tracked for Shutdown like any other.
 func (s *Server) adopt(nc net.Conn, h *proxy.Handoff) {
 	c := &conn{nc: nc, srv: s}
+	if sc := h.Socket(); sc != nil {
+		// Shutdown closes the socket, as it does for every TLS
+		// connection: a goodbye from crypto/tls would race the reader.
+		c.nc, c.tls = sc, true
+	}
 	if h.Begun() {
 		c.state.Store(connActive)
 	}
@@ -271,7 +284,7 @@ func (s *Server) accept(ln net.Listener, info proxy.ConnInfo) error {
 			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 		}
 		delay = 0
-		if s.loops != nil && !info.TLS {
+		if s.loops != nil && !info.TLS && !info.Redirect {
 			if err := s.loops.Add(nc); err == nil {
 				continue
 			} else {
@@ -303,7 +316,16 @@ func (s *Server) serve(c *conn, info proxy.ConnInfo) {
 		s.o.Proxy.ServeConn(nc, info)
 		return
 	}
-	tc := tls.Server(nc, s.o.TLS)
+	// With the event loops, crypto/tls runs over a pipe that lets a loop
+	// take over an HTTP/1.1 connection once its handshake is done.
+	var pipe *proxy.TLSPipe
+	var tc *tls.Conn
+	if s.loops != nil {
+		pipe = proxy.NewTLSPipe(nc)
+		tc = tls.Server(pipe, s.o.TLS)
+	} else {
+		tc = tls.Server(nc, s.o.TLS)
+	}
 	tc.SetDeadline(time.Now().Add(s.o.HandshakeTimeout))
 	if err := tc.Handshake(); err != nil {
 		s.handshakeFailures.Add(1)
@@ -334,6 +356,18 @@ func (s *Server) serve(c *conn, info proxy.ConnInfo) {
 		hc.Serve()
 		tc.Close()
 		return
+	}
+	if pipe != nil {
+		// A keep-alive connection moves to the event loops once it has
+		// answered a request; they count it and shut it down from then on.
+		info.Handover = func() bool {
+			if err := s.loops.AddTLS(tc, pipe); err != nil {
+				s.o.Logger.Warn("event loops refused a TLS connection; serving it with a goroutine", "err", err)
+				return false
+			}
+			s.untrack(c)
+			return true
+		}
 	}
 	// An idle HTTP/1.1 connection parks without a goroutine (proxy.Parker);
 	// ServeConn may return while it is open, and c.Closed untracks it.

@@ -36,6 +36,16 @@ type ConnInfo struct {
 	// is idle (see Parker): ServeConn may then return before the
 	// connection is closed, and Park.Closed says when it is.
 	Park Parker
+	// Handover, when set on a TLS connection, is called when the
+	// connection has answered a request and waits for the next one, with
+	// nothing of it buffered: true means another engine took the
+	// connection (Loops.AddTLS), and ServeConn returns without closing it
+	// or calling Park.Closed; false, that the connection waits here.
+	//
+	// Why not at once after the handshake: a client that sends one request
+	// per connection is then served where its handshake ran, with no move
+	// at all; only keep-alive connections, which wait, move.
+	Handover func() bool
 }
 
 // Tracker follows a connection's requests so that a shutting-down server
@@ -79,6 +89,8 @@ type clientConn struct {
 	// idleAt is when the wait for the next request times out; zero while
 	// a request is served.
 	idleAt time.Time
+	// served says a request was answered (and the connection kept).
+	served bool
 	// While parked (see Parker): parkKey is the connection's key in the
 	// parker (0 when not parked), rc its socket; wake is made once.
 	parkKey uint64
@@ -223,6 +235,9 @@ func (c *clientConn) done() {
 // it); stepParked: none came within ParkAfter, and c is parked.
 func (c *clientConn) waitIdle() step {
 	c.r.Release()
+	if c.served && c.info.Handover != nil && c.info.Handover() {
+		return stepParked
+	}
 	if c.idleAt.IsZero() {
 		now := time.Now()
 		c.idleAt = now.Add(c.p.o.IdleTimeout)
@@ -257,11 +272,17 @@ type Handoff struct {
 	// engine to serve, its Tracker begun; nil when none was read.
 	head  []byte
 	start time.Time
+	// socket is a TLS connection's TCP connection; nil for plain HTTP.
+	socket net.Conn
 }
 
 // Begun reports whether the handed-off connection is in the middle of a
 // request (its Tracker's Begin was called).
 func (h *Handoff) Begun() bool { return h.head != nil }
+
+// Socket is the TCP connection under a handed-off TLS connection (closing
+// it ends the connection without a goodbye), or nil for plain HTTP.
+func (h *Handoff) Socket() net.Conn { return h.socket }
 
 // ServeHandoff serves a connection an event loop handed over, like
 // ServeConn: first the request the loop read, if any, then the following
@@ -269,6 +290,7 @@ func (h *Handoff) Begun() bool { return h.head != nil }
 func (p *Proxy) ServeHandoff(nc net.Conn, h *Handoff, info ConnInfo) {
 	h.r.SetSource(nc)
 	info.Park = nil
+	info.TLS = h.socket != nil
 	c := p.newClientConn(nc, info, h.r)
 	defer c.done()
 	if h.head != nil {
@@ -301,6 +323,7 @@ func (c *clientConn) serveOne() step {
 	if !c.serveHead() {
 		return stepClose
 	}
+	c.served = true
 	return stepNext
 }
 

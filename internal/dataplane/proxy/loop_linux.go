@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -54,8 +55,10 @@ type Loops struct {
 	// clients counts client connections owned by the loops; zero is
 	// signalled on idle while shutting down.
 	clients atomic.Int64
-	idle    chan struct{}
-	wg      sync.WaitGroup
+	// tlsClients counts those of them that are TLS connections.
+	tlsClients atomic.Int64
+	idle       chan struct{}
+	wg         sync.WaitGroup
 
 	shutOnce sync.Once
 	shutErr  error
@@ -105,8 +108,9 @@ func (p *Proxy) NewLoops(o LoopOptions) (*Loops, error) {
 func (e *Loops) Len() int { return len(e.loops) }
 
 // Clients is the number of client connections the loops serve now (not
-// those handed to the goroutine engine).
-func (e *Loops) Clients() int64 { return e.clients.Load() }
+// those handed to the goroutine engine), and how many of them are TLS
+// connections.
+func (e *Loops) Clients() (all, tls int64) { return e.clients.Load(), e.tlsClients.Load() }
 
 // Add gives an accepted TCP connection to a loop. The loops take a
 // duplicate of its socket and close nc; on error nc is left to the caller.
@@ -115,7 +119,33 @@ func (e *Loops) Add(nc net.Conn) error {
 	if !ok {
 		return fmt.Errorf("event loops serve TCP connections, not %T", nc)
 	}
-	rc, err := tc.SyscallConn()
+	return e.add(tc, newConn{client: forward.NewClient(nc.RemoteAddr(), false, e.p.o.Trusted)})
+}
+
+// AddTLS gives a loop an HTTP/1.1 connection whose TLS handshake is done,
+// served by tc over pipe (NewTLSPipe over the accepted TCP connection, or
+// a sock.Wrap of one). The loops take a duplicate of the socket, close
+// the pipe's net.Conn and drive tc from then on; on error the connection
+// is left to the caller as it was.
+func (e *Loops) AddTLS(tc *tls.Conn, pipe *TLSPipe) error {
+	sc, ok := pipe.nc.(interface {
+		syscall.Conn
+		io.Closer
+	})
+	if !ok {
+		return fmt.Errorf("event loops serve TCP connections, not %T", pipe.nc)
+	}
+	return e.add(sc, newConn{client: forward.NewClient(pipe.raddr, true, e.p.o.Trusted), tc: tc, pipe: pipe})
+}
+
+// add gives nc, a TCP connection, to a loop: its socket is duplicated and
+// the connection closed, which takes it out of Go's netpoller and leaves
+// the socket open for the loop.
+func (e *Loops) add(nc interface {
+	syscall.Conn
+	io.Closer
+}, c newConn) error {
+	rc, err := nc.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("event loops: %w", err)
 	}
@@ -132,14 +162,19 @@ func (e *Loops) Add(nc net.Conn) error {
 	if cerr != nil || derr != nil {
 		return fmt.Errorf("event loops: duplicating the socket: %w", errors.Join(cerr, derr))
 	}
-	client := forward.NewClient(nc.RemoteAddr(), false, e.p.o.Trusted)
-	// The duplicate shares the open file, non-blocking like Go's sockets;
-	// closing nc takes it out of Go's netpoller and leaves the socket open.
+	c.fd = fd
+	// The duplicate shares the open file, non-blocking like Go's sockets.
 	nc.Close()
+	if c.pipe != nil {
+		c.pipe.nc = nil
+	}
 	e.clients.Add(1)
+	if c.tc != nil {
+		e.tlsClients.Add(1)
+	}
 	l := e.loops[e.next.Add(1)%uint32(len(e.loops))]
 	l.mu.Lock()
-	l.inbox = append(l.inbox, newConn{fd: fd, client: client})
+	l.inbox = append(l.inbox, c)
 	l.mu.Unlock()
 	l.wakeup()
 	return nil
@@ -220,7 +255,10 @@ func (e *Loops) begin() bool    { return !e.closing.Load() || e.idleGrace.Load()
 func (e *Loops) end() bool      { return !e.closing.Load() || e.idleGrace.Load() > 0 }
 func (e *Loops) draining() bool { return e.closing.Load() }
 
-func (e *Loops) clientGone() {
+func (e *Loops) clientGone(tls bool) {
+	if tls {
+		e.tlsClients.Add(-1)
+	}
 	if e.clients.Add(-1) == 0 && e.closing.Load() {
 		select {
 		case e.idle <- struct{}{}:
@@ -229,9 +267,13 @@ func (e *Loops) clientGone() {
 	}
 }
 
+// newConn is a connection Add or AddTLS gives a loop.
 type newConn struct {
 	fd     int
 	client forward.Client
+	// tc and pipe serve a TLS connection; nil for plain HTTP.
+	tc   *tls.Conn
+	pipe *TLSPipe
 }
 
 // handler is what a loop calls with an epoll event of a descriptor.
@@ -413,6 +455,12 @@ func (l *evloop) sweep() {
 			c.timeout()
 		} else if c.moveOK {
 			c.moveIfDown()
+		} else if c.tc != nil && !c.trimmed && c.st == cIdle && l.now.Sub(c.idleAt) >= l.p.o.ParkAfter {
+			// An idle TLS connection drops crypto/tls's input buffers, as
+			// a parked one does (see tlsTrim); not at once, or a busy one
+			// would allocate them again per request.
+			l.p.tlsTrim.trim(c.tc)
+			c.trimmed = true
 		}
 	}
 	for u := range l.ups {
@@ -443,7 +491,7 @@ func (l *evloop) closeAll() {
 	l.mu.Unlock()
 	for _, nc := range in {
 		syscall.Close(nc.fd)
-		l.e.clientGone()
+		l.e.clientGone(nc.tc != nil)
 	}
 	syscall.Close(l.wake)
 	syscall.Close(l.ep)

@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"time"
@@ -31,10 +32,15 @@ func (p *Proxy) NewLoops(o LoopOptions) (*Loops, error) {
 func (e *Loops) Len() int { return 0 }
 
 // Clients is always 0 where there are no event loops.
-func (e *Loops) Clients() int64 { return 0 }
+func (e *Loops) Clients() (all, tls int64) { return 0, 0 }
 
 // Add refuses nc.
 func (e *Loops) Add(nc net.Conn) error { return errors.New("event loops need Linux's epoll") }
+
+// AddTLS refuses tc.
+func (e *Loops) AddTLS(tc *tls.Conn, pipe *TLSPipe) error {
+	return errors.New("event loops need Linux's epoll")
+}
 
 // Shutdown does nothing.
 func (e *Loops) Shutdown(ctx context.Context) error { return nil }

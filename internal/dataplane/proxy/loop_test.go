@@ -318,7 +318,7 @@ func TestLoopsIdleConnectionsHoldNoBuffers(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
-	if got := ps.loops.Clients(); got != conns {
+	if got, _ := ps.loops.Clients(); got != conns {
 		t.Fatalf("loops serve %d connections, want %d", got, conns)
 	}
 	// Held runs on each loop after the events it is handling, so the
@@ -358,7 +358,7 @@ func TestLoopsIdleConnectionsHoldNoBuffers(t *testing.T) {
 	for _, c := range clients[2:] {
 		c.Close()
 	}
-	waitFor(t, func() bool { return ps.loops.Clients() == 1 })
+	waitFor(t, func() bool { n, _ := ps.loops.Clients(); return n == 1 })
 	if r, w := ps.loops.Held(); r != 0 || w != 0 {
 		t.Errorf("after a hand-off and closing the rest: %s; want none", held())
 	}

@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cutover/cutover/internal/dataplane/forward"
+	"github.com/cutover/cutover/internal/dataplane/sock"
 	"github.com/cutover/cutover/internal/dataplane/upstream"
 	"github.com/cutover/cutover/internal/dataplane/wire"
 )
@@ -38,6 +40,13 @@ type lclient struct {
 	r      *wire.Reader
 	out    outBuf
 	client forward.Client
+	// tc serves a TLS connection over pipe, whose loop side is src and
+	// out; nil for plain HTTP. wdst is what the response writer writes
+	// to: tc, or out. trimmed says tc's idle buffers were dropped.
+	tc      *tls.Conn
+	pipe    *TLSPipe
+	wdst    io.Writer
+	trimmed bool
 	// lwork is nil while the connection is idle.
 	*lwork
 	st     cstate
@@ -100,10 +109,10 @@ func (c *lclient) getWork() {
 		l.spareWork[n-1] = nil
 		l.spareWork = l.spareWork[:n-1]
 		l.lentWork++
-		c.w.Reset(&c.out)
+		c.w.Reset(c.wdst)
 		return
 	}
-	c.lwork = &lwork{w: bufio.NewWriterSize(&c.out, clientWriteBuf)}
+	c.lwork = &lwork{w: bufio.NewWriterSize(c.wdst, clientWriteBuf)}
 	l.lentWork++
 }
 
@@ -126,21 +135,37 @@ func (l *evloop) addClient(nc newConn) {
 	// client is sending a request.
 	if l.e.closing.Load() && l.e.idleGrace.Load() == 0 {
 		syscall.Close(nc.fd)
-		l.e.clientGone()
+		l.e.clientGone(nc.tc != nil)
 		return
 	}
-	c := &lclient{l: l, fd: nc.fd, client: nc.client}
+	c := &lclient{l: l, fd: nc.fd, client: nc.client, tc: nc.tc, pipe: nc.pipe}
 	c.src.fd = nc.fd
 	c.out.fd = nc.fd
-	c.r = wire.NewPooledReader(&c.src, &l.readBufs, clientReadBuf, l.p.o.MaxHeaderBytes)
+	var src io.Reader = &c.src
+	c.wdst = &c.out
+	if c.tc != nil {
+		c.pipe.r, c.pipe.w = &c.src, &c.out
+		src, c.wdst = tlsSource{c.tc}, c.tc
+		// The goroutine that served the connection so far read the
+		// socket until it had a request: what came after it may be
+		// waiting there, not announced by an edge of its own.
+		c.src.ready = true
+	}
+	c.r = wire.NewPooledReader(src, &l.readBufs, clientReadBuf, l.p.o.MaxHeaderBytes)
 	if err := l.watch(nc.fd, c); err != nil {
 		l.p.o.Logger.Warn("event loop: cannot watch a client connection", "err", err)
 		syscall.Close(nc.fd)
-		l.e.clientGone()
+		l.e.clientGone(nc.tc != nil)
 		return
 	}
 	l.clients[c] = struct{}{}
 	c.idle()
+	if c.tc != nil {
+		// crypto/tls may hold the next request already, decrypted or
+		// not, read from the socket with the one before; no event will
+		// announce it.
+		c.serveHeads()
+	}
 }
 
 // idle waits for the next request head under the idle timeout, holding
@@ -152,6 +177,7 @@ func (c *lclient) idle() {
 	}
 	c.st = cIdle
 	c.idleAt = c.l.now
+	c.trimmed = false
 	c.headerTimer = false
 	c.deadline = c.l.now.Add(c.l.p.o.IdleTimeout)
 }
@@ -600,10 +626,14 @@ func (c *lclient) close() {
 		return
 	}
 	c.closed = true
+	if c.tc != nil {
+		// close_notify, as far as the socket takes it now.
+		c.tc.Close()
+	}
 	c.l.forget(c.fd)
 	syscall.Close(c.fd)
 	delete(c.l.clients, c)
-	c.l.e.clientGone()
+	c.l.e.clientGone(c.tc != nil)
 	c.putWork()
 	c.r.Free()
 }
@@ -615,7 +645,7 @@ func (c *lclient) handoff(head []byte, start time.Time) {
 	c.closed = true
 	l.forget(c.fd)
 	delete(l.clients, c)
-	l.e.clientGone()
+	l.e.clientGone(c.tc != nil)
 	// The goroutine engine reads its own head and has its own writer; the
 	// read buffer, with what was read, goes with the connection and back
 	// to the engine's pool.
@@ -631,7 +661,16 @@ func (c *lclient) handoff(head []byte, start time.Time) {
 		l.p.o.Logger.Warn("event loop: cannot hand a connection over", "err", err)
 		return
 	}
-	l.e.handoff(nc, &Handoff{r: c.r, head: head, start: start})
+	h := &Handoff{r: c.r, head: head, start: start}
+	if c.tc != nil {
+		// crypto/tls goes on over the pipe, blocking again; what it
+		// buffered stays in it. Nothing is left to write: a connection
+		// is handed over only between responses that were sent.
+		h.socket = sock.Wrap(nc)
+		c.pipe.nc = h.socket
+		nc = c.tc
+	}
+	l.e.handoff(nc, h)
 }
 
 // lup is a connection to a target, owned by one loop.

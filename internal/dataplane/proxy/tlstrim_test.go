@@ -80,6 +80,13 @@ func TestTLSTrimDropsEmptyBuffersOnly(t *testing.T) {
 // tlsPair is a handshaken TLS 1.3 server and client over loopback TCP.
 func tlsPair(t *testing.T) (srv, cli *tls.Conn) {
 	t.Helper()
+	return tlsPairOver(t, func(nc net.Conn) net.Conn { return nc })
+}
+
+// tlsPairOver is tlsPair with the server's crypto/tls over wrap(its TCP
+// connection).
+func tlsPairOver(t *testing.T, wrap func(net.Conn) net.Conn) (srv, cli *tls.Conn) {
+	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +110,7 @@ func tlsPair(t *testing.T) (srv, cli *tls.Conn) {
 			accepted <- nil
 			return
 		}
-		tc := tls.Server(nc, &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
+		tc := tls.Server(wrap(nc), &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}})
 		tc.SetDeadline(time.Now().Add(10 * time.Second))
 		if err := tc.Handshake(); err != nil {
 			nc.Close()
