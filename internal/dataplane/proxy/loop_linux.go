@@ -128,23 +128,24 @@ func (e *Loops) Add(nc net.Conn) error {
 // the pipe's net.Conn and drive tc from then on; on error the connection
 // is left to the caller as it was.
 func (e *Loops) AddTLS(tc *tls.Conn, pipe *TLSPipe) error {
-	sc, ok := pipe.nc.(interface {
-		syscall.Conn
-		io.Closer
-	})
+	sc, ok := pipe.nc.(socketConn)
 	if !ok {
 		return fmt.Errorf("event loops serve TCP connections, not %T", pipe.nc)
 	}
 	return e.add(sc, newConn{client: forward.NewClient(pipe.raddr, true, e.p.o.Trusted), tc: tc, pipe: pipe})
 }
 
+// socketConn is a connection whose socket the loops can take: a
+// *net.TCPConn or a sock.Conn.
+type socketConn interface {
+	syscall.Conn
+	io.Closer
+}
+
 // add gives nc, a TCP connection, to a loop: its socket is duplicated and
 // the connection closed, which takes it out of Go's netpoller and leaves
 // the socket open for the loop.
-func (e *Loops) add(nc interface {
-	syscall.Conn
-	io.Closer
-}, c newConn) error {
+func (e *Loops) add(nc socketConn, c newConn) error {
 	rc, err := nc.SyscallConn()
 	if err != nil {
 		return fmt.Errorf("event loops: %w", err)
