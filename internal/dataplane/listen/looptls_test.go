@@ -207,6 +207,11 @@ func TestTLSOnTheLoopsShutdown(t *testing.T) {
 		}
 		io.WriteString(w, "ok "+r.URL.Path)
 	}), proxy.Options{}, EngineLoops)
+	// A failure before the release must not leave the backend waiting:
+	// its Close, a cleanup registered before this one, waits for it.
+	var releaseOnce sync.Once
+	releaseSlow := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseSlow)
 	idle := make([]*parkClient, 3)
 	for i := range idle {
 		idle[i] = dialPark(t, s, cfg)
@@ -229,7 +234,7 @@ func TestTLSOnTheLoopsShutdown(t *testing.T) {
 		c.closedByServer(t, 5*time.Second)
 	}
 	onLoops(t, s, 1)
-	close(release)
+	releaseSlow()
 	readClosing(t, busy.br, "the request in flight at Shutdown", "ok /slow")
 	if err := <-done; err != nil {
 		t.Fatalf("Shutdown: %v", err)
