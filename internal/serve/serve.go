@@ -13,7 +13,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -85,9 +84,9 @@ type Instance struct {
 	// stopper is how the control plane stops an old colour's containers:
 	// through docker once it runs (it may start at a reload).
 	stopper dockerStopper
-	// procs is how many processors Start added to GOMAXPROCS for the
-	// event loops; closeAll gives them back.
-	procs int
+	// procs lends the event loops processors of their own while they
+	// hold connections (nil without loops); closeAll gives them back.
+	procs *procLender
 
 	reloadMu sync.Mutex
 	served   chan error
@@ -229,15 +228,7 @@ func Start(ctx context.Context, o Options) (_ *Instance, err error) {
 		return nil, err
 	}
 	if n := in.lis.Loops(); n > 0 {
-		// Each loop waits in epoll_wait as a system call, which keeps its
-		// processor until the runtime's monitor takes it back; goroutines
-		// (health checks, the admin API, connections the loops hand over)
-		// then waited milliseconds for one. Processors of their own for
-		// the loops keep those waits short: in paired runs p99 of handed-
-		// over POSTs went from 7-13 ms to 5.6-6.4 ms, and GETs on the loops
-		// from 1.0-1.1x to 1.16-1.22x nginx's requests per second.
-		in.procs = n
-		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + n)
+		in.procs = lendProcs(n, func() bool { return in.lis.LoopConns() > 0 })
 	}
 	ao := admin.Options{
 		Socket: cfg.Admin.Socket, TCP: cfg.Admin.TCP, Token: cfg.Admin.Token,
@@ -511,10 +502,8 @@ func (in *Instance) closeAll() {
 	if in.access != nil {
 		in.access.Close()
 	}
-	if in.procs > 0 {
-		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) - in.procs)
-		in.procs = 0
-	}
+	in.procs.Close()
+	in.procs = nil
 	in.lease.release()
 }
 

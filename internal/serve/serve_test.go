@@ -17,8 +17,9 @@ import (
 	"github.com/cutover/cutover/internal/serve"
 )
 
-// The event loops get processors of their own while an instance runs, and
-// give them back when it stops; the goroutine engine leaves GOMAXPROCS alone.
+// The event loops get processors of their own while they hold
+// connections, give them back a while after the last one closes, and on
+// Shutdown; the goroutine engine leaves GOMAXPROCS alone.
 func TestLoopsGetProcessorsOfTheirOwn(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "ok")
@@ -42,30 +43,58 @@ func TestLoopsGetProcessorsOfTheirOwn(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := before
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				if err := in.Shutdown(ctx); err != nil {
+					t.Errorf("Shutdown: %v", err)
+				}
+				if got := runtime.GOMAXPROCS(0); got != before {
+					t.Errorf("GOMAXPROCS after Shutdown = %d, want %d", got, before)
+				}
+			}()
+			busy := before
 			if engine == config.EngineLoops && proxy.LoopsSupported {
-				want = 2 * before // one loop per processor, and as many again
-			}
-			if got := runtime.GOMAXPROCS(0); got != want {
-				t.Errorf("GOMAXPROCS while serving = %d, want %d", got, want)
-			}
-			resp, err := http.Get("http://" + in.HTTPAddr().String() + "/")
-			if err != nil {
-				t.Fatal(err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 || string(body) != "ok" {
-				t.Errorf("request through the instance: %d %q", resp.StatusCode, body)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := in.Shutdown(ctx); err != nil {
-				t.Errorf("Shutdown: %v", err)
+				busy = 2 * before // one loop per processor, and as many again
 			}
 			if got := runtime.GOMAXPROCS(0); got != before {
-				t.Errorf("GOMAXPROCS after Shutdown = %d, want %d", got, before)
+				t.Errorf("GOMAXPROCS with no connection = %d, want %d", got, before)
 			}
+			// A keep-alive connection stays on a loop until it is closed.
+			tr := &http.Transport{}
+			defer tr.CloseIdleConnections()
+			get := func() {
+				t.Helper()
+				resp, err := (&http.Client{Transport: tr}).Get("http://" + in.HTTPAddr().String() + "/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(body) != "ok" {
+					t.Errorf("request through the instance: %d %q", resp.StatusCode, body)
+				}
+			}
+			get()
+			awaitProcs(t, "with a connection on the loops", busy)
+			tr.CloseIdleConnections()
+			awaitProcs(t, "after the last connection closed", before)
+			get() // and lent again, held at Shutdown
+			awaitProcs(t, "with a connection again", busy)
 		})
+	}
+}
+
+// awaitProcs waits up to 5 s for GOMAXPROCS to become want: the lender
+// looks at the loops ten times a second and gives processors back after
+// a second without connections.
+func awaitProcs(t *testing.T, when string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.GOMAXPROCS(0) != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("GOMAXPROCS %s = %d, want %d", when, runtime.GOMAXPROCS(0), want)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -198,6 +198,16 @@ func (s *Server) Loops() int {
 	return s.loops.Len()
 }
 
+// LoopConns is how many connections the event loops hold now (plain
+// and TLS); 0 without loops.
+func (s *Server) LoopConns() int64 {
+	if s.loops == nil {
+		return 0
+	}
+	all, _ := s.loops.Clients()
+	return all
+}
+
 // adopt serves, with the goroutine engine, a connection the event loops
 // handed over; it is tracked for Shutdown like any other.
 func (s *Server) adopt(nc net.Conn, h *proxy.Handoff) {
