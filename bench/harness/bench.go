@@ -124,6 +124,7 @@ func (h *harness) measure(ctx context.Context, r benchRun, tlsFiles *tlsFiles, l
 	}
 	r.Wrk = res
 	r.CPU = cpu1 - cpu0
+	r.LoadCPU = wrkCPU
 
 	// Stop before counting log lines so buffered log writes are flushed.
 	stopped = true

@@ -225,7 +225,7 @@ func (h *harness) httpsSection(runs []benchRun, proxies []string, nproc int) str
 		case caseH2:
 			cmd = fmt.Sprintf("`h2load -t%d -c%d -m%d -n%d` (the request count sized for about %ds; p50/p99 from its `--log-file`, completed requests only)", o.threads, o.connections, o.h2Streams, h.h2Requests, secs)
 		case caseHandshake:
-			cmd = fmt.Sprintf("`wrk -t%d -c%d -d%ds --latency -H 'Connection: close'`: a full TLS handshake per request (wrk resumes no session)", o.threads, o.handshakeConnections, secs)
+			cmd = fmt.Sprintf("`wrk -t%d -c%d -d%ds --latency -H 'Connection: close'`: a TLS handshake per request (wrk resumes its last session: TLS 1.3 PSK with a fresh X25519 exchange, no certificate)", o.threads, o.handshakeConnections, secs)
 		}
 		fmt.Fprintf(&b, "\n#### %s\n\n%s\n\n", c, cmd)
 		var caseRuns []benchRun

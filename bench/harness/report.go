@@ -26,6 +26,13 @@ type benchRun struct {
 	// OtherCPU is the CPU time the machine spent during the run outside the
 	// proxy, wrk, the backends and the harness (-1: unknown).
 	OtherCPU time.Duration
+	// LoadCPU is the user+system time of the load tool (wrk or h2load)
+	// during the run. It shares the machine's cores with the proxy, and
+	// it is not a constant per request: wrk busy-waits on a connection
+	// whose TLS handshake is still under way (it polls a writable socket
+	// until the server's flight arrives), so a proxy that answers a
+	// handshake later leaves it less CPU.
+	LoadCPU time.Duration
 	// Err is set when the run could not be measured.
 	Err string
 }
@@ -41,6 +48,14 @@ func (r benchRun) mode() string {
 	default:
 		return "access log off"
 	}
+}
+
+// loadPerReq is the load tool's CPU time per request; 0 when unknown.
+func (r benchRun) loadPerReq() time.Duration {
+	if r.Wrk.Requests <= 0 {
+		return 0
+	}
+	return r.LoadCPU / time.Duration(r.Wrk.Requests)
 }
 
 // perCPU is requests per proxy CPU-second.
@@ -160,8 +175,8 @@ func runsTable(runs []benchRun) string {
 	if len(runs) > 0 && runs[0].Case != "" {
 		first = "case"
 	}
-	fmt.Fprintf(&b, "| %s | run | proxy | requests | req/s | p50 | p99 | proxy CPU-s | req per CPU-s | peak RSS | errors | log lines | other CPU-s |\n", first)
-	b.WriteString("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "| %s | run | proxy | requests | req/s | p50 | p99 | proxy CPU-s | req per CPU-s | peak RSS | errors | log lines | other CPU-s | load tool µs per req |\n", first)
+	b.WriteString("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range runs {
 		mode := r.Case
 		switch {
@@ -172,7 +187,7 @@ func runsTable(runs []benchRun) string {
 			mode = "off"
 		}
 		if r.Err != "" {
-			fmt.Fprintf(&b, "| %s | %d | %s | failed: %s | | | | | | | | | |\n", mode, r.Run, r.Proxy, strings.ReplaceAll(firstLine(r.Err), "|", "/"))
+			fmt.Fprintf(&b, "| %s | %d | %s | failed: %s | | | | | | | | | | |\n", mode, r.Run, r.Proxy, strings.ReplaceAll(firstLine(r.Err), "|", "/"))
 			continue
 		}
 		lines := "–"
@@ -187,9 +202,13 @@ func runsTable(runs []benchRun) string {
 		if r.OtherCPU >= 0 {
 			other = fmt.Sprintf("%.2f", r.OtherCPU.Seconds())
 		}
-		fmt.Fprintf(&b, "| %s | %d | %s | %d | %s | %s | %s | %.2f | %s | %s | %s | %s | %s |\n",
+		load := "–"
+		if d := r.loadPerReq(); d > 0 {
+			load = fmt.Sprintf("%.1f", float64(d)/float64(time.Microsecond))
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %d | %s | %s | %s | %.2f | %s | %s | %s | %s | %s | %s |\n",
 			mode, r.Run, r.Proxy, r.Wrk.Requests, thousands(r.Wrk.ReqPerSec), ms(r.Wrk.P50), ms(r.Wrk.P99),
-			r.CPU.Seconds(), thousands(r.perCPU()), mb(float64(r.PeakRSSKB)), errs, lines, other)
+			r.CPU.Seconds(), thousands(r.perCPU()), mb(float64(r.PeakRSSKB)), errs, lines, other, load)
 	}
 	return b.String()
 }

@@ -160,3 +160,29 @@ func TestColour(t *testing.T) {
 		}
 	}
 }
+
+// Every run shows the load tool's CPU per request, the figure that tells
+// a proxy slower to answer a handshake from one that costs more.
+func TestRunsTableShowsLoadToolCPUPerRequest(t *testing.T) {
+	out := runsTable([]benchRun{
+		{Proxy: "nginx", Case: caseHandshake, Run: 1, CPU: time.Second, LoadCPU: 3 * time.Second,
+			Wrk: wrkResult{Requests: 10000, ReqPerSec: 1000}},
+		{Proxy: "cutover", Case: caseHandshake, Run: 1, CPU: time.Second, Wrk: wrkResult{Requests: 10000, ReqPerSec: 1000}},
+	})
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("want a header, a rule and two rows, got:\n%s", out)
+	}
+	if !strings.HasSuffix(lines[0], "| load tool µs per req |") {
+		t.Errorf("header lacks the load tool column: %s", lines[0])
+	}
+	if !strings.HasSuffix(lines[2], "| 300.0 |") {
+		t.Errorf("nginx row: want 3 s over 10,000 requests = 300.0 µs, got %s", lines[2])
+	}
+	if !strings.HasSuffix(lines[3], "| – |") {
+		t.Errorf("a run without the load tool's CPU shows –, got %s", lines[3])
+	}
+	if got, want := strings.Count(lines[1], "|"), strings.Count(lines[0], "|"); got != want {
+		t.Errorf("rule has %d cells' bars, header %d", got, want)
+	}
+}
