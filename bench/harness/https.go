@@ -17,12 +17,15 @@ const (
 	caseH1TLS     = "HTTP/1.1 over TLS"
 	caseH2        = "HTTP/2"
 	caseHandshake = "new TLS connection per request"
+	// caseHandshakeBlocking is caseHandshake with a client that waits
+	// in a blocking read (see stime.go).
+	caseHandshakeBlocking = "new TLS connection per request, blocking client"
 )
 
-var httpsCases = []string{caseH1TLS, caseH2, caseHandshake}
+var httpsCases = []string{caseH1TLS, caseH2, caseHandshake, caseHandshakeBlocking}
 
 // httpsCaseKeys name the cases for -https-cases.
-var httpsCaseKeys = map[string]string{"h1": caseH1TLS, "h2": caseH2, "handshake": caseHandshake}
+var httpsCaseKeys = map[string]string{"h1": caseH1TLS, "h2": caseH2, "handshake": caseHandshake, "handshake-blocking": caseHandshakeBlocking}
 
 // httpsProxies are the proxies the HTTPS phase can run: httputilproxy has
 // no TLS listener.
@@ -66,6 +69,9 @@ func (h *harness) httpsPhase(ctx context.Context, proxies []string) ([]benchRun,
 func (h *harness) httpsLoad(c string, n int) loadFunc {
 	return func(ctx context.Context, listen string) (wrkResult, time.Duration, error) {
 		url := "https://" + listen + "/"
+		if c == caseHandshakeBlocking {
+			return h.runSTime(ctx, sTimeOptions{Addr: listen, Clients: h.opts.handshakeConnections, Duration: h.opts.duration})
+		}
 		if c == caseH2 {
 			return h.runH2load(ctx, h2loadOptions{URL: url, Threads: h.opts.threads, Connections: h.opts.connections, Streams: h.opts.h2Streams, Requests: n})
 		}
@@ -225,7 +231,9 @@ func (h *harness) httpsSection(runs []benchRun, proxies []string, nproc int) str
 		case caseH2:
 			cmd = fmt.Sprintf("`h2load -t%d -c%d -m%d -n%d` (the request count sized for about %ds; p50/p99 from its `--log-file`, completed requests only)", o.threads, o.connections, o.h2Streams, h.h2Requests, secs)
 		case caseHandshake:
-			cmd = fmt.Sprintf("`wrk -t%d -c%d -d%ds --latency -H 'Connection: close'`: a TLS handshake per request (wrk resumes its last session: TLS 1.3 PSK with a fresh X25519 exchange, no certificate)", o.threads, o.handshakeConnections, secs)
+			cmd = fmt.Sprintf("`wrk -t%d -c%d -d%ds --latency -H 'Connection: close'`: a TLS handshake per request (wrk resumes its last session: TLS 1.3 PSK with a fresh X25519 exchange, no certificate). wrk polls a connection whose handshake is under way until the server's flight arrives, so a proxy slower to answer leaves it more CPU to burn: see the load tool's CPU per request in the runs below", o.threads, o.handshakeConnections, secs)
+		case caseHandshakeBlocking:
+			cmd = fmt.Sprintf("%d × `openssl s_time -connect ... -www / -reuse -time %d` side by side: the same workload (a resumed TLS 1.3 handshake and one request per connection) from a client that waits in a blocking read; req/s is every connection completed over the wall time; s_time measures no latency and sees no HTTP status (a connection that read nothing counts as an error)", o.handshakeConnections, secs)
 		}
 		fmt.Fprintf(&b, "\n#### %s\n\n%s\n\n", c, cmd)
 		var caseRuns []benchRun

@@ -92,7 +92,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.h2Streams, "h2-m", 10, "https phase: h2load's concurrent streams per connection (-m)")
 	fs.IntVar(&o.h2Requests, "h2-n", 0, "https phase: h2load's requests per run (-n); 0: sized from -d by a 2s calibration run against the first proxy")
 	fs.IntVar(&o.handshakeConnections, "handshake-c", 32, "https phase: wrk connections of the new-TLS-connection-per-request case")
-	cases := fs.String("https-cases", "h1,h2,handshake", "https phase: the cases to run: h1 (HTTP/1.1 over TLS), h2 (HTTP/2), handshake (a new TLS connection per request)")
+	cases := fs.String("https-cases", "h1,h2,handshake,handshake-blocking", "https phase: the cases to run: h1 (HTTP/1.1 over TLS), h2 (HTTP/2), handshake (a new TLS connection per request, wrk), handshake-blocking (the same with openssl s_time, a client that does not poll)")
 	fs.StringVar(&o.profileDir, "cpu-profile", "", "write a CPU profile of every cutover run (serve --cpu-profile) into this folder")
 	fs.DurationVar(&o.quietWait, "quiet-wait", 0, "before each wrk run, wait up to this long for other work on the machine to stop (for shared machines; 0: don't wait)")
 	fs.StringVar(&o.out, "out", "", "also write the markdown report to this file")
@@ -159,7 +159,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	for k := range strings.SplitSeq(*cases, ",") {
 		c, ok := httpsCaseKeys[strings.TrimSpace(k)]
 		if !ok {
-			return o, fmt.Errorf("-https-cases: unknown case %q; use h1, h2, handshake or a comma-separated list of them", k)
+			return o, fmt.Errorf("-https-cases: unknown case %q; use h1, h2, handshake, handshake-blocking or a comma-separated list of them", k)
 		}
 		want[c] = true
 	}
@@ -201,6 +201,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 type tools struct {
 	nginx, haproxy, wrk string
 	h2load              string // found or installed only for the https phase
+	openssl             string // likewise (s_time, the blocking handshake client)
 	backend, cutover    string
 	httputil            string // built only when -proxies names it
 	// cutoverMissing says why cutover cannot be benchmarked ("" when it can);

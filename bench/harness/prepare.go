@@ -24,8 +24,8 @@ var debianTools = []debianTool{
 	{"wrk", "wrk"},
 }
 
-// h2loadTool is needed only by the https phase.
-var h2loadTool = debianTool{"h2load", "nghttp2-client"}
+// httpsTools are needed only by the https phase.
+var httpsTools = []debianTool{{"h2load", "nghttp2-client"}, {"openssl", "openssl"}}
 
 // findProgram looks in PATH and in the sbin folders, which are not always on
 // a non-login PATH but are where nginx and haproxy live.
@@ -48,7 +48,7 @@ func findProgram(name string) (string, bool) {
 func (h *harness) ensureTools(ctx context.Context) error {
 	needed := slices.Clone(debianTools)
 	if slices.Contains(h.opts.phases, phaseHTTPS) {
-		needed = append(needed, h2loadTool)
+		needed = append(needed, httpsTools...)
 	}
 	var missing []string
 	for _, t := range needed {
@@ -88,6 +88,8 @@ func (h *harness) ensureTools(ctx context.Context) error {
 			h.tools.wrk = p
 		case "h2load":
 			h.tools.h2load = p
+		case "openssl":
+			h.tools.openssl = p
 		}
 	}
 	return nil

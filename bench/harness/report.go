@@ -235,7 +235,11 @@ func thousands(v float64) string {
 }
 
 // ms formats a latency in milliseconds.
+// A load tool that measures no latency (s_time) leaves it 0, shown as –.
 func ms(d time.Duration) string {
+	if d == 0 {
+		return "–"
+	}
 	return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
 }
 
