@@ -233,7 +233,7 @@ func (h *harness) httpsSection(runs []benchRun, proxies []string, nproc int) str
 		case caseHandshake:
 			cmd = fmt.Sprintf("`wrk -t%d -c%d -d%ds --latency -H 'Connection: close'`: a TLS handshake per request (wrk resumes its last session: TLS 1.3 PSK with a fresh X25519 exchange, no certificate). wrk polls a connection whose handshake is under way until the server's flight arrives, so a proxy slower to answer leaves it more CPU to burn: see the load tool's CPU per request in the runs below", o.threads, o.handshakeConnections, secs)
 		case caseHandshakeBlocking:
-			cmd = fmt.Sprintf("%d × `openssl s_time -connect ... -www / -reuse -time %d` side by side: the same workload (a resumed TLS 1.3 handshake and one request per connection) from a client that waits in a blocking read; req/s is every connection completed over the wall time; s_time measures no latency and sees no HTTP status (a connection that read nothing counts as an error)", o.handshakeConnections, secs)
+			cmd = fmt.Sprintf("%d × `openssl s_time -connect ... -www / -reuse -time %d` side by side: the same workload (a resumed TLS 1.3 handshake and one request per connection) from a client that waits in a blocking read; req/s sums each process's connections over its own wall time; s_time measures no latency and sees no HTTP status (a connection that read nothing counts as an error)", o.handshakeConnections, secs)
 		}
 		fmt.Fprintf(&b, "\n#### %s\n\n%s\n\n", c, cmd)
 		var caseRuns []benchRun
