@@ -31,6 +31,8 @@ func TestLeaseIsExclusive(t *testing.T) {
 		}
 	}
 
+	// A waiter must keep waiting while the lease is held, and get it once
+	// the holder lets go.
 	got := make(chan error, 1)
 	go func() {
 		l, err := acquireLease(dir, 10*time.Second)
@@ -39,8 +41,19 @@ func TestLeaseIsExclusive(t *testing.T) {
 		}
 		got <- err
 	}()
+	select {
+	case err := <-got:
+		held.release()
+		t.Fatalf("a waiter returned while the lease was held (err %v); want it to wait", err)
+	case <-time.After(300 * time.Millisecond):
+	}
 	held.release()
-	if err := <-got; err != nil {
-		t.Fatalf("waiting for a holder that let go: %v", err)
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatalf("waiting for a holder that let go: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a waiter did not get the lease within 5 s of its release")
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -136,8 +138,12 @@ func TestTLSOnTheLoopsLosesNoRequest(t *testing.T) {
 }
 
 // TestTLSOnTheLoopsLargeResponse: a response of many TLS records, larger
-// than the socket buffers, reaches a client that reads it as it comes,
-// byte for byte, and the connection serves on after it.
+// than the socket buffers, reaches a slow client byte for byte, and the
+// connection serves on after it. The client reads 16 KiB a millisecond
+// through a 64 KiB receive buffer (set before it connects, so the window
+// is sized for it): slower than the loop writes, and the response is
+// larger than the socket buffers, so the loop's writes come up short and
+// it must keep the rest.
 func TestTLSOnTheLoopsLargeResponse(t *testing.T) {
 	loopsOnly(t)
 	const size = 8 << 20
@@ -150,7 +156,20 @@ func TestTLSOnTheLoopsLargeResponse(t *testing.T) {
 		}
 		io.WriteString(w, "ok "+r.URL.Path)
 	}), proxy.Options{}, EngineLoops)
-	c := dialTLS(t, s.HTTPSAddr().String(), cfg)
+	d := &net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	c, err := tls.DialWithDialer(d, "tcp", s.HTTPSAddr().String(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	c.SetDeadline(time.Now().Add(60 * time.Second))
 	br := bufio.NewReader(c)
 	if err := exchangeTLS(c, br, tlsRequest{method: "GET", path: "/first"}); err != nil {
@@ -162,13 +181,28 @@ func TestTLSOnTheLoopsLargeResponse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := io.ReadAll(resp.Body)
+	got, err := io.ReadAll(slowReader{r: resp.Body, chunk: 16 << 10, pause: time.Millisecond})
 	if err != nil || len(got) != size || !bytes.Equal(got, body) {
 		t.Fatalf("/huge: %d of %d bytes (%v), equal %v", len(got), size, err, bytes.Equal(got, body))
 	}
 	if err := exchangeTLS(c, br, tlsRequest{method: "GET", path: "/after"}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// slowReader reads at most chunk bytes at a time, pausing after each:
+// a client on a slow link (the pause is the load pattern, not a wait
+// for anything).
+type slowReader struct {
+	r     io.Reader
+	chunk int
+	pause time.Duration
+}
+
+func (s slowReader) Read(b []byte) (int, error) {
+	n, err := s.r.Read(b[:min(len(b), s.chunk)])
+	time.Sleep(s.pause)
+	return n, err
 }
 
 // onLoops waits until the loops serve n TLS connections.
