@@ -66,10 +66,12 @@ const (
 	phaseSwitch = "switch"
 	phaseSoak   = "soak"
 	phaseHTTPS  = "https"
+	// phaseNewConn is plain HTTP with a new connection per request.
+	phaseNewConn = "newconn"
 )
 
 // knownPhases are what -phases accepts.
-var knownPhases = []string{phaseBench, phaseIdle, phaseSwitch, phaseSoak, phaseHTTPS}
+var knownPhases = []string{phaseBench, phaseIdle, phaseSwitch, phaseSoak, phaseHTTPS, phaseNewConn}
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -83,7 +85,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.runs, "runs", 3, "runs per proxy and log mode (the table shows medians)")
 	proxies := fs.String("proxies", strings.Join(allProxies, ","), "proxies to run, comma-separated, in interleaving order")
 	logs := fs.String("logs", "off,on", "access log modes to run: off, on or both")
-	phases := fs.String("phases", "bench,idle,switch", "what to run: bench (wrk table), idle (memory with idle connections), switch (failed requests per switch), soak (cutover alone for -d: a switch every second, a backend SIGKILL every 3s, a reload every 2s; failed requests, RSS and descriptors), https (HTTP/1.1 over TLS with wrk, HTTP/2 with h2load, a new TLS connection per request)")
+	phases := fs.String("phases", "bench,idle,switch", "what to run: bench (wrk table), idle (memory with idle connections), switch (failed requests per switch), soak (cutover alone for -d: a switch every second, a backend SIGKILL every 3s, a reload every 2s; failed requests, RSS and descriptors), https (HTTP/1.1 over TLS with wrk, HTTP/2 with h2load, a new TLS connection per request), newconn (plain HTTP, a new connection per request)")
 	fs.IntVar(&o.switches, "switches", 10, "switches in the switch run")
 	fs.DurationVar(&o.switchDuration, "switch-d", 20*time.Second, "duration of the switch run per proxy")
 	fs.IntVar(&o.switchConnections, "switch-c", 32, "keep-alive connections of the switch run's load client")
@@ -91,7 +93,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.idleTLS, "idle-tls", true, "also run the idle check over TLS (HTTP/1.1, one request per connection)")
 	fs.IntVar(&o.h2Streams, "h2-m", 10, "https phase: h2load's concurrent streams per connection (-m)")
 	fs.IntVar(&o.h2Requests, "h2-n", 0, "https phase: h2load's requests per run (-n); 0: sized from -d by a 2s calibration run against the first proxy")
-	fs.IntVar(&o.handshakeConnections, "handshake-c", 32, "https phase: wrk connections of the new-TLS-connection-per-request case")
+	fs.IntVar(&o.handshakeConnections, "handshake-c", 32, "https and newconn phases: wrk connections of the new-connection-per-request cases")
 	cases := fs.String("https-cases", "h1,h2,handshake,handshake-blocking", "https phase: the cases to run: h1 (HTTP/1.1 over TLS), h2 (HTTP/2), handshake (a new TLS connection per request, wrk), handshake-blocking (the same with openssl s_time, a client that does not poll)")
 	fs.StringVar(&o.profileDir, "cpu-profile", "", "write a CPU profile of every cutover run (serve --cpu-profile) into this folder")
 	fs.DurationVar(&o.quietWait, "quiet-wait", 0, "before each wrk run, wait up to this long for other work on the machine to stop (for shared machines; 0: don't wait)")
@@ -433,6 +435,14 @@ func (h *harness) run(ctx context.Context) (string, []string, error) {
 		}
 		problems = append(problems, httpsProblems(runs, hp, h.opts.httpsCases)...)
 		b.WriteString(h.httpsSection(runs, hp, machine.NProc))
+	}
+	if slices.Contains(h.opts.phases, phaseNewConn) {
+		runs, err := h.newConnPhase(ctx, proxies)
+		if err != nil {
+			return "", nil, err
+		}
+		problems = append(problems, httpsProblems(runs, proxies, []string{caseNewConn})...)
+		b.WriteString(h.newConnSection(runs, proxies))
 	}
 	if slices.Contains(h.opts.phases, phaseSoak) {
 		if h.tools.cutoverMissing != "" || h.tools.cutoverNoSwitch != "" {

@@ -52,6 +52,10 @@ func TestParseOptionsFullRunAndHTTPS(t *testing.T) {
 	if want := []string{caseH2, caseHandshake}; !slices.Equal(o.httpsCases, want) {
 		t.Errorf("-https-cases handshake,h2: cases = %v; want %v (in the report's order)", o.httpsCases, want)
 	}
+	o, err = parseOptions([]string{"-phases", "newconn"}, io.Discard)
+	if err != nil || !slices.Equal(o.phases, []string{phaseNewConn}) || o.handshakeConnections != 32 {
+		t.Errorf("-phases newconn: phases %v, connections %d, err %v; want the newconn phase on 32 connections", o.phases, o.handshakeConnections, err)
+	}
 	o, err = parseOptions([]string{"-phases", "https", "-https-cases", "handshake-blocking"}, io.Discard)
 	if err != nil || !slices.Equal(o.httpsCases, []string{caseHandshakeBlocking}) {
 		t.Errorf("-https-cases handshake-blocking: cases = %v, err %v; want only the blocking-client case", o.httpsCases, err)
