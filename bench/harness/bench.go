@@ -48,13 +48,19 @@ func (h *harness) benchPhase(ctx context.Context, proxies []string) ([]benchRun,
 // proxy's CPU time and peak memory.
 func (h *harness) benchOnce(ctx context.Context, proxy string, logOn bool, run int) benchRun {
 	return h.measure(ctx, benchRun{Proxy: proxy, LogOn: logOn, Run: run}, nil, func(ctx context.Context, listen string) (wrkResult, time.Duration, error) {
-		out, cpu, err := h.runWrk(ctx, wrkOptions{URL: "http://" + listen + "/", Threads: h.opts.threads, Connections: h.opts.connections})
-		if err != nil {
-			return wrkResult{}, 0, err
-		}
-		res, err := parseWrk(out)
-		return res, cpu, err
+		return h.wrk(ctx, wrkOptions{URL: "http://" + listen + "/", Threads: h.opts.threads, Connections: h.opts.connections})
 	})
+}
+
+// wrk runs wrk with o and returns what it measured and the CPU time it
+// used.
+func (h *harness) wrk(ctx context.Context, o wrkOptions) (wrkResult, time.Duration, error) {
+	out, cpu, err := h.runWrk(ctx, o)
+	if err != nil {
+		return wrkResult{}, 0, err
+	}
+	res, err := parseWrk(out)
+	return res, cpu, err
 }
 
 // loadFunc drives load at a started proxy's listen address and returns

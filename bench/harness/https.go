@@ -46,20 +46,32 @@ func (h *harness) httpsPhase(ctx context.Context, proxies []string) ([]benchRun,
 	h.h2Requests = n
 	var runs []benchRun
 	for _, c := range h.opts.httpsCases {
-		for i := 1; i <= h.opts.runs; i++ {
-			for _, p := range proxies {
-				r := h.measure(ctx, benchRun{Proxy: p, Case: c, Run: i}, h.tls, h.httpsLoad(c, n))
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				if r.Err != "" {
-					h.logf("[%s] run %d/%d %s: FAILED: %s", c, i, h.opts.runs, p, r.Err)
-				} else {
-					h.logf("[%s] run %d/%d %-7s %9s req/s  p50 %s  p99 %s  cpu %.2fs  %s req/cpu-s  errors %d %s",
-						c, i, h.opts.runs, p, thousands(r.Wrk.ReqPerSec), ms(r.Wrk.P50), ms(r.Wrk.P99), r.CPU.Seconds(), thousands(r.perCPU()), r.Wrk.Errors(), r.Wrk.errorDetail())
-				}
-				runs = append(runs, r)
+		cr, err := h.caseRuns(ctx, proxies, c, h.tls, h.httpsLoad(c, n))
+		if err != nil {
+			return nil, err
+		}
+		runs = append(runs, cr...)
+	}
+	return runs, nil
+}
+
+// caseRuns measures one case against each proxy, interleaved (nginx,
+// haproxy, cutover, nginx, ...), -runs times, logging each run.
+func (h *harness) caseRuns(ctx context.Context, proxies []string, c string, tlsFiles *tlsFiles, load loadFunc) ([]benchRun, error) {
+	var runs []benchRun
+	for i := 1; i <= h.opts.runs; i++ {
+		for _, p := range proxies {
+			r := h.measure(ctx, benchRun{Proxy: p, Case: c, Run: i}, tlsFiles, load)
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
 			}
+			if r.Err != "" {
+				h.logf("[%s] run %d/%d %s: FAILED: %s", c, i, h.opts.runs, p, r.Err)
+			} else {
+				h.logf("[%s] run %d/%d %-7s %9s req/s  p50 %s  p99 %s  cpu %.2fs  %s req/cpu-s  errors %d %s",
+					c, i, h.opts.runs, p, thousands(r.Wrk.ReqPerSec), ms(r.Wrk.P50), ms(r.Wrk.P99), r.CPU.Seconds(), thousands(r.perCPU()), r.Wrk.Errors(), r.Wrk.errorDetail())
+			}
+			runs = append(runs, r)
 		}
 	}
 	return runs, nil
@@ -80,12 +92,7 @@ func (h *harness) httpsLoad(c string, n int) loadFunc {
 			o.Connections = h.opts.handshakeConnections
 			o.Headers = []string{"Connection: close"}
 		}
-		out, cpu, err := h.runWrk(ctx, o)
-		if err != nil {
-			return wrkResult{}, 0, err
-		}
-		res, err := parseWrk(out)
-		return res, cpu, err
+		return h.wrk(ctx, o)
 	}
 }
 

@@ -16,31 +16,10 @@ const caseNewConn = "new plain connection per request"
 // newConnPhase runs caseNewConn against each proxy, interleaved, -runs
 // times, access log off.
 func (h *harness) newConnPhase(ctx context.Context, proxies []string) ([]benchRun, error) {
-	var runs []benchRun
-	for i := 1; i <= h.opts.runs; i++ {
-		for _, p := range proxies {
-			r := h.measure(ctx, benchRun{Proxy: p, Case: caseNewConn, Run: i}, nil, func(ctx context.Context, listen string) (wrkResult, time.Duration, error) {
-				out, cpu, err := h.runWrk(ctx, wrkOptions{URL: "http://" + listen + "/", Threads: h.opts.threads,
-					Connections: h.opts.handshakeConnections, Headers: []string{"Connection: close"}})
-				if err != nil {
-					return wrkResult{}, 0, err
-				}
-				res, err := parseWrk(out)
-				return res, cpu, err
-			})
-			if ctx.Err() != nil {
-				return nil, ctx.Err()
-			}
-			if r.Err != "" {
-				h.logf("[%s] run %d/%d %s: FAILED: %s", caseNewConn, i, h.opts.runs, p, r.Err)
-			} else {
-				h.logf("[%s] run %d/%d %-7s %9s req/s  p50 %s  p99 %s  cpu %.2fs  %s req/cpu-s  errors %d",
-					caseNewConn, i, h.opts.runs, p, thousands(r.Wrk.ReqPerSec), ms(r.Wrk.P50), ms(r.Wrk.P99), r.CPU.Seconds(), thousands(r.perCPU()), r.Wrk.Errors())
-			}
-			runs = append(runs, r)
-		}
-	}
-	return runs, nil
+	return h.caseRuns(ctx, proxies, caseNewConn, nil, func(ctx context.Context, listen string) (wrkResult, time.Duration, error) {
+		return h.wrk(ctx, wrkOptions{URL: "http://" + listen + "/", Threads: h.opts.threads,
+			Connections: h.opts.handshakeConnections, Headers: []string{"Connection: close"}})
+	})
 }
 
 // newConnSection is the newconn phase's part of the report.
