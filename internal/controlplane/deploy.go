@@ -519,12 +519,12 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, o switchOpt
 	if o.stopOld != nil {
 		sw.StopOldAt = time.Now().Add(time.Duration(*o.stopOld))
 	}
-	prev, lost, err := m.change(ctx, s, sw.Next, func() {
+	prev, ap, err := m.change(ctx, s, sw.Next, func() {
 		if o.candidate {
 			m.installCandidateLocked(s, p)
 		}
 	})
-	switchedAt := time.Now()
+	switchedAt := ap.at
 	if err != nil {
 		m.log.Error(o.kind+" refused at the switch", "service", s.name, "pool", name, "error", err)
 		return nil, changeRefusal(o.kind, s.name, name, prev.Active, err)
@@ -544,12 +544,12 @@ func (m *Manager) switchTo(ctx context.Context, s *service, p *pool, o switchOpt
 		res.StopsAt = &at
 	}
 	var atSwitch int64
-	for _, p := range lost {
+	for _, p := range ap.lost {
 		atSwitch += p.InFlight()
 	}
 	progress(m.event(s.name, name, admin.PhaseSwitch, fmt.Sprintf("switched service %q from %q to %q (%s in flight on %q)",
 		s.name, from, name, human.Count(int(atSwitch), "request"), from)))
-	d := m.drain(ctx, s, lost, switchedAt, progress, name)
+	d := m.drain(ctx, s, ap.lost, switchedAt, progress, name)
 	res.InFlightAtSwitch, res.Drained, res.ClosedAtTimeout, res.ConnsClosed, res.TimeToDrain, res.Goodbyes =
 		d.inFlight, d.drained, d.closed, d.conns, admin.Duration(d.took), d.goodbyes
 	m.metrics.Drained(s.name, d.took, res.Drained)
@@ -660,7 +660,7 @@ func (m *Manager) preview(ctx context.Context, s *service, p *pool, candidate bo
 	if candidate {
 		targets = p.runtime
 	}
-	prev, lost, err := m.change(ctx, s, func(cur state.Service) (state.Service, error) {
+	prev, ap, err := m.change(ctx, s, func(cur state.Service) (state.Service, error) {
 		return rules.Preview(cur, name, targets), nil
 	}, func() {
 		if candidate {
@@ -670,10 +670,10 @@ func (m *Manager) preview(ctx context.Context, s *service, p *pool, candidate bo
 	if err != nil {
 		return nil, changeRefusal(admin.OpDeploy, s.name, name, prev.Active, err)
 	}
-	swapped := time.Now()
+	swapped := ap.at
 	hosts := strings.Join(s.cfg.Load().PreviewHosts, ", ")
 	progress(m.event(s.name, name, admin.PhaseSwitch, fmt.Sprintf("%q is the preview of service %q: %s go to it; live traffic stays on %q", name, s.name, hosts, prev.Active)))
-	d := m.drain(ctx, s, lost, swapped, progress, name)
+	d := m.drain(ctx, s, ap.lost, swapped, progress, name)
 	return &admin.DeployResult{Service: s.name, Operation: admin.OpDeploy, Pool: prev.Active, From: prev.Active, Preview: name,
 		TimeToHealthy: admin.Duration(took), SwitchedAt: swapped, Drained: d.drained, TimeToDrain: admin.Duration(d.took),
 		Message: fmt.Sprintf("%q is the preview of service %q (%s); live traffic stays on %q — cutover promote makes it live, cutover abort drops it", name, s.name, hosts, prev.Active)}, nil

@@ -408,25 +408,32 @@ func routesFor(s *service, d state.Service) *route.Routes {
 	return r
 }
 
+// applied is what one swap of a service's routing did.
+type applied struct {
+	// lost are the pools that no longer get requests: their requests
+	// running now are the ones to drain.
+	lost []*upstream.Pool
+	// at is taken just before the swap, so that no request routed by the
+	// new snapshot is dispatched before it (a time taken after the call
+	// returns can be late by a descheduling, and requests of the new
+	// routing would then seem to come before the switch).
+	at time.Time
+}
+
 // applyLocked makes d the service's desired state and swaps its routing in
-// one atomic step. It returns the pools that no longer get requests: their
-// requests running now are the ones to drain. m.mu must be held (or the
-// service not yet shared).
-func (m *Manager) applyLocked(s *service, d state.Service) []*upstream.Pool {
+// one atomic step. m.mu must be held (or the service not yet shared).
+func (m *Manager) applyLocked(s *service, d state.Service) applied {
 	s.desired = d
 	m.armStopsLocked(s)
 	next := routesFor(s, d)
-	var began time.Time
-	if m.onApply != nil {
-		began = time.Now()
-	}
+	at := time.Now()
 	lost := s.rs.Apply(next).Lost(next)
 	if m.onApply != nil {
-		m.onApply(s.name, d, began)
+		m.onApply(s.name, d, at)
 	}
 	m.publishAppliedLocked()
 	m.applied.Broadcast()
-	return lost
+	return applied{lost: lost, at: at}
 }
 
 func inFile(path string) string {
@@ -838,11 +845,12 @@ func targetStatus(t *upstream.Target) admin.TargetStatus {
 // change the registry and the routing swap in one atomic step, with m.mu
 // held. When the store refuses (unwritable, or another writer committed
 // first) nothing is applied. It returns the desired state it replaced and
-// the pools that no longer get requests, for the caller to drain.
+// what the swap did (the pools that no longer get requests, for the caller
+// to drain, and when it happened).
 //
 // Changes are serialised, so each one starts from the value the previous
 // one applied.
-func (m *Manager) change(ctx context.Context, s *service, next func(cur state.Service) (state.Service, error), install func()) (prev state.Service, lost []*upstream.Pool, err error) {
+func (m *Manager) change(ctx context.Context, s *service, next func(cur state.Service) (state.Service, error), install func()) (prev state.Service, ap applied, err error) {
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
 	m.mu.Lock()
@@ -850,13 +858,13 @@ func (m *Manager) change(ctx context.Context, s *service, next func(cur state.Se
 	m.mu.Unlock()
 	nx, err := next(cur.Clone())
 	if err != nil {
-		return cur, nil, err
+		return cur, applied{}, err
 	}
 	// A pool that takes requests again must not be stopped under them.
 	nx.DropRouted()
 	rev, err := m.commit(ctx, []state.Change{{Service: s.name, Value: &nx, Revision: cur.Revision}})
 	if err != nil {
-		return cur, nil, err
+		return cur, applied{}, err
 	}
 	nx.Revision = rev
 	m.mu.Lock()

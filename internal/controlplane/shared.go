@@ -52,7 +52,7 @@ func (m *Manager) ApplyStored(services map[string]state.Service, full bool) {
 			continue
 		}
 		from := s.desired.Active
-		lost := m.applyLocked(s, d)
+		lost := m.applyLocked(s, d).lost
 		m.log.Info("applied the desired state from the shared store", "service", s.name, "revision", d.Revision,
 			"active", d.Active, "from", from, "preview", d.Preview, "full_read", full)
 		if from != d.Active && from != "" {

@@ -255,7 +255,7 @@ func (r *trialRun) run(early chan<- trialOutcome) (*admin.DeployResult, error) {
 	}
 	for i, w := range r.plan.weights {
 		first := i == 0
-		_, lost, err := m.change(ctx, s, func(cur state.Service) (state.Service, error) {
+		_, ap, err := m.change(ctx, s, func(cur state.Service) (state.Service, error) {
 			if err := expected(admin.OpDeploy, s.name, r.name, r.expect, cur.Active); err != nil {
 				return cur, err
 			}
@@ -280,9 +280,9 @@ func (r *trialRun) run(early chan<- trialOutcome) (*admin.DeployResult, error) {
 		}
 		// Weights only rise, so no pool loses all of its traffic here;
 		// were one to, its requests drain like after any switch.
-		m.drain(ctx, s, lost, time.Now(), r.progress.send, r.name)
+		m.drain(ctx, s, ap.lost, ap.at, r.progress.send, r.name)
 		if first {
-			r.started = time.Now()
+			r.started = ap.at
 			r.startReport()
 		}
 		r.t.mu.Lock()
@@ -453,7 +453,7 @@ func (r *trialRun) fullSwitch(tellEarly func(*admin.DeployResult)) (*admin.Deplo
 // breach: the result is then a KindGuard error with the numbers.
 func (r *trialRun) dropCanary(why, breach string) (*admin.DeployResult, error) {
 	m, s := r.m, r.s
-	_, lost, err := m.change(context.Background(), s, func(cur state.Service) (state.Service, error) {
+	_, ap, err := m.change(context.Background(), s, func(cur state.Service) (state.Service, error) {
 		if cur.Canary == r.name {
 			cur.Canary, cur.Weight = "", 0
 		}
@@ -464,11 +464,11 @@ func (r *trialRun) dropCanary(why, breach string) (*admin.DeployResult, error) {
 		// than serve a routing a restart would not.
 		return nil, errorf(admin.KindState, "%s, but the canary could not be dropped: %v — it keeps its share; run cutover abort once the state can be written", why, err)
 	}
-	swapped := time.Now()
+	swapped := ap.at
 	r.t.act()
 	r.noteRolledBack(swapped)
 	r.progress.send(m.event(s.name, r.name, admin.PhaseCanary, fmt.Sprintf("%s: every client of service %q is back on %q", why, s.name, r.old)))
-	d := m.drain(context.Background(), s, lost, swapped, r.progress.send, r.old)
+	d := m.drain(context.Background(), s, ap.lost, swapped, r.progress.send, r.old)
 	return r.ended(why, breach, d)
 }
 
@@ -476,7 +476,7 @@ func (r *trialRun) dropCanary(why, breach string) (*admin.DeployResult, error) {
 // warm), draining the new one.
 func (r *trialRun) rollBack(why string) (*admin.DeployResult, error) {
 	m, s := r.m, r.s
-	_, lost, err := m.change(context.Background(), s, func(cur state.Service) (state.Service, error) {
+	_, ap, err := m.change(context.Background(), s, func(cur state.Service) (state.Service, error) {
 		if cur.Active == r.name {
 			cur.Active, cur.Previous = r.old, r.name
 		}
@@ -485,12 +485,12 @@ func (r *trialRun) rollBack(why string) (*admin.DeployResult, error) {
 	if err != nil {
 		return nil, errorf(admin.KindState, "guard: %s, but the rollback to %q could not be written: %v — run cutover rollback once the state can be written", why, r.old, err)
 	}
-	swapped := time.Now()
+	swapped := ap.at
 	r.t.act()
 	r.noteRolledBack(swapped)
 	m.metrics.Switched(s.name, admin.OpRollback, time.Since(r.started))
 	r.progress.send(m.event(s.name, r.old, admin.PhaseSwitch, fmt.Sprintf("guard: %s — switched service %q back to %q", why, s.name, r.old)))
-	d := m.drain(context.Background(), s, lost, swapped, r.progress.send, r.old)
+	d := m.drain(context.Background(), s, ap.lost, swapped, r.progress.send, r.old)
 	return r.ended(why, why, d)
 }
 
@@ -641,15 +641,15 @@ func (m *Manager) dropHeld(ctx context.Context, s *service, pool string, progres
 		return nil, err
 	}
 	defer release()
-	prev, lost, err := m.change(ctx, s, func(cur state.Service) (state.Service, error) {
+	prev, ap, err := m.change(ctx, s, func(cur state.Service) (state.Service, error) {
 		return rules.Drop(cur, pool), nil
 	}, nil)
 	if err != nil {
 		return nil, changeRefusal(admin.OpAbort, s.name, pool, prev.Active, err)
 	}
-	swapped := time.Now()
+	swapped := ap.at
 	progress(m.event(s.name, prev.Active, admin.PhaseSwitch, fmt.Sprintf("%q takes no requests of service %q any more; every request goes to %q", pool, s.name, prev.Active)))
-	d := m.drain(ctx, s, lost, swapped, progress, prev.Active)
+	d := m.drain(ctx, s, ap.lost, swapped, progress, prev.Active)
 	return &admin.DeployResult{Service: s.name, Operation: admin.OpAbort, Pool: prev.Active, From: pool,
 		InFlightAtSwitch: d.inFlight, Drained: d.drained, ClosedAtTimeout: d.closed, TimeToDrain: admin.Duration(d.took),
 		Message: fmt.Sprintf("aborted %q: service %q is served by %q alone (%s drained in %s)", pool, s.name, prev.Active, human.Count(int(d.drained), "request"), human.Duration(d.took))}, nil
