@@ -43,6 +43,11 @@ SIGINT stop accepting and let requests in flight finish (timeouts.shutdown).`,
 				}
 				defer pprof.StopCPUProfile()
 			}
+			// GOGC is process-wide: this command owns the process. An
+			// operator's GOGC is left as set.
+			if _, set := os.LookupEnv("GOGC"); !set {
+				defer serve.KeepHeapFloor(serve.DefaultHeapFloor)()
+			}
 			return serve.Run(context.Background(), o)
 		},
 	}
