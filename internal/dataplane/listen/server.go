@@ -185,6 +185,17 @@ func New(o Options) (*Server, error) {
 			}
 			return nil, fmt.Errorf("starting the event loops: %w", err)
 		}
+		// Without HTTPS the plain listener's connections go to the
+		// loops, which get them straight from accept4.
+		if s.httpLn != nil && s.httpsLn == nil {
+			ll, err := newLoopListener(s.httpLn)
+			if err != nil {
+				s.httpLn.Close()
+				s.loops.Shutdown(context.Background())
+				return nil, fmt.Errorf("listen.http %s: %w", o.HTTP, err)
+			}
+			s.httpLn = ll
+		}
 	}
 	return s, nil
 }
@@ -259,7 +270,11 @@ func (s *Server) Serve() error {
 			}
 		}
 		wg.Add(1)
-		go func() { defer wg.Done(); errs <- s.accept(s.httpLn, info) }()
+		if ll, ok := s.httpLn.(*loopListener); ok {
+			go func() { defer wg.Done(); errs <- s.acceptForLoops(ll) }()
+		} else {
+			go func() { defer wg.Done(); errs <- s.accept(s.httpLn, info) }()
+		}
 	}
 	if s.httpsLn != nil {
 		wg.Add(1)
@@ -283,24 +298,12 @@ func (s *Server) accept(ln net.Listener, info proxy.ConnInfo) error {
 			if s.closing.Load() {
 				return nil
 			}
-			if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-				errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ENOBUFS) {
-				// Out of file descriptors and the like: back off, as net/http does.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				s.o.Logger.Warn("accept failed; retrying", "err", err, "delay", delay)
-				time.Sleep(delay)
+			if errors.Is(err, syscall.ECONNABORTED) || s.backOff(&delay, err) {
 				continue
 			}
 			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 		}
 		delay = 0
-		if s.loops != nil && !info.TLS && !info.Redirect {
-			if err := s.loops.Add(nc); err == nil {
-				continue
-			} else {
-				s.o.Logger.Warn("event loops refused a connection; serving it with a goroutine", "err", err)
-			}
-		}
 		c := &conn{nc: nc, srv: s, tls: info.TLS}
 		if !s.track(c) {
 			nc.Close()
@@ -308,6 +311,21 @@ func (s *Server) accept(ln net.Listener, info proxy.ConnInfo) error {
 		}
 		go s.serve(c, info)
 	}
+}
+
+// backOff sleeps and reports true when an accept failed for want of file
+// descriptors or memory, as net/http does: the listener is still good and
+// connections close meanwhile. delay is the previous sleep (0 after a
+// success).
+func (s *Server) backOff(delay *time.Duration, err error) bool {
+	if !errors.Is(err, syscall.EMFILE) && !errors.Is(err, syscall.ENFILE) &&
+		!errors.Is(err, syscall.ENOBUFS) && !errors.Is(err, syscall.ENOMEM) {
+		return false
+	}
+	*delay = min(max(2**delay, 5*time.Millisecond), time.Second)
+	s.o.Logger.Warn("accept failed; retrying", "err", err, "delay", *delay)
+	time.Sleep(*delay)
+	return true
 }
 
 func (s *Server) serve(c *conn, info proxy.ConnInfo) {

@@ -169,6 +169,21 @@ func (e *Loops) add(nc socketConn, c newConn) error {
 	if c.pipe != nil {
 		c.pipe.nc = nil
 	}
+	e.enqueue(c)
+	return nil
+}
+
+// AddSocket gives a loop a plain TCP connection as the socket accept4
+// returned (non-blocking, close-on-exec), which the loops own from then
+// on; raddr is the client's address. A listener that accepts for the
+// loops hands connections over this way without making a net.Conn of
+// each (see listen.Server).
+func (e *Loops) AddSocket(fd int, raddr net.Addr) {
+	e.enqueue(newConn{fd: fd, client: forward.NewClient(raddr, false, e.p.o.Trusted)})
+}
+
+// enqueue gives c to the next loop.
+func (e *Loops) enqueue(c newConn) {
 	e.clients.Add(1)
 	if c.tc != nil {
 		e.tlsClients.Add(1)
@@ -178,7 +193,6 @@ func (e *Loops) add(nc socketConn, c newConn) error {
 	l.inbox = append(l.inbox, c)
 	l.mu.Unlock()
 	l.wakeup()
-	return nil
 }
 
 // Held is the request state the loops' client connections hold now: read
