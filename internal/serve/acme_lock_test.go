@@ -14,6 +14,7 @@ import (
 
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/dataplane/listen"
+	"github.com/cutover/cutover/internal/testutil/lockedbuf"
 )
 
 // helperEnv carries a helper process's instructions (JSON).
@@ -41,7 +42,7 @@ func TestACMEHelperProcess(t *testing.T) {
 	// it); the ACME storage is what they share.
 	in := startACMEInstance(t, p, acmeSetup{
 		stateDir: t.TempDir(), storage: spec.Storage, challenge: config.ChallengeHTTP01, hosts: spec.Hosts,
-		backend: spec.Backend, logs: &lockedBuffer{},
+		backend: spec.Backend, logs: &lockedbuf.Buffer{},
 	})
 	fmt.Printf("HTTP %d\n", portOf(t, in.HTTPAddr()))
 	for _, h := range spec.Hosts {
@@ -93,7 +94,7 @@ func TestACMEProcessesShareStorage(t *testing.T) {
 		}
 		var stderr strings.Builder
 		cmd.Stderr = &stderr
-		var output lockedBuffer
+		var output lockedbuf.Buffer
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}

@@ -7,7 +7,6 @@ package serve_test
 // every name to 127.0.0.1, so nothing leaves the machine.
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -38,25 +37,8 @@ import (
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/dataplane/listen"
 	"github.com/cutover/cutover/internal/serve"
+	"github.com/cutover/cutover/internal/testutil/lockedbuf"
 )
-
-// lockedBuffer collects log output written from many goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // pebbleCA is an in-process pebble. Its HTTPS front end starts first (the
 // instance needs the directory URL); its CA, VA and WFE are built by start
@@ -73,7 +55,7 @@ type pebbleCA struct {
 	handler   atomic.Pointer[http.Handler]
 	ca        *ca.CAImpl
 	orders    atomic.Int64 // new-order requests
-	log       *lockedBuffer
+	log       *lockedbuf.Buffer
 }
 
 func newPebble(t *testing.T, validity time.Duration, refuse ...string) *pebbleCA {
@@ -83,7 +65,7 @@ func newPebble(t *testing.T, validity time.Duration, refuse ...string) *pebbleCA
 	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
 	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
 	t.Setenv("PEBBLE_AUTHZREUSE", "0")
-	p := &pebbleCA{validity: validity, refuse: map[string]bool{}, ready: make(chan struct{}), log: &lockedBuffer{}}
+	p := &pebbleCA{validity: validity, refuse: map[string]bool{}, ready: make(chan struct{}), log: &lockedbuf.Buffer{}}
 	for _, r := range refuse {
 		p.refuse[dns.Fqdn(r)] = true
 	}
@@ -195,7 +177,7 @@ type acmeSetup struct {
 	challenge string
 	hosts     []string
 	backend   string
-	logs      *lockedBuffer
+	logs      *lockedbuf.Buffer
 	// storage is tls.acme.storage ("" for the default in stateDir).
 	storage string
 }
@@ -235,8 +217,8 @@ func startACMEInstance(t *testing.T, p *pebbleCA, s acmeSetup) *serve.Instance {
 	return in
 }
 
-func newLogs(t *testing.T) *lockedBuffer {
-	b := &lockedBuffer{}
+func newLogs(t *testing.T) *lockedbuf.Buffer {
+	b := &lockedbuf.Buffer{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("cutover log:\n%s", b.String())

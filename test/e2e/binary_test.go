@@ -19,6 +19,7 @@ import (
 
 	"github.com/cutover/cutover/bench/loadclient"
 	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/testutil/lockedbuf"
 	"github.com/cutover/cutover/internal/testutil/refused"
 )
 
@@ -72,25 +73,8 @@ func freeAddr(t *testing.T) string {
 // served is a running `cutover serve` process.
 type served struct {
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *lockedbuf.Buffer
 	done   chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // binaryStack is a configuration for the binary and its backends.
@@ -144,7 +128,7 @@ services:
 // answers. The process is killed at the end of the test.
 func (bs *binaryStack) serve(t *testing.T) *served {
 	t.Helper()
-	s := &served{stderr: &lockedBuffer{}, done: make(chan struct{})}
+	s := &served{stderr: &lockedbuf.Buffer{}, done: make(chan struct{})}
 	s.cmd = exec.Command(bs.bin, "serve", "-c", bs.cfgPath)
 	s.cmd.Stdout = s.stderr
 	s.cmd.Stderr = s.stderr

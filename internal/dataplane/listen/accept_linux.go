@@ -5,29 +5,32 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strconv"
+	"sync"
 	"syscall"
-	"time"
+
+	"github.com/cutover/cutover/internal/dataplane/proxy"
 )
 
 // loopListener is the plain listener when the event loops serve its
-// connections: they are accepted with accept4(2) on the listening socket
-// and handed to a loop as a bare descriptor (proxy.Loops.AddSocket),
-// without making a net.Conn of each. net.Listener.Accept asks the new
-// socket's address, sets TCP_NODELAY and three keep-alive options on it
-// and registers it with the netpoller; the loops then duplicated the
-// descriptor and closed the net.Conn, which deregistered it: eleven system
-// calls per connection before its first read, where nginx makes two
-// (accept4, epoll_ctl). The socket options are set once on the listening
-// socket instead (setConnOptions), which Linux copies to every socket it
-// accepts.
+// connections: each loop has the listening socket in its epoll set and
+// accepts from it itself (proxy.Loops.Accept), so a connection is a bare
+// descriptor in a loop from accept4 on, with no net.Conn, netpoller or
+// hand-over between goroutines. net.Listener.Accept asks each new socket's
+// address, sets TCP_NODELAY and three keep-alive options on it and
+// registers it with the netpoller; here the socket options are set once on
+// the listening socket instead (setConnOptions), which Linux copies to
+// every socket it accepts.
 //
-// The socket is held as a non-blocking *os.File, which the netpoller
-// waits on for a raw Read; a net.Listener's RawConn refuses to Read.
+// The socket is held as a bare descriptor, not an *os.File: an os.File of
+// a non-blocking socket joins Go's netpoller, whose epoll set would then be
+// woken by every connection the loops accept.
 type loopListener struct {
-	f    *os.File
-	rc   syscall.RawConn
 	addr net.Addr
+
+	mu     sync.Mutex
+	fd     int // -1 once closed
+	acc    *proxy.Accepting
+	closed chan struct{}
 }
 
 // newLoopListener takes over ln's socket: it is duplicated and ln closed.
@@ -36,16 +39,11 @@ func newLoopListener(ln net.Listener) (*loopListener, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), "listener "+ln.Addr().String())
-	rc, err := f.SyscallConn()
-	if err == nil {
-		err = setConnOptions(rc)
-	}
-	if err != nil {
-		f.Close()
+	if err := setConnOptions(fd); err != nil {
+		syscall.Close(fd)
 		return nil, fmt.Errorf("setting the accepted connections' socket options: %w", err)
 	}
-	l := &loopListener{f: f, rc: rc, addr: ln.Addr()}
+	l := &loopListener{fd: fd, addr: ln.Addr(), closed: make(chan struct{})}
 	ln.Close()
 	return l, nil
 }
@@ -55,62 +53,81 @@ func (l *loopListener) Accept() (net.Conn, error) {
 	return nil, errors.New("the event loops accept this listener's connections")
 }
 
-// Close closes the listening socket; a wait in acceptForLoops returns.
-func (l *loopListener) Close() error { return l.f.Close() }
+// Close takes the socket out of the loops, then closes it; a wait in
+// acceptForLoops returns.
+func (l *loopListener) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.fd < 0 {
+		return nil
+	}
+	if l.acc != nil {
+		// The loops must be done with the descriptor before it closes:
+		// its number may be reused at once.
+		l.acc.Stop()
+	}
+	err := syscall.Close(l.fd)
+	l.fd = -1
+	close(l.closed)
+	if err != nil {
+		return os.NewSyscallError("close", err)
+	}
+	return nil
+}
 
 // Addr is the bound address.
 func (l *loopListener) Addr() net.Addr { return l.addr }
 
-// SyscallConn gives the socket, for a hand-over to another process.
-func (l *loopListener) SyscallConn() (syscall.RawConn, error) { return l.rc, nil }
+// SyscallConn gives the socket, for a hand-over to another process
+// (Control only).
+func (l *loopListener) SyscallConn() (syscall.RawConn, error) { return listenerRaw{l}, nil }
 
-// acceptForLoops accepts ln's connections and gives each to a loop, until
-// ln is closed.
-func (s *Server) acceptForLoops(ln *loopListener) error {
-	var (
-		fd   int
-		sa   syscall.Sockaddr
-		aerr error
-	)
-	accept := func(lfd uintptr) bool {
-		fd, sa, aerr = syscall.Accept4(int(lfd), syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
-		return aerr != syscall.EAGAIN
+// listenerRaw is a loopListener's syscall.RawConn: Control under the
+// listener's lock, so the descriptor cannot close meanwhile.
+type listenerRaw struct{ l *loopListener }
+
+func (r listenerRaw) Control(f func(fd uintptr)) error {
+	r.l.mu.Lock()
+	defer r.l.mu.Unlock()
+	if r.l.fd < 0 {
+		return net.ErrClosed
 	}
-	var delay time.Duration
-	for {
-		if err := ln.rc.Read(accept); err != nil {
-			if s.closing.Load() {
-				return nil
-			}
-			return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
-		}
-		switch {
-		case aerr == nil:
-			delay = 0
-			s.loops.AddSocket(fd, tcpAddr(sa))
-		case aerr == syscall.EINTR || aerr == syscall.ECONNABORTED:
-			// A signal, or the client gave up before it was accepted:
-			// net.Listener.Accept retries these too.
-		case s.backOff(&delay, aerr):
-		default:
-			return fmt.Errorf("accept on %s: %w", ln.Addr(), os.NewSyscallError("accept4", aerr))
-		}
-	}
+	f(uintptr(r.l.fd))
+	return nil
 }
 
-// tcpAddr is the net.Addr of an accepted socket's peer.
-func tcpAddr(sa syscall.Sockaddr) net.Addr {
-	switch a := sa.(type) {
-	case *syscall.SockaddrInet4:
-		return &net.TCPAddr{IP: net.IP(append([]byte(nil), a.Addr[:]...)), Port: a.Port}
-	case *syscall.SockaddrInet6:
-		addr := &net.TCPAddr{IP: net.IP(append([]byte(nil), a.Addr[:]...)), Port: a.Port}
-		if a.ZoneId != 0 {
-			addr.Zone = strconv.Itoa(int(a.ZoneId))
-		}
-		return addr
+func (listenerRaw) Read(func(fd uintptr) bool) error {
+	return errors.New("the event loops read this listener")
+}
+
+func (listenerRaw) Write(func(fd uintptr) bool) error {
+	return errors.New("a listening socket is not written")
+}
+
+// acceptForLoops has the loops accept ln's connections until ln is
+// closed.
+func (s *Server) acceptForLoops(ln *loopListener) error {
+	failed := make(chan error, 1)
+	ln.mu.Lock()
+	if ln.fd < 0 {
+		ln.mu.Unlock()
+		return nil
 	}
-	return nil
+	acc, err := s.loops.Accept(proxy.AcceptOptions{FD: ln.fd, Failed: func(err error) { failed <- err }})
+	ln.acc = acc
+	ln.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+	}
+	select {
+	case <-ln.closed:
+		return nil
+	case err := <-failed:
+		if s.closing.Load() {
+			return nil
+		}
+		return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+	}
 }
 
 // The keep-alive probes of accepted connections, as net.Listener.Accept
@@ -124,7 +141,7 @@ const (
 // setConnOptions sets on a listening socket what net.Listener.Accept sets
 // on each connection it accepts (TCP_NODELAY and keep-alive probes), for
 // the sockets accepted from it to inherit.
-func setConnOptions(rc syscall.RawConn) error {
+func setConnOptions(fd int) error {
 	opts := []struct{ level, opt, value int }{
 		{syscall.IPPROTO_TCP, syscall.TCP_NODELAY, 1},
 		{syscall.SOL_SOCKET, syscall.SO_KEEPALIVE, 1},
@@ -132,16 +149,10 @@ func setConnOptions(rc syscall.RawConn) error {
 		{syscall.IPPROTO_TCP, syscall.TCP_KEEPINTVL, keepAliveInterval},
 		{syscall.IPPROTO_TCP, syscall.TCP_KEEPCNT, keepAliveCount},
 	}
-	var serr error
-	if err := rc.Control(func(fd uintptr) {
-		for _, o := range opts {
-			if err := syscall.SetsockoptInt(int(fd), o.level, o.opt, o.value); err != nil {
-				serr = os.NewSyscallError("setsockopt", err)
-				return
-			}
+	for _, o := range opts {
+		if err := syscall.SetsockoptInt(fd, o.level, o.opt, o.value); err != nil {
+			return os.NewSyscallError("setsockopt", err)
 		}
-	}); err != nil {
-		return err
 	}
-	return serr
+	return nil
 }

@@ -2,14 +2,93 @@ package listen
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 )
+
+// TestLoopsAcceptNewConnectionsUnderLoad: with the loops accepting from
+// the listening socket themselves, concurrent clients that open a
+// connection per request get every answer; once Shutdown returns the port
+// refuses connections and Serve has returned nil. (Connections still in
+// the listen queue when a socket closes are reset by the kernel, which is
+// why a hand-over keeps the socket open in the new process.)
+func TestLoopsAcceptNewConnectionsUnderLoad(t *testing.T) {
+	px := newProxy(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
+	s, err := New(Options{HTTP: "127.0.0.1:0", Proxy: px, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Loops() == 0 {
+		t.Skip("no event loops on this system")
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve() }()
+	addr := s.HTTPAddr().String()
+	const workers, perWorker = 8, 150
+	var ok, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range perWorker {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					failed.Add(1)
+					t.Errorf("request %d: %v", i, err)
+					return
+				}
+				c.SetDeadline(time.Now().Add(10 * time.Second))
+				fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				if err != nil {
+					failed.Add(1)
+					t.Errorf("request %d: %v", i, err)
+					c.Close()
+					return
+				}
+				body, err := io.ReadAll(resp.Body)
+				c.Close()
+				if err != nil || resp.StatusCode != 200 || string(body) != "ok" {
+					failed.Add(1)
+					t.Errorf("request %d: %d %q %v", i, resp.StatusCode, body, err)
+					return
+				}
+				ok.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("Serve returned %v after a shutdown, want nil", err)
+	}
+	if c, err := net.Dial("tcp", addr); err == nil {
+		c.Close()
+		t.Errorf("the port still accepts connections after Shutdown")
+	} else if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("dial after Shutdown: %v, want connection refused", err)
+	}
+	if failed.Load() != 0 || ok.Load() != workers*perWorker {
+		t.Fatalf("%d of %d requests answered, %d failed", ok.Load(), workers*perWorker, failed.Load())
+	}
+	t.Logf("%d requests on new connections answered, 0 failed", ok.Load())
+}
 
 // TestLoopConnectionsHaveTheSocketOptions: the plain listener's
 // connections reach the loops as accept4 made them, so TCP_NODELAY and the

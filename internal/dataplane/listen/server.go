@@ -318,11 +318,10 @@ func (s *Server) accept(ln net.Listener, info proxy.ConnInfo) error {
 // connections close meanwhile. delay is the previous sleep (0 after a
 // success).
 func (s *Server) backOff(delay *time.Duration, err error) bool {
-	if !errors.Is(err, syscall.EMFILE) && !errors.Is(err, syscall.ENFILE) &&
-		!errors.Is(err, syscall.ENOBUFS) && !errors.Is(err, syscall.ENOMEM) {
+	if !sock.Shortage(err) {
 		return false
 	}
-	*delay = min(max(2**delay, 5*time.Millisecond), time.Second)
+	*delay = sock.NextBackOff(*delay)
 	s.o.Logger.Warn("accept failed; retrying", "err", err, "delay", *delay)
 	time.Sleep(*delay)
 	return true

@@ -173,15 +173,6 @@ func (e *Loops) add(nc socketConn, c newConn) error {
 	return nil
 }
 
-// AddSocket gives a loop a plain TCP connection as the socket accept4
-// returned (non-blocking, close-on-exec), which the loops own from then
-// on; raddr is the client's address. A listener that accepts for the
-// loops hands connections over this way without making a net.Conn of
-// each (see listen.Server).
-func (e *Loops) AddSocket(fd int, raddr net.Addr) {
-	e.enqueue(newConn{fd: fd, client: forward.NewClient(raddr, false, e.p.o.Trusted)})
-}
-
 // enqueue gives c to the next loop.
 func (e *Loops) enqueue(c newConn) {
 	e.clients.Add(1)
@@ -201,18 +192,11 @@ func (e *Loops) enqueue(c newConn) {
 // that memory follows the requests under way, not the connections open.
 func (e *Loops) Held() (readBufs, works int) {
 	for _, l := range e.loops {
-		done := make(chan [2]int, 1)
-		l.mu.Lock()
-		l.calls = append(l.calls, func() { done <- [2]int{l.readBufs.Lent(), l.lentWork} })
-		l.mu.Unlock()
-		l.wakeup()
-		select {
-		case n := <-done:
-			readBufs += n[0]
-			works += n[1]
-		case <-time.After(5 * time.Second):
-			// A stopped loop runs nothing; its connections are closed.
-		}
+		// A stopped loop runs nothing; its connections are closed.
+		l.onLoop(func() {
+			readBufs += l.readBufs.Lent()
+			works += l.lentWork
+		})
 	}
 	return readBufs, works
 }
@@ -308,6 +292,8 @@ type evloop struct {
 	// byes are goodbyes to event streams the loop relays (loopBye).
 	byes    []*loopBye
 	stopped atomic.Bool
+	// done is closed when the loop's goroutine has ended.
+	done chan struct{}
 
 	fds     []handler // by descriptor
 	clients map[*lclient]struct{}
@@ -321,8 +307,11 @@ type evloop struct {
 	readBufs  wire.FreeList
 	spareWork []*lwork
 	lentWork  int
-	// calls are functions to run on the loop's goroutine (Loops.Held).
+	// calls are functions to run on the loop's goroutine (onLoop, post).
 	calls []func()
+	// acceptors are the listening sockets the loop accepts from
+	// (Loops.Accept).
+	acceptors []*lacceptor
 }
 
 func newEvloop(e *Loops) (*evloop, error) {
@@ -336,7 +325,7 @@ func newEvloop(e *Loops) (*evloop, error) {
 		return nil, fmt.Errorf("event loop: eventfd2: %w", errno)
 	}
 	l := &evloop{
-		e: e, p: e.p, ep: ep, wake: int(wfd),
+		e: e, p: e.p, ep: ep, wake: int(wfd), done: make(chan struct{}),
 		clients: make(map[*lclient]struct{}),
 		ups:     make(map[*lup]struct{}),
 		idle:    make(map[*upstream.Target][]*lup),
@@ -351,9 +340,16 @@ func newEvloop(e *Loops) (*evloop, error) {
 	return l, nil
 }
 
+// wakeup makes the loop's epoll_wait return to look at its inbox and
+// calls; after the loop has stopped it does nothing (the eventfd is closed,
+// and its number may belong to another file by then).
 func (l *evloop) wakeup() {
 	one := uint64(1)
-	syscall.RawSyscall(syscall.SYS_WRITE, uintptr(l.wake), uintptr(unsafe.Pointer(&one)), 8)
+	l.mu.Lock()
+	if l.wake >= 0 {
+		syscall.RawSyscall(syscall.SYS_WRITE, uintptr(l.wake), uintptr(unsafe.Pointer(&one)), 8)
+	}
+	l.mu.Unlock()
 }
 
 func (l *evloop) stop() {
@@ -374,11 +370,16 @@ func (l *evloop) watch(fd int, h handler) error {
 	if err := syscall.EpollCtl(l.ep, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return err
 	}
+	l.setHandler(fd, h)
+	return nil
+}
+
+// setHandler makes h the handler of fd's events.
+func (l *evloop) setHandler(fd int, h handler) {
 	for fd >= len(l.fds) {
 		l.fds = append(l.fds, make([]handler, len(l.fds)+64)...)
 	}
 	l.fds[fd] = h
-	return nil
 }
 
 // forget takes fd out of the loop; the caller closes it.
@@ -389,6 +390,7 @@ func (l *evloop) forget(fd int) {
 
 func (l *evloop) run() {
 	defer l.e.wg.Done()
+	defer close(l.done)
 	// The loop is the only goroutine on its thread's work; keeping it on
 	// one thread keeps its epoll set's wake-ups going to the same thread.
 	runtime.LockOSThread()
@@ -465,6 +467,7 @@ func (l *evloop) closeIdle() {
 // CloseAll asked to be closed, or that sat idle too long.
 func (l *evloop) sweep() {
 	l.closeIdle()
+	l.resumeAccepting()
 	for c := range l.clients {
 		if !c.deadline.IsZero() && l.now.After(c.deadline) {
 			c.timeout()
@@ -508,7 +511,10 @@ func (l *evloop) closeAll() {
 		syscall.Close(nc.fd)
 		l.e.clientGone(nc.tc != nil)
 	}
+	l.mu.Lock()
 	syscall.Close(l.wake)
+	l.wake = -1
+	l.mu.Unlock()
 	syscall.Close(l.ep)
 }
 

@@ -7,7 +7,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
-	"syscall"
 	"time"
 )
 
@@ -37,9 +36,6 @@ func (e *Loops) Clients() (all, tls int64) { return 0, 0 }
 
 // Add refuses nc.
 func (e *Loops) Add(nc net.Conn) error { return errors.New("event loops need Linux's epoll") }
-
-// AddSocket closes fd: there are no loops to serve it.
-func (e *Loops) AddSocket(fd int, raddr net.Addr) { syscall.Close(fd) }
 
 // AddTLS refuses tc.
 func (e *Loops) AddTLS(tc *tls.Conn, pipe *TLSPipe) error {

@@ -68,17 +68,11 @@ func TestLoopsTrimIdleTLSConnectionsAndHandThemOver(t *testing.T) {
 	// What the loop's connection looks like, read on the loop.
 	l := e.loops[0]
 	onLoop := func() (trimmed bool, raw int) {
-		done := make(chan struct{})
-		l.mu.Lock()
-		l.calls = append(l.calls, func() {
+		l.onLoop(func() {
 			for c := range l.clients {
 				trimmed, raw = c.trimmed, rawCap(c.tc)
 			}
-			close(done)
 		})
-		l.mu.Unlock()
-		l.wakeup()
-		<-done
 		return trimmed, raw
 	}
 	deadline := time.Now().Add(5 * time.Second)
