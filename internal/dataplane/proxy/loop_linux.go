@@ -175,15 +175,31 @@ func (e *Loops) add(nc socketConn, c newConn) error {
 
 // enqueue gives c to the next loop.
 func (e *Loops) enqueue(c newConn) {
-	e.clients.Add(1)
-	if c.tc != nil {
-		e.tlsClients.Add(1)
-	}
-	l := e.loops[e.next.Add(1)%uint32(len(e.loops))]
+	e.loops[e.next.Add(1)%uint32(len(e.loops))].enqueue(c)
+}
+
+// enqueue gives c to l, from any goroutine.
+func (l *evloop) enqueue(c newConn) {
+	l.take(c)
 	l.mu.Lock()
 	l.inbox = append(l.inbox, c)
 	l.mu.Unlock()
 	l.wakeup()
+}
+
+// take counts c as l's, from when it is given to l until clientGone.
+func (l *evloop) take(c newConn) {
+	l.load.Add(1)
+	l.e.clients.Add(1)
+	if c.tc != nil {
+		l.e.tlsClients.Add(1)
+	}
+}
+
+// clientGone counts a client connection of l's as gone.
+func (l *evloop) clientGone(tls bool) {
+	l.load.Add(-1)
+	l.e.clientGone(tls)
 }
 
 // Held is the request state the loops' client connections hold now: read
@@ -292,6 +308,9 @@ type evloop struct {
 	// byes are goodbyes to event streams the loop relays (loopBye).
 	byes    []*loopBye
 	stopped atomic.Bool
+	// load is the number of client connections given to the loop and not
+	// gone yet (take, clientGone); other loops read it to balance.
+	load atomic.Int32
 	// done is closed when the loop's goroutine has ended.
 	done chan struct{}
 
@@ -509,7 +528,7 @@ func (l *evloop) closeAll() {
 	l.mu.Unlock()
 	for _, nc := range in {
 		syscall.Close(nc.fd)
-		l.e.clientGone(nc.tc != nil)
+		l.clientGone(nc.tc != nil)
 	}
 	l.mu.Lock()
 	syscall.Close(l.wake)

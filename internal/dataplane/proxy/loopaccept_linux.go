@@ -149,8 +149,13 @@ func (la *lacceptor) onEvent(uint32) {
 	case err == nil:
 		la.delay = 0
 		l := la.l
-		l.e.clients.Add(1)
-		l.addClient(newConn{fd: fd, client: forward.NewClient(tcpAddr(sa), false, l.p.o.Trusted)})
+		c := newConn{fd: fd, client: forward.NewClient(tcpAddr(sa), false, l.p.o.Trusted)}
+		if to := l.lighter(); to != nil {
+			to.enqueue(c)
+			return
+		}
+		l.take(c)
+		l.addClient(c)
 	case err == syscall.EAGAIN || err == syscall.EINTR || err == syscall.ECONNABORTED:
 		// Another loop took it, a signal, or the client gave up before
 		// it was accepted: net.Listener.Accept retries these too.
@@ -179,6 +184,27 @@ func (la *lacceptor) onEvent(uint32) {
 			}
 		})
 	}
+}
+
+// lighter is the loop a connection l accepted should go to instead of l,
+// or nil to keep it. The loop that epoll wakes is whichever is waiting, so
+// a burst of connections (a client pool opening) can all land on one loop
+// while the other sleeps, and keep-alive connections stay where they
+// land: one loop would then serve most of the traffic on one core. A
+// connection goes to the least-loaded loop when l holds more than one
+// plus a sixteenth of its own load more: short-lived connections, whose
+// counts move by one or two either way, mostly stay where they were
+// accepted, without a hand-over.
+func (l *evloop) lighter() *evloop {
+	own := l.load.Load()
+	var best *evloop
+	least := own - 1 - own/16
+	for _, o := range l.e.loops {
+		if n := o.load.Load(); o != l && n < least {
+			best, least = o, n
+		}
+	}
+	return best
 }
 
 // resumeAccepting puts back in the epoll set the listening sockets whose

@@ -135,7 +135,7 @@ func (l *evloop) addClient(nc newConn) {
 	// client is sending a request.
 	if l.e.closing.Load() && l.e.idleGrace.Load() == 0 {
 		syscall.Close(nc.fd)
-		l.e.clientGone(nc.tc != nil)
+		l.clientGone(nc.tc != nil)
 		return
 	}
 	c := &lclient{l: l, fd: nc.fd, client: nc.client, tc: nc.tc, pipe: nc.pipe}
@@ -155,7 +155,7 @@ func (l *evloop) addClient(nc newConn) {
 	if err := l.watch(nc.fd, c); err != nil {
 		l.p.o.Logger.Warn("event loop: cannot watch a client connection", "err", err)
 		syscall.Close(nc.fd)
-		l.e.clientGone(nc.tc != nil)
+		l.clientGone(nc.tc != nil)
 		return
 	}
 	l.clients[c] = struct{}{}
@@ -633,7 +633,7 @@ func (c *lclient) close() {
 	c.l.forget(c.fd)
 	syscall.Close(c.fd)
 	delete(c.l.clients, c)
-	c.l.e.clientGone(c.tc != nil)
+	c.l.clientGone(c.tc != nil)
 	c.putWork()
 	c.r.Free()
 }
@@ -645,7 +645,7 @@ func (c *lclient) handoff(head []byte, start time.Time) {
 	c.closed = true
 	l.forget(c.fd)
 	delete(l.clients, c)
-	l.e.clientGone(c.tc != nil)
+	l.clientGone(c.tc != nil)
 	// The goroutine engine reads its own head and has its own writer; the
 	// read buffer, with what was read, goes with the connection and back
 	// to the engine's pool.
