@@ -60,17 +60,24 @@ type Client struct {
 
 // NewClient describes the peer at remote.
 func NewClient(remote net.Addr, tls bool, trusted *Trusted) Client {
-	c := Client{TLS: tls}
+	var addr netip.Addr
 	switch a := remote.(type) {
 	case nil:
 	case *net.TCPAddr:
-		ap := a.AddrPort()
-		c.Addr = ap.Addr().Unmap()
+		addr = a.AddrPort().Addr()
 	default:
 		if ap, err := netip.ParseAddrPort(remote.String()); err == nil {
-			c.Addr = ap.Addr().Unmap()
+			addr = ap.Addr()
 		}
 	}
+	return ClientAt(addr, tls, trusted)
+}
+
+// ClientAt describes the peer at addr (the zero Addr for a peer that is
+// not an IP: a Unix socket). An event loop that accepted a socket itself
+// has its peer as a netip.Addr, without a net.Addr to allocate.
+func ClientAt(addr netip.Addr, tls bool, trusted *Trusted) Client {
+	c := Client{TLS: tls, Addr: addr.Unmap()}
 	if c.Addr.IsValid() {
 		c.IP = c.Addr.String()
 	} else {

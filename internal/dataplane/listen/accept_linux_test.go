@@ -19,12 +19,14 @@ import (
 
 // TestLoopsAcceptNewConnectionsUnderLoad: with the loops accepting from
 // the listening socket themselves, concurrent clients that open a
-// connection per request get every answer; once Shutdown returns the port
+// connection per request get every answer, with their address forwarded; once Shutdown returns the port
 // refuses connections and Serve has returned nil. (Connections still in
 // the listen queue when a socket closes are reset by the kernel, which is
 // why a hand-over keeps the socket open in the new process.)
 func TestLoopsAcceptNewConnectionsUnderLoad(t *testing.T) {
-	px := newProxy(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
+	// The answer is the client address the proxy forwarded, which a loop
+	// takes from accept4's peer address.
+	px := newProxy(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, r.Header.Get("X-Forwarded-For")) })
 	s, err := New(Options{HTTP: "127.0.0.1:0", Proxy: px, Logger: quietLogger()})
 	if err != nil {
 		t.Fatal(err)
@@ -60,7 +62,7 @@ func TestLoopsAcceptNewConnectionsUnderLoad(t *testing.T) {
 				}
 				body, err := io.ReadAll(resp.Body)
 				c.Close()
-				if err != nil || resp.StatusCode != 200 || string(body) != "ok" {
+				if err != nil || resp.StatusCode != 200 || string(body) != "127.0.0.1" {
 					failed.Add(1)
 					t.Errorf("request %d: %d %q %v", i, resp.StatusCode, body, err)
 					return

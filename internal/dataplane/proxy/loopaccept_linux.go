@@ -5,7 +5,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
-	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"sync"
@@ -149,7 +149,7 @@ func (la *lacceptor) onEvent(uint32) {
 	case err == nil:
 		la.delay = 0
 		l := la.l
-		c := newConn{fd: fd, client: forward.NewClient(tcpAddr(sa), false, l.p.o.Trusted)}
+		c := newConn{fd: fd, client: forward.ClientAt(peerAddr(sa), false, l.p.o.Trusted)}
 		if to := l.lighter(); to != nil {
 			to.enqueue(c)
 			return
@@ -220,17 +220,17 @@ func (l *evloop) resumeAccepting() {
 	}
 }
 
-// tcpAddr is the net.Addr of an accepted socket's peer.
-func tcpAddr(sa syscall.Sockaddr) net.Addr {
+// peerAddr is an accepted socket's peer address.
+func peerAddr(sa syscall.Sockaddr) netip.Addr {
 	switch a := sa.(type) {
 	case *syscall.SockaddrInet4:
-		return &net.TCPAddr{IP: net.IP(append([]byte(nil), a.Addr[:]...)), Port: a.Port}
+		return netip.AddrFrom4(a.Addr)
 	case *syscall.SockaddrInet6:
-		addr := &net.TCPAddr{IP: net.IP(append([]byte(nil), a.Addr[:]...)), Port: a.Port}
+		addr := netip.AddrFrom16(a.Addr)
 		if a.ZoneId != 0 {
-			addr.Zone = strconv.Itoa(int(a.ZoneId))
+			addr = addr.WithZone(strconv.Itoa(int(a.ZoneId)))
 		}
 		return addr
 	}
-	return nil
+	return netip.Addr{}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -285,4 +286,25 @@ func TestLoopsAcceptSpreadsABurst(t *testing.T) {
 		t.Fatalf("connections per loop %v, want each loop to hold at least %d of %d", per, n*3/8, n)
 	}
 	t.Logf("connections per loop: %v", per)
+}
+
+// TestPeerAddr: the peer of an accepted socket, IPv4 and IPv6 (a link-local
+// one with its zone), and IPv4 seen through a dual-stack socket, which the
+// client's description unmaps.
+func TestPeerAddr(t *testing.T) {
+	trusted := forward.NewTrusted(nil)
+	for _, c := range []struct {
+		sa   syscall.Sockaddr
+		want string
+	}{
+		{&syscall.SockaddrInet4{Addr: [4]byte{192, 0, 2, 7}}, "192.0.2.7"},
+		{&syscall.SockaddrInet6{Addr: netip.MustParseAddr("2001:db8::1").As16()}, "2001:db8::1"},
+		{&syscall.SockaddrInet6{Addr: netip.MustParseAddr("fe80::1").As16(), ZoneId: 3}, "fe80::1%3"},
+		{&syscall.SockaddrInet6{Addr: netip.MustParseAddr("::ffff:192.0.2.7").As16()}, "192.0.2.7"},
+		{&syscall.SockaddrUnix{Name: "/x"}, "unix"},
+	} {
+		if got := forward.ClientAt(peerAddr(c.sa), false, trusted).IP; got != c.want {
+			t.Errorf("peer %+v: client IP %q, want %q", c.sa, got, c.want)
+		}
+	}
 }
