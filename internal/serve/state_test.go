@@ -10,7 +10,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"github.com/cutover/cutover/internal/config"
 	"github.com/cutover/cutover/internal/controlplane/state"
 	"github.com/cutover/cutover/internal/serve"
+	"github.com/cutover/cutover/internal/testutil/lockedbuf"
 	"github.com/cutover/cutover/internal/testutil/rofs"
 )
 
@@ -57,7 +57,7 @@ func TestServeStartsWithUnwritableStateDir(t *testing.T) {
 	ln.Close()
 	undo := rofs.Make(t, dir)
 
-	logs := &syncWriter{w: &strings.Builder{}}
+	logs := &lockedbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	in, err := serve.Start(context.Background(), serve.Options{Config: cfg, Logger: log, Stdout: io.Discard})
 	if err != nil {
@@ -122,22 +122,4 @@ func get(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return string(body)
-}
-
-// syncWriter lets the log be read while the instance writes to it.
-type syncWriter struct {
-	mu sync.Mutex
-	w  *strings.Builder
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.String()
 }

@@ -183,8 +183,8 @@ func (l *evloop) enqueue(c newConn) {
 	l.take(c)
 	l.mu.Lock()
 	l.inbox = append(l.inbox, c)
+	l.wakeLocked()
 	l.mu.Unlock()
-	l.wakeup()
 }
 
 // take counts c as l's, from when it is given to l until clientGone.
@@ -363,12 +363,18 @@ func newEvloop(e *Loops) (*evloop, error) {
 // calls; after the loop has stopped it does nothing (the eventfd is closed,
 // and its number may belong to another file by then).
 func (l *evloop) wakeup() {
-	one := uint64(1)
 	l.mu.Lock()
+	l.wakeLocked()
+	l.mu.Unlock()
+}
+
+// wakeLocked is wakeup with l.mu held, for a caller that has just put
+// something in the inbox or a list under it.
+func (l *evloop) wakeLocked() {
 	if l.wake >= 0 {
+		one := uint64(1)
 		syscall.RawSyscall(syscall.SYS_WRITE, uintptr(l.wake), uintptr(unsafe.Pointer(&one)), 8)
 	}
-	l.mu.Unlock()
 }
 
 func (l *evloop) stop() {

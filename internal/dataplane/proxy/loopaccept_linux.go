@@ -121,8 +121,8 @@ func (l *evloop) onLoop(f func()) {
 func (l *evloop) post(f func()) {
 	l.mu.Lock()
 	l.calls = append(l.calls, f)
+	l.wakeLocked()
 	l.mu.Unlock()
-	l.wakeup()
 }
 
 func (la *lacceptor) watch() error {

@@ -421,8 +421,8 @@ type loopBye struct {
 func (g *loopBye) Goodbye() {
 	g.l.mu.Lock()
 	g.l.byes = append(g.l.byes, g)
+	g.l.wakeLocked()
 	g.l.mu.Unlock()
-	g.l.wakeup()
 }
 
 // goodbye ends the event stream being relayed at its next event boundary,
