@@ -77,8 +77,11 @@ func TestHeapFloorSpacesCycles(t *testing.T) {
 	c2, _ := readGC(t)
 	with := c2 - c1
 	t.Logf("cycles while allocating %d MB: %d at GOGC=100, %d with a %d MB floor", alloc>>20, without, with, floor>>20)
-	if with > alloc/floor+2 || with*10 > without {
-		t.Errorf("with a %d MB floor %d cycles ran while allocating %d MB (%d without): want at most %d", floor>>20, with, alloc>>20, without, alloc/floor+2)
+	// How many cycles run without the floor depends on what earlier tests
+	// left live (34 in a whole package run, about 90 alone), so this asks
+	// for a third of them, not a tenth; the first bound shows the floor.
+	if with > alloc/floor+2 || with*3 > without {
+		t.Errorf("with a %d MB floor %d cycles ran while allocating %d MB (%d without): want at most %d and at most a third of those without", floor>>20, with, alloc>>20, without, alloc/floor+2)
 	}
 
 	// A live heap of more than half the floor: after the next cycle, the
