@@ -178,10 +178,20 @@ func (e *Loops) enqueue(c newConn) {
 	e.loops[e.next.Add(1)%uint32(len(e.loops))].enqueue(c)
 }
 
-// enqueue gives c to l, from any goroutine.
+// enqueue gives c to l, from any goroutine. A connection given to a loop
+// that has stopped is closed, as closeAll would have closed it a moment
+// earlier: a TLS connection whose first response ends as the loops shut
+// down is handed over then, and left in the inbox of a loop that no longer
+// reads it, its client would wait for an answer that never comes.
 func (l *evloop) enqueue(c newConn) {
 	l.take(c)
 	l.mu.Lock()
+	if l.wake < 0 {
+		l.mu.Unlock()
+		syscall.Close(c.fd)
+		l.clientGone(c.tc != nil)
+		return
+	}
 	l.inbox = append(l.inbox, c)
 	l.wakeLocked()
 	l.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -306,5 +307,75 @@ func TestPeerAddr(t *testing.T) {
 		if got := forward.ClientAt(peerAddr(c.sa), false, trusted).IP; got != c.want {
 			t.Errorf("peer %+v: client IP %q, want %q", c.sa, got, c.want)
 		}
+	}
+}
+
+// TestLoopsAfterShutdown gives stopped loops a connection and wakes them:
+// the connection is closed (its client sees the end, not a wait) and
+// uncounted, and the wake-up writes nothing to the descriptor number the
+// loop's eventfd had, which a new file has taken.
+func TestLoopsAfterShutdown(t *testing.T) {
+	f := newAcceptFixture(t, 1)
+	l := f.e.loops[0]
+	l.mu.Lock()
+	wake := l.wake
+	l.mu.Unlock()
+	if err := f.e.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	// The lowest free number is taken by the next file; the loop's
+	// eventfd and epoll descriptors were closed last, so one of the next
+	// few eventfds gets the old number.
+	reused := -1
+	var opened []int
+	defer func() {
+		for _, fd := range opened {
+			syscall.Close(fd)
+		}
+	}()
+	for range 8 {
+		r, _, errno := syscall.RawSyscall(syscall.SYS_EVENTFD2, 0, syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+		if errno != 0 {
+			t.Fatal(errno)
+		}
+		opened = append(opened, int(r))
+		if int(r) == wake {
+			reused = wake
+			break
+		}
+	}
+	if reused < 0 {
+		t.Fatalf("no new eventfd took the loop's old number %d (got %v)", wake, opened)
+	}
+	l.wakeup()
+	var b [8]byte
+	if n, err := syscall.Read(reused, b[:]); err != syscall.EAGAIN {
+		t.Fatalf("a stopped loop's wake-up wrote to descriptor %d, now another file's: read %d bytes, err %v", reused, n, err)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.e.Add(server); err != nil {
+		t.Fatalf("Add after Shutdown: %v (want the connection taken and closed)", err)
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := client.Read(b[:]); !errors.Is(err, io.EOF) {
+		t.Fatalf("a connection given to stopped loops: read %d bytes, err %v; want the end of the stream at once", n, err)
+	}
+	if all, _ := f.e.Clients(); all != 0 || l.load.Load() != 0 {
+		t.Fatalf("after the connection was closed the loops count %d clients, the loop's load is %d; want 0", all, l.load.Load())
 	}
 }
