@@ -69,7 +69,7 @@ func (e *Loops) Accept(o AcceptOptions) (*Accepting, error) {
 	a := &Accepting{e: e, o: o}
 	var errs []error
 	for _, l := range e.loops {
-		l.onLoop(func() {
+		ran := l.onLoop(func() {
 			la := &lacceptor{l: l, a: a}
 			if err := la.watch(); err != nil {
 				errs = append(errs, err)
@@ -77,6 +77,11 @@ func (e *Loops) Accept(o AcceptOptions) (*Accepting, error) {
 			}
 			l.acceptors = append(l.acceptors, la)
 		})
+		if !ran {
+			// Else the socket would look served while no loop reads it.
+			errs = append(errs, errors.New("the loops have shut down"))
+			break
+		}
 	}
 	if len(errs) > 0 {
 		a.Stop()
@@ -107,13 +112,21 @@ func (l *evloop) dropAcceptor(a *Accepting) {
 }
 
 // onLoop runs f on l's goroutine and returns once it has run, or at once
-// when the loop has stopped (then f does not run).
-func (l *evloop) onLoop(f func()) {
+// when the loop has stopped (then f does not run); ran says which.
+func (l *evloop) onLoop(f func()) (ran bool) {
 	done := make(chan struct{})
 	l.post(func() { f(); close(done) })
 	select {
 	case <-done:
+		return true
 	case <-l.done:
+		// f may have run just before the loop stopped.
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
 	}
 }
 

@@ -312,8 +312,9 @@ func TestPeerAddr(t *testing.T) {
 
 // TestLoopsAfterShutdown gives stopped loops a connection and wakes them:
 // the connection is closed (its client sees the end, not a wait) and
-// uncounted, and the wake-up writes nothing to the descriptor number the
-// loop's eventfd had, which a new file has taken.
+// uncounted, the wake-up writes nothing to the descriptor number the
+// loop's eventfd had, which a new file has taken, and a listening socket
+// is refused, not taken and left unread.
 func TestLoopsAfterShutdown(t *testing.T) {
 	f := newAcceptFixture(t, 1)
 	l := f.e.loops[0]
@@ -367,6 +368,12 @@ func TestLoopsAfterShutdown(t *testing.T) {
 	server, err := ln.Accept()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if a, err := f.e.Accept(AcceptOptions{FD: f.fd}); err == nil || !strings.Contains(err.Error(), "shut down") {
+		if a != nil {
+			a.Stop()
+		}
+		t.Fatalf("Accept after Shutdown: %v; want an error saying the loops have shut down", err)
 	}
 	if err := f.e.Add(server); err != nil {
 		t.Fatalf("Add after Shutdown: %v (want the connection taken and closed)", err)
