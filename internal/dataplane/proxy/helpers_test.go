@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -189,27 +188,11 @@ func tableWith(svcs ...*route.Service) *route.Router {
 	return route.NewRouter(tbl)
 }
 
-// rawResponse sends raw bytes on a new connection and reads one response.
+// rawResponse sends raw bytes on a new connection and reads one response
+// (proxy.RawResponse).
 func rawResponse(t *testing.T, addr, raw string) (*http.Response, string) {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io.WriteString(c, raw); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("reading the response to %q: %v", raw, err)
-	}
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("reading the body of the response to %q: %v", raw, err)
-	}
-	return resp, string(b)
+	return proxy.RawResponse(t, addr, raw)
 }
 
 // rawRequest is rawResponse returning the status line and body.

@@ -549,18 +549,19 @@ func (l *evloop) closeAll() {
 	for u := range l.ups {
 		l.closeUp(u)
 	}
+	// The inbox is emptied and the loop marked stopped (wake -1) under one
+	// lock: a connection enqueued after that is closed by enqueue, and
+	// none can land in between, in an inbox no one reads again.
 	l.mu.Lock()
 	in := l.inbox
 	l.inbox = nil
+	syscall.Close(l.wake)
+	l.wake = -1
 	l.mu.Unlock()
 	for _, nc := range in {
 		syscall.Close(nc.fd)
 		l.clientGone(nc.tc != nil)
 	}
-	l.mu.Lock()
-	syscall.Close(l.wake)
-	l.wake = -1
-	l.mu.Unlock()
 	syscall.Close(l.ep)
 }
 

@@ -3,14 +3,11 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -83,18 +80,7 @@ func newAcceptFixture(t *testing.T, loops int) *acceptFixture {
 // get sends one request on a new connection and returns the status line.
 func (f *acceptFixture) get(t *testing.T) string {
 	t.Helper()
-	c, err := net.Dial("tcp", f.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(10 * time.Second))
-	fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: nowhere.test\r\nConnection: close\r\n\r\n")
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("a request on a new connection the loops should accept: %v", err)
-	}
-	resp.Body.Close()
+	resp, _ := RawResponse(t, f.addr, "GET / HTTP/1.1\r\nHost: nowhere.test\r\nConnection: close\r\n\r\n")
 	return resp.Status
 }
 
