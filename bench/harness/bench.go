@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cutover/cutover/internal/testutil/freeport"
 )
 
 // benchPhase runs wrk against each proxy, interleaved, for every log mode.
@@ -77,7 +79,7 @@ func (h *harness) measure(ctx context.Context, r benchRun, tlsFiles *tlsFiles, l
 		r.Err = err.Error()
 		return r
 	}
-	listen, err := freePort()
+	listen, err := freeport.Addr()
 	if err != nil {
 		return fail(err)
 	}

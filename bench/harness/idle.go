@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/cutover/cutover/bench/loadclient"
+	"github.com/cutover/cutover/internal/testutil/freeport"
 )
 
 // idlePlainBarKB is issue 12's bar for cutover: at most 3 kB per idle
@@ -63,7 +64,7 @@ func (h *harness) idleCheck(ctx context.Context, proxy string, conns int, tlsOn 
 		res.Err = err.Error()
 		return res
 	}
-	listen, err := freePort()
+	listen, err := freeport.Addr()
 	if err != nil {
 		res.Err = err.Error()
 		return res

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/cutover/cutover/internal/testutil/freeport"
 )
 
 // debianTool is a needed program and the Debian package that ships it.
@@ -135,7 +137,7 @@ func (h *harness) prepare(ctx context.Context) error {
 	for _, c := range colours {
 		for i := 1; i <= 2; i++ {
 			name := fmt.Sprintf("%s-%d", c, i)
-			addr, err := freePort()
+			addr, err := freeport.Addr()
 			if err != nil {
 				return err
 			}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cutover/cutover/bench/loadclient"
+	"github.com/cutover/cutover/internal/testutil/freeport"
 )
 
 // Proxy names, in the order runs are interleaved.
@@ -362,7 +363,7 @@ func (h *harness) startProxy(ctx context.Context, opts proxyOptions) (*runningPr
 			co.Engine = "goroutines"
 		}
 		if opts.Proxy == proxyCutoverMetrics {
-			m, err := freePort()
+			m, err := freeport.Addr()
 			if err != nil {
 				return nil, err
 			}
@@ -486,19 +487,6 @@ func writeFileAtomic(path, content string) error {
 		return fmt.Errorf("rename %s: %w", tmp, err)
 	}
 	return nil
-}
-
-// freePort asks the kernel for a free 127.0.0.1 port. Another program could
-// take it before it is used; on this single-purpose run that does not happen
-// in practice, and a clash shows as a startup error naming the port.
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
-	return addr, nil
 }
 
 // scrapeEverySecond reads url once a second, as a Prometheus server would,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cutover/cutover/bench/loadclient"
+	"github.com/cutover/cutover/internal/testutil/freeport"
 )
 
 // switchEvent is one switch of the live pool during the switch run.
@@ -100,7 +101,7 @@ func (h *harness) switchRun(ctx context.Context, proxy string, opts switchOption
 		rep.Err = err.Error()
 		return rep
 	}
-	listen, err := freePort()
+	listen, err := freeport.Addr()
 	if err != nil {
 		return fail(err)
 	}

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/cutover/cutover/bench/loadclient"
+	"github.com/cutover/cutover/internal/testutil/freeport"
 )
 
 type options struct {
@@ -104,7 +105,7 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	addr, err := freeAddr()
+	addr, err := freeport.Addr()
 	if err != nil {
 		return err
 	}
@@ -283,15 +284,6 @@ func (h *hung) Close() error {
 		c.Close()
 	}
 	return err
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // waitServing waits until the proxy answers a request (to either target).

@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/cutover/cutover/bench/loadclient"
 	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/testutil/freeport"
 )
 
 // Options configure a soak run. Cutover, Backend and Dir are required.
@@ -159,45 +159,6 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	return r.soak(ctx)
 }
 
-// backendAddr returns a free 127.0.0.1 address below the kernel's
-// ephemeral port range. A killed backend's port is free until its restart;
-// one from the ephemeral range may meanwhile become the local port of an
-// outgoing connection (the load client's, the proxy's), and the restart
-// would fail to bind.
-func backendAddr() (string, error) {
-	low := 32768
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil {
-				low = n
-			}
-		}
-	}
-	if low <= 2048 {
-		return freeAddr() // no room below the range: take an ephemeral one
-	}
-	for range 200 {
-		port := 1024 + rand.IntN(low-1024)
-		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-		if err != nil {
-			continue
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		return addr, nil
-	}
-	return "", fmt.Errorf("no free port below %d on 127.0.0.1", low)
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 // start runs a program with its own process group (so a terminal's Ctrl-C
 // reaches only the soak, which stops it) and the parent-death signal as the
 // backstop if the soak is killed.
@@ -258,12 +219,12 @@ func lastLine(b []byte) string {
 
 func (r *run) setUp(ctx context.Context) error {
 	var err error
-	if r.proxy, err = freeAddr(); err != nil {
+	if r.proxy, err = freeport.Addr(); err != nil {
 		return err
 	}
 	for _, colour := range []string{"blue", "green"} {
 		for i := 1; i <= 2; i++ {
-			addr, err := backendAddr()
+			addr, err := freeport.Addr()
 			if err != nil {
 				return err
 			}

@@ -20,6 +20,7 @@ import (
 	"github.com/cutover/cutover/internal/provider/docker/dockertest"
 	"github.com/cutover/cutover/internal/release"
 	"github.com/cutover/cutover/internal/serve"
+	"github.com/cutover/cutover/internal/testutil/freeport"
 )
 
 // releaseCompose is one compose file for both colours: the colour's
@@ -116,7 +117,7 @@ func TestReleaseOnDocker(t *testing.T) {
 		t.Fatalf("start blue: %v\n%s", err, upOut.String())
 	}
 
-	listen := dockertest.FreeAddr(t)
+	listen := freeport.For(t)
 	cfgPath := filepath.Join(dir, "cutover.yaml")
 	if err := os.WriteFile(cfgPath, []byte(fmt.Sprintf(releaseConfig, listen, filepath.Join(dir, "state"), net.Name, name)), 0o600); err != nil {
 		t.Fatal(err)

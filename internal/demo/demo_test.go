@@ -6,23 +6,15 @@ import (
 	"net"
 	"strings"
 	"testing"
-)
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+	"github.com/cutover/cutover/internal/testutil/freeport"
+)
 
 // TestDemoSwitchesWithoutFailures runs the built-in demonstration: both
 // colours must serve, every switch must happen and no request may fail.
 func TestDemoSwitchesWithoutFailures(t *testing.T) {
 	var out bytes.Buffer
-	rep, err := Run(context.Background(), Options{Listen: freeAddr(t), Switches: 4, Clients: 8, Once: true, StateDir: t.TempDir(), Out: &out})
+	rep, err := Run(context.Background(), Options{Listen: freeport.For(t), Switches: 4, Clients: 8, Once: true, StateDir: t.TempDir(), Out: &out})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out.String())
 	}

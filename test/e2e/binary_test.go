@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/cutover/cutover/bench/loadclient"
 	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/testutil/freeport"
 	"github.com/cutover/cutover/internal/testutil/lockedbuf"
 	"github.com/cutover/cutover/internal/testutil/refused"
 )
@@ -59,17 +59,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freeAddr returns a 127.0.0.1 address that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // served is a running `cutover serve` process.
 type served struct {
 	cmd    *exec.Cmd
@@ -93,7 +82,7 @@ func newBinaryStack(t *testing.T) *binaryStack {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	bs.dir = dir
 	bs.socket = filepath.Join(dir, "admin.sock")
-	bs.proxyAddr = freeAddr(t)
+	bs.proxyAddr = freeport.For(t)
 	bs.blue = newAppBackend(t, "blue-1", nil)
 	bs.green = newAppBackend(t, "green-1", nil)
 	bs.cfgPath = filepath.Join(dir, "cutover.yaml")
@@ -312,7 +301,7 @@ func TestBinaryDeployUnhealthyRefusedUnderLoad(t *testing.T) {
 
 func TestBinaryTCPAdminNeedsToken(t *testing.T) {
 	bs := newBinaryStack(t)
-	tcp := freeAddr(t)
+	tcp := freeport.For(t)
 	bs.writeConfig(t, fmt.Sprintf("  tcp: \"%s\"\n", tcp))
 	cmd := exec.Command(bs.bin, "serve", "-c", bs.cfgPath)
 	var out bytes.Buffer

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/cutover/cutover/internal/testutil/freeport"
 )
 
 // screenshotEnv names where TestDashboardInChromium saves its screenshot
@@ -87,7 +89,7 @@ func TestDashboardInChromium(t *testing.T) {
 	ctx := browser(t)
 	const token = "dash-e2e-token-7f3a"
 	bs := newBinaryStack(t)
-	adminAddr := freeAddr(t)
+	adminAddr := freeport.For(t)
 	bs.writeConfig(t, fmt.Sprintf("  tcp: \"%s\"\n  token: \"%s\"\n", adminAddr, token))
 	srv := bs.serve(t)
 	base := "http://" + adminAddr

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cutover/cutover/bench/loadclient"
 	"github.com/cutover/cutover/internal/admin"
+	"github.com/cutover/cutover/internal/testutil/freeport"
 )
 
 // The tests in this file upgrade a running `cutover serve` (the real
@@ -231,7 +232,7 @@ func TestUpgradeUnderLoadDropsNothing(t *testing.T) {
 			bs := newBinaryStack(t)
 			c := upgradeConfig{http: bs.proxyAddr}
 			if tc.tls {
-				c.https = freeAddr(t)
+				c.https = freeport.For(t)
 			}
 			bs.writeUpgradeConfig(t, c)
 			s := bs.serve(t)
@@ -591,8 +592,8 @@ func TestRestartAppliesListenAddresses(t *testing.T) {
 	bs.writeUpgradeConfig(t, upgradeConfig{http: bs.proxyAddr})
 	s := bs.serve(t)
 	oldAddr := bs.proxyAddr
-	bs.proxyAddr = freeAddr(t)
-	tcp := freeAddr(t)
+	bs.proxyAddr = freeport.For(t)
+	tcp := freeport.For(t)
 	bs.writeUpgradeConfig(t, upgradeConfig{http: bs.proxyAddr, adminTCP: tcp})
 	out, errOut, code := bs.cli(t, "reload")
 	if code != 0 || !strings.Contains(out+errOut, "configuration reloaded") {

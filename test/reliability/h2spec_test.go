@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/cutover/cutover/internal/testutil/freeport"
 )
 
 // knownH2specFailures are the cases nginx passes and cutover does not yet,
@@ -33,7 +35,7 @@ func TestH2specAgainstHTTPS(t *testing.T) {
 	t.Cleanup(be.Close)
 
 	dir := t.TempDir()
-	https := freeAddr(t)
+	https := freeport.For(t)
 	socket := filepath.Join(dir, "admin.sock")
 	cfg := filepath.Join(dir, "cutover.yaml")
 	text := fmt.Sprintf(`listen:
@@ -49,7 +51,7 @@ services:
   web:
     pools:
       blue: ["%s"]
-`, freeAddr(t), https, dir, socket, be.Listener.Addr())
+`, freeport.For(t), https, dir, socket, be.Listener.Addr())
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/cutover/cutover/internal/provider/docker"
 	"github.com/cutover/cutover/internal/provider/docker/dockertest"
 	"github.com/cutover/cutover/internal/serve"
+	"github.com/cutover/cutover/internal/testutil/freeport"
 )
 
 // relay is a TCP listener on 127.0.0.1 whose connections are copied to a
@@ -160,7 +161,7 @@ services:
     drain_timeout: 5s
     pools:
       named: {containers: [%s-a, %s-b], port: 8000}
-`, dockertest.FreeAddr(t), filepath.Join(dir, "state"), docker, prefix, prefix)
+`, freeport.For(t), filepath.Join(dir, "state"), docker, prefix, prefix)
 		if err := os.WriteFile(cfgPath, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/cutover/cutover/internal/provider/docker"
 	"github.com/cutover/cutover/internal/provider/docker/dockertest"
 	"github.com/cutover/cutover/internal/serve"
+	"github.com/cutover/cutover/internal/testutil/freeport"
 )
 
 // fixture is a cutover serving two Docker pools on a test network: "named"
@@ -93,7 +94,7 @@ func newFixture(t *testing.T) *fixture {
 	f.run("c2", composeLabels(f.name("proj")))
 
 	f.cfgPath = filepath.Join(dir, "cutover.yaml")
-	f.listen = dockertest.FreeAddr(t)
+	f.listen = freeport.For(t)
 	f.writeConfig("")
 	var err error
 	f.inst, err = serve.Start(context.Background(), serve.Options{

@@ -15,6 +15,8 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+
+	"github.com/cutover/cutover/internal/testutil/freeport"
 )
 
 // Cluster is a running embedded cluster.
@@ -135,15 +137,11 @@ func (m *Member) stop() {
 	}
 }
 
+// freeURL is below the ephemeral range: Restart binds the same ports
+// again, and meanwhile an outgoing connection could take an ephemeral one.
 func freeURL(t testing.TB) url.URL {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	return url.URL{Scheme: "http", Host: addr}
+	return url.URL{Scheme: "http", Host: freeport.For(t)}
 }
 
 // Relay is a TCP relay the test can cut: a client pointed at it reaches
@@ -164,7 +162,8 @@ type Relay struct {
 func NewRelay(t testing.TB, target string) *Relay {
 	t.Helper()
 	r := &Relay{t: t, target: target}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	// Below the ephemeral range, because Resume binds the address again.
+	l, err := net.Listen("tcp", freeport.For(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -301,18 +300,6 @@ func PublishedPort(t testing.TB, eng *docker.Engine, id string, port int) string
 	}
 	t.Fatalf("container %s: port %d is not published on 127.0.0.1", id, port)
 	return ""
-}
-
-// FreeAddr returns a 127.0.0.1 address with a port that was free a moment
-// ago, for configurations that need a fixed port.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // Eventually polls cond every 20ms until it returns "" (done) or the
