@@ -164,6 +164,9 @@ func (m *Manager) deploy(ctx context.Context, req admin.DeployRequest, progress 
 	if plan != nil {
 		// The trial installs a candidate at its first step, before it
 		// lets this call return; the deferred discard then leaves it.
+		if err := m.beginTrial(s, req.Pool); err != nil {
+			return nil, err
+		}
 		trialStarted = true
 		return m.runTrial(ctx, s, p, plan, heldLock{id: intent.ID, release: release}, len(specs) > 0, req.Expect, time.Since(start), progress)
 	}

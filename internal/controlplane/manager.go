@@ -135,7 +135,9 @@ type Manager struct {
 	runCtx   context.Context // nil until Start
 	stop     context.CancelFunc
 	closed   bool
-	wg       sync.WaitGroup
+	// closing is closed by Close: running trials stop where they are.
+	closing chan struct{}
+	wg      sync.WaitGroup
 }
 
 // service is the runtime of one configured service.
@@ -233,6 +235,7 @@ func New(cfg *config.Config, o Options) (*Manager, error) {
 		prober:   health.NewProber(),
 		cfg:      cfg,
 		ops:      map[string]*admin.Operation{},
+		closing:  make(chan struct{}),
 		onApply:  o.OnApply,
 		prepared: map[string]*preparing{},
 		stopper:  o.Stopper,
@@ -652,7 +655,9 @@ func (m *Manager) SayGoodbye(end time.Time) (stop func()) {
 }
 
 // Close stops the health checks and waits for them and for pending
-// retirements (which close their connections at once).
+// retirements (which close their connections at once). A running trial
+// (canary, guard) stops where it is without touching the routing, records
+// its end and lets go of its deploy lock; Close waits for that too.
 func (m *Manager) Close() {
 	m.mu.Lock()
 	if m.closed {
@@ -660,6 +665,7 @@ func (m *Manager) Close() {
 		return
 	}
 	m.closed = true
+	close(m.closing)
 	for _, s := range m.services {
 		m.armStopsLocked(s) // closed: only stops the timer
 	}

@@ -146,6 +146,9 @@ type trialRun struct {
 	started time.Time
 	// progress passes events to the caller while it listens.
 	progress *relay
+	// stopping is closed when cutover serve shuts down: the trial stops
+	// where it is, routing untouched, and lets go of its lock.
+	stopping <-chan struct{}
 }
 
 // relay forwards progress events to a caller until it stops listening.
@@ -194,10 +197,18 @@ func (m *Manager) runTrial(ctx context.Context, s *service, p *pool, pl *trialPl
 	s.trial = t
 	m.mu.Unlock()
 	r := &trialRun{m: m, s: s, p: p, name: p.up.Name(), old: old, plan: pl, candidate: candidate, expect: expect, took: took, t: t,
-		progress: &relay{out: progress}}
+		progress: &relay{out: progress}, stopping: m.closing}
 	early := make(chan trialOutcome, 1) // the caller may stop waiting
 	final := make(chan trialOutcome, 1)
+	// decided is closed once the caller took one of the two; detached
+	// says it took early, so the trial records its own end.
+	decided := make(chan struct{})
+	var detached bool
 	go func() {
+		// Close waits for the trial (m.wg, added by beginTrial), so that
+		// its lock is released and its end recorded before the store
+		// closes.
+		defer m.wg.Done()
 		defer lock.release()
 		defer m.endOp(s.name)
 		defer t.act()
@@ -210,23 +221,39 @@ func (m *Manager) runTrial(ctx context.Context, s *service, p *pool, pl *trialPl
 		}()
 		res, err := r.run(early)
 		final <- trialOutcome{res, err}
+		<-decided
+		if detached {
+			r.record(trialOutcome{res, err})
+		}
 	}()
 	var out trialOutcome
 	select {
 	case out = <-final:
 	case out = <-early:
 		// The trial goes on; its end is recorded in the history by itself.
-		r.progress.stop()
-		go r.recordLater(final)
-		return out.res, out.err
+		detached = true
 	}
+	close(decided)
 	r.progress.stop()
 	return out.res, out.err
 }
 
-// recordLater writes the end of a trial the caller stopped waiting for.
-func (r *trialRun) recordLater(final <-chan trialOutcome) {
-	out := <-final
+// beginTrial counts a trial about to start in m.wg, or refuses it when
+// the control plane is closing (a trial started then would take traffic
+// in a process about to exit).
+func (m *Manager) beginTrial(s *service, pool string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errorf(admin.KindRefused, "deploy of service %q to pool %q refused: cutover serve is shutting down — live traffic stays on %q; retry on the instance that serves next",
+			s.name, pool, s.desired.Active)
+	}
+	m.wg.Add(1)
+	return nil
+}
+
+// record writes the end of a trial the caller stopped waiting for.
+func (r *trialRun) record(out trialOutcome) {
 	e := history.Entry{Kind: history.KindTrial, Service: r.s.name, From: r.old, To: r.name, Started: r.started}
 	if e.Started.IsZero() {
 		e.Started = time.Now()
@@ -305,6 +332,8 @@ func (r *trialRun) run(early chan<- trialOutcome) (*admin.DeployResult, error) {
 				Message: fmt.Sprintf("canary of service %q holds: %q takes %s of its clients until cutover promote (the full switch) or cutover abort", s.name, r.name, pctOf(w))})
 		}
 		switch why, breach := r.wait(step, true); why {
+		case waitShutdown:
+			return nil, r.interrupted(w)
 		case waitAbort:
 			return r.dropCanary(fmt.Sprintf("canary of %q aborted by cutover abort", r.name), "")
 		case waitBreach:
@@ -323,6 +352,7 @@ const (
 	waitAbort
 	waitBreach
 	waitWindowOver
+	waitShutdown
 )
 
 // wait waits for step (nil: none), a promote or abort, or a breach of the
@@ -346,6 +376,8 @@ func (r *trialRun) wait(step <-chan time.Time, hold bool) (why int, breach strin
 			return waitPromote, ""
 		case <-r.t.abort:
 			return waitAbort, ""
+		case <-r.stopping:
+			return waitShutdown, ""
 		case <-ticks:
 			if b := r.judgeNow(); b != "" {
 				return waitBreach, b
@@ -427,6 +459,13 @@ func (r *trialRun) fullSwitch(tellEarly func(*admin.DeployResult)) (*admin.Deplo
 			return r.rollBack(breach)
 		case waitAbort:
 			return r.rollBack("rolled back by cutover abort during the guard window")
+		case waitShutdown:
+			r.judgeNow()
+			res.Guard = r.t.guardReport()
+			left := time.Until(r.started.Add(r.plan.guard.Window)).Round(time.Second)
+			res.Message += fmt.Sprintf("; the guard stopped unfinished, %s before its window's end, because cutover serve shut down (%s on %q judged until then, error rate %.2f%%, no breach)",
+				human.Duration(left), human.Count(int(res.Guard.Requests), "request"), r.name, 100*res.Guard.ErrorRate)
+			return res, nil
 		case waitPromote, waitWindowOver:
 			r.t.mu.Lock()
 			if r.t.report != nil {
@@ -492,6 +531,16 @@ func (r *trialRun) rollBack(why string) (*admin.DeployResult, error) {
 	r.progress.send(m.event(s.name, r.old, admin.PhaseSwitch, fmt.Sprintf("guard: %s — switched service %q back to %q", why, s.name, r.old)))
 	d := m.drain(context.Background(), s, ap.lost, swapped, r.progress.send, r.old)
 	return r.ended(why, why, d)
+}
+
+// interrupted is the end of a canary stopped by a shutdown at weight w:
+// the desired state keeps its share, so the next process (or another
+// instance) serves the same split until promote or abort.
+func (r *trialRun) interrupted(w uint32) error {
+	r.m.log.Warn("canary interrupted by shutdown; it keeps its share until cutover promote or cutover abort",
+		"service", r.s.name, "pool", r.name, "share", pctOf(w))
+	return errorf(admin.KindCanceled, "canary of %q stopped because cutover serve shut down: %q keeps %s of the clients of service %q (the desired state holds it) until cutover promote or cutover abort; its remaining steps and guard do not resume",
+		r.name, r.name, pctOf(w), r.s.name)
 }
 
 // noteRolledBack records in the guard's report when the routing went back.

@@ -19,6 +19,7 @@ import (
 	"github.com/cutover/cutover/bench/loadclient"
 	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
+	"github.com/cutover/cutover/internal/controlplane/history"
 	"github.com/cutover/cutover/internal/demoapp"
 	"github.com/cutover/cutover/internal/serve"
 )
@@ -642,4 +643,65 @@ func TestCanaryHeldThenPromoted(t *testing.T) {
 		t.Fatalf("after promote: active %s previous %s canary %q", st[0].Active, st[0].Previous, st[0].Canary)
 	}
 	t.Logf("held canary promoted: %d requests, 0 failed, by pool %v; %s", len(recs), by, res.Message)
+}
+
+// TestShutdownStopsARunningGuard: a detached deploy whose guard watches
+// for an hour; a graceful shutdown stops the guard where it is (green
+// keeps serving, nothing rolls back) and records the trial's end, with the
+// numbers judged until then, in the history.
+func TestShutdownStopsARunningGuard(t *testing.T) {
+	in := trialInstance(t, 0)
+	l := startLoad(t, in.HTTPAddr().String(), 4)
+	res, err := deploy(t, in, admin.DeployRequest{Pool: "green", Detach: true,
+		Guard: &admin.GuardSettings{Window: admin.Duration(time.Hour), MaxLatencyRatio: 50}})
+	if err != nil {
+		t.Fatalf("detached deploy with a guard: %v", err)
+	}
+	t.Logf("deploy: %s", res.Message)
+	// Requests on green for the guard to judge, then the load stops before
+	// the shutdown refuses new connections.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, _ := in.Manager().Status("web")
+		if g := st[0].Guard; g != nil && g.Requests >= 50 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the guard judged fewer than 50 requests on green within 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := l.stop().Summarize(); s.Failed > 0 || s.Requests == 0 {
+		t.Fatalf("%d of %d requests failed across the switch to green", s.Failed, s.Requests)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- in.Shutdown(ctx) }()
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Fatalf("shutdown: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the shutdown did not finish within 30s: the guard did not stop")
+	}
+	hist, _, err := history.Open(in.Manager().Config().StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var trial *history.Entry
+	for _, e := range hist.List("web") {
+		if e.Kind == history.KindTrial {
+			trial = &e
+		}
+	}
+	if trial == nil || trial.Ended == nil || trial.Result != history.ResultSucceeded || !strings.Contains(trial.Reason, "the guard stopped unfinished") ||
+		!strings.Contains(trial.Reason, "because cutover serve shut down") {
+		t.Fatalf("the history does not record the guard stopped by the shutdown: %+v", trial)
+	}
+	t.Logf("history: %s", trial.Reason)
+	if st, _ := in.Manager().Status("web"); st[0].Active != "green" {
+		t.Fatalf("after the shutdown stopped the guard the desired state has %s active, want green (no rollback)", st[0].Active)
+	}
 }

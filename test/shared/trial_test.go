@@ -17,6 +17,7 @@ import (
 
 	"github.com/cutover/cutover/internal/admin"
 	"github.com/cutover/cutover/internal/config"
+	"github.com/cutover/cutover/internal/controlplane/history"
 	"github.com/cutover/cutover/internal/controlplane/state/etcdstore"
 	"github.com/cutover/cutover/internal/serve"
 )
@@ -275,6 +276,95 @@ func killTrialHolder(t *testing.T, abort bool) {
 	t.Logf("deploy proceeded %s after the canary's holder was killed (lock lease %s): %s", time.Since(killed).Round(time.Millisecond), holderLockTTL, res.Message)
 	if st := webStatus(t, b); st.Active != "green" || st.Canary != "" {
 		t.Fatalf("after the deploy: active %s canary %q, want green alone", st.Active, st.Canary)
+	}
+	finish()
+}
+
+// TestShutdownStopsTheTrialAndFreesTheLock: an instance running a canary
+// (steps of an hour) shuts down gracefully. Its trial stops where it is:
+// the deploy lock is gone when Shutdown returns (not left to its lease),
+// the trial's end is in that instance's history, and the canary keeps its
+// share in the desired state, so the other instance (under a strict load
+// client all along) serves the same split and promotes it at once.
+func TestShutdownStopsTheTrialAndFreesTheLock(t *testing.T) {
+	c := start(t, 2)
+	a, b := c.ins[0], c.ins[1]
+	finish := load(t, []*serve.Instance{b}, 4, 2*time.Minute)
+	ctx := context.Background()
+	timeout := admin.Duration(20 * time.Second)
+	res, err := a.Manager().Deploy(ctx, admin.DeployRequest{Service: "web", Pool: "green", Canary: []float64{10, 50},
+		Step: admin.Duration(time.Hour), Detach: true, Timeout: timeout}, nil)
+	if err != nil {
+		t.Fatalf("canary through edge-1: %v", err)
+	}
+	t.Logf("canary through edge-1: %s", res.Message)
+	waitFor(t, "edge-2 applies the canary", 10*time.Second, func() bool { return webStatus(t, b).Canary == "green" })
+	cli := c.etcd.Client(t)
+	lockKey := config.DefaultEtcdPrefix + "locks/web"
+	if got, err := cli.Get(ctx, lockKey); err != nil || len(got.Kvs) == 0 {
+		t.Fatalf("the canary holds no lock at %s: %v", lockKey, err)
+	}
+
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	began := time.Now()
+	shut := make(chan error, 1)
+	go func() { shut <- a.Shutdown(sctx) }()
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Fatalf("shutdown of edge-1: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("edge-1's shutdown did not finish within 30s: its trial did not stop")
+	}
+	took := time.Since(began)
+	got, err := cli.Get(ctx, lockKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Kvs) != 0 {
+		t.Fatalf("after edge-1 shut down (in %s) its canary's lock is still held, left to its lease: %s", took, got.Kvs[0].Value)
+	}
+	// Its registration goes too (the instance left the live set), so a
+	// deploy through edge-2 does not wait for edge-1 to report.
+	regKey := config.DefaultEtcdPrefix + "instances/edge-1"
+	if got, err := cli.Get(ctx, regKey); err != nil || len(got.Kvs) != 0 {
+		t.Fatalf("after edge-1 shut down its registration %s is still there (left to its lease): %v", regKey, err)
+	}
+	t.Logf("edge-1 shut down in %s and let go of the deploy lock and its registration", took.Round(time.Millisecond))
+
+	hist, _, err := history.Open(a.Manager().Config().StateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var trial *history.Entry
+	for _, e := range hist.List("web") {
+		if e.Kind == history.KindTrial {
+			trial = &e
+		}
+	}
+	if trial == nil || trial.Ended == nil || trial.ErrorKind != string(admin.KindCanceled) ||
+		!strings.Contains(trial.Reason, "shut down") || !strings.Contains(trial.Reason, "keeps 10%") {
+		t.Fatalf("edge-1's history does not record the trial stopped by the shutdown with its share: %+v", trial)
+	}
+	t.Logf("edge-1's history: %s", trial.Reason)
+
+	if st := webStatus(t, b); st.Active != "blue" || st.Canary != "green" || st.CanaryPercent != 10 {
+		t.Fatalf("edge-2 after edge-1 shut down: active %s canary %q at %g%%, want blue with green at 10%%", st.Active, st.Canary, st.CanaryPercent)
+	}
+	began = time.Now()
+	res, err = b.Manager().Promote(ctx, admin.TrialRequest{Service: "web", Timeout: timeout}, func(ev admin.Event) {
+		if strings.Contains(ev.Message, "edge-1") {
+			t.Errorf("the promote through edge-2 waited for edge-1, which had shut down: %s", ev.Message)
+		}
+	})
+	if err != nil {
+		t.Fatalf("promote through edge-2 of the canary edge-1 left: %v", err)
+	}
+	t.Logf("promote through edge-2 in %s: %s", time.Since(began).Round(time.Millisecond), res.Message)
+	if st := webStatus(t, b); st.Active != "green" || st.Canary != "" {
+		t.Fatalf("edge-2 after the promote: active %s canary %q, want green alone", st.Active, st.Canary)
 	}
 	finish()
 }

@@ -747,6 +747,11 @@ func (s *Store) register() {
 		s.kickPublish()
 		for range ka {
 		}
+		if s.ctx.Err() != nil {
+			// Closing: the keep-alive ended because of it, not because
+			// the lease was lost; Close revokes the lease.
+			return
+		}
 		s.lease.Store(0)
 	}
 }
