@@ -288,6 +288,12 @@ func TestNewProcessKeepsTheRegistration(t *testing.T) {
 	if got := leaseOf(); got != next.lease.Load() {
 		t.Fatalf("after the old process left the registration has lease %x, want the new process's %x", got, next.lease.Load())
 	}
+	// The last process of the instance leaving takes the registration
+	// with it at once (its lease revoked, not left to expire).
+	next.Close()
+	if got := leaseOf(); got != 0 {
+		t.Fatalf("after the instance's last process closed its store the registration is still there (lease %x)", got)
+	}
 }
 
 // TestHelperLockHolder is the process TestKilledDeployerLockExpires kills.
