@@ -22,6 +22,7 @@ import (
 	"github.com/cutover/cutover/internal/controlplane/history"
 	"github.com/cutover/cutover/internal/demoapp"
 	"github.com/cutover/cutover/internal/serve"
+	"github.com/cutover/cutover/internal/testutil/servetest"
 )
 
 // demoPool serves one demo app on 127.0.0.1 named profile.
@@ -674,28 +675,8 @@ func TestShutdownStopsARunningGuard(t *testing.T) {
 	if s := l.stop().Summarize(); s.Failed > 0 || s.Requests == 0 {
 		t.Fatalf("%d of %d requests failed across the switch to green", s.Failed, s.Requests)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	shut := make(chan error, 1)
-	go func() { shut <- in.Shutdown(ctx) }()
-	select {
-	case err := <-shut:
-		if err != nil {
-			t.Fatalf("shutdown: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("the shutdown did not finish within 30s: the guard did not stop")
-	}
-	hist, _, err := history.Open(in.Manager().Config().StateDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var trial *history.Entry
-	for _, e := range hist.List("web") {
-		if e.Kind == history.KindTrial {
-			trial = &e
-		}
-	}
+	servetest.ShutdownWithin(t, in, 10*time.Second)
+	trial := servetest.LastEntry(t, in.Manager().Config().StateDir, "web", history.KindTrial)
 	if trial == nil || trial.Ended == nil || trial.Result != history.ResultSucceeded || !strings.Contains(trial.Reason, "the guard stopped unfinished") ||
 		!strings.Contains(trial.Reason, "because cutover serve shut down") {
 		t.Fatalf("the history does not record the guard stopped by the shutdown: %+v", trial)

@@ -20,6 +20,7 @@ import (
 	"github.com/cutover/cutover/internal/controlplane/history"
 	"github.com/cutover/cutover/internal/controlplane/state/etcdstore"
 	"github.com/cutover/cutover/internal/serve"
+	"github.com/cutover/cutover/internal/testutil/servetest"
 )
 
 func webStatus(t *testing.T, in *serve.Instance) admin.ServiceStatus {
@@ -305,20 +306,7 @@ func TestShutdownStopsTheTrialAndFreesTheLock(t *testing.T) {
 		t.Fatalf("the canary holds no lock at %s: %v", lockKey, err)
 	}
 
-	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	began := time.Now()
-	shut := make(chan error, 1)
-	go func() { shut <- a.Shutdown(sctx) }()
-	select {
-	case err := <-shut:
-		if err != nil {
-			t.Fatalf("shutdown of edge-1: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("edge-1's shutdown did not finish within 30s: its trial did not stop")
-	}
-	took := time.Since(began)
+	took := servetest.ShutdownWithin(t, a, 10*time.Second)
 	got, err := cli.Get(ctx, lockKey)
 	if err != nil {
 		t.Fatal(err)
@@ -334,16 +322,7 @@ func TestShutdownStopsTheTrialAndFreesTheLock(t *testing.T) {
 	}
 	t.Logf("edge-1 shut down in %s and let go of the deploy lock and its registration", took.Round(time.Millisecond))
 
-	hist, _, err := history.Open(a.Manager().Config().StateDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var trial *history.Entry
-	for _, e := range hist.List("web") {
-		if e.Kind == history.KindTrial {
-			trial = &e
-		}
-	}
+	trial := servetest.LastEntry(t, a.Manager().Config().StateDir, "web", history.KindTrial)
 	if trial == nil || trial.Ended == nil || trial.ErrorKind != string(admin.KindCanceled) ||
 		!strings.Contains(trial.Reason, "shut down") || !strings.Contains(trial.Reason, "keeps 10%") {
 		t.Fatalf("edge-1's history does not record the trial stopped by the shutdown with its share: %+v", trial)
@@ -353,7 +332,7 @@ func TestShutdownStopsTheTrialAndFreesTheLock(t *testing.T) {
 	if st := webStatus(t, b); st.Active != "blue" || st.Canary != "green" || st.CanaryPercent != 10 {
 		t.Fatalf("edge-2 after edge-1 shut down: active %s canary %q at %g%%, want blue with green at 10%%", st.Active, st.Canary, st.CanaryPercent)
 	}
-	began = time.Now()
+	began := time.Now()
 	res, err = b.Manager().Promote(ctx, admin.TrialRequest{Service: "web", Timeout: timeout}, func(ev admin.Event) {
 		if strings.Contains(ev.Message, "edge-1") {
 			t.Errorf("the promote through edge-2 waited for edge-1, which had shut down: %s", ev.Message)
