@@ -149,6 +149,9 @@ type trialRun struct {
 	// stopping is closed when cutover serve shuts down: the trial stops
 	// where it is, routing untouched, and lets go of its lock.
 	stopping <-chan struct{}
+	// answered says the caller was given its answer before the end (only
+	// the trial's goroutine touches it).
+	answered bool
 }
 
 // relay forwards progress events to a caller until it stops listening.
@@ -198,12 +201,9 @@ func (m *Manager) runTrial(ctx context.Context, s *service, p *pool, pl *trialPl
 	m.mu.Unlock()
 	r := &trialRun{m: m, s: s, p: p, name: p.up.Name(), old: old, plan: pl, candidate: candidate, expect: expect, took: took, t: t,
 		progress: &relay{out: progress}, stopping: m.closing}
-	early := make(chan trialOutcome, 1) // the caller may stop waiting
-	final := make(chan trialOutcome, 1)
-	// decided is closed once the caller took one of the two; detached
-	// says it took early, so the trial records its own end.
-	decided := make(chan struct{})
-	var detached bool
+	// answer carries what the caller returns: the trial's end, or a point
+	// at which it may stop waiting (then the trial records its own end).
+	answer := make(chan trialOutcome, 1)
 	go func() {
 		// Close waits for the trial (m.wg, added by beginTrial), so that
 		// its lock is released and its end recorded before the store
@@ -219,21 +219,14 @@ func (m *Manager) runTrial(ctx context.Context, s *service, p *pool, pl *trialPl
 			}
 			m.mu.Unlock()
 		}()
-		res, err := r.run(early)
-		final <- trialOutcome{res, err}
-		<-decided
-		if detached {
-			r.record(trialOutcome{res, err})
+		res, err := r.run(answer)
+		if !r.answered {
+			answer <- trialOutcome{res, err}
+			return
 		}
+		r.record(trialOutcome{res, err})
 	}()
-	var out trialOutcome
-	select {
-	case out = <-final:
-	case out = <-early:
-		// The trial goes on; its end is recorded in the history by itself.
-		detached = true
-	}
-	close(decided)
+	out := <-answer
 	r.progress.stop()
 	return out.res, out.err
 }
@@ -263,9 +256,9 @@ func (r *trialRun) record(out trialOutcome) {
 	r.m.endEntry(id, e)
 }
 
-// run does the steps. It sends on early (once) when the caller may stop
-// waiting.
-func (r *trialRun) run(early chan<- trialOutcome) (*admin.DeployResult, error) {
+// run does the steps. It sends on answer (once, setting r.answered) when
+// the caller may stop waiting.
+func (r *trialRun) run(answer chan<- trialOutcome) (*admin.DeployResult, error) {
 	m, s := r.m, r.s
 	ctx := context.Background() // the trial outlives the request that started it
 	if g := r.plan.guard; g != nil {
@@ -273,11 +266,10 @@ func (r *trialRun) run(early chan<- trialOutcome) (*admin.DeployResult, error) {
 		base := m.poolStats(s.name, r.old).Summary(now.Add(-guard.BaselineSpan), now)
 		r.judge = guard.New(*g, base)
 	}
-	sentEarly := false
 	tellEarly := func(res *admin.DeployResult) {
-		if !sentEarly {
-			sentEarly = true
-			early <- trialOutcome{res: res}
+		if !r.answered {
+			r.answered = true
+			answer <- trialOutcome{res: res}
 		}
 	}
 	for i, w := range r.plan.weights {
